@@ -87,10 +87,44 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
+    from qlarius_jobs import runner
+
+    _ready_database()
+    queues = runner.parse_queues(args.queues)
+    asyncio.run(runner.run_workers(queues, wait=not args.until_empty, graceful_timeout=args.grace))
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from qlarius_jobs import seed
+
     conninfo = _ready_database()
+    sizes = seed.SeedSizes(
+        me_files=args.me_files,
+        parents=args.parents,
+        targets=args.targets,
+        campaigns_per_target=args.campaigns_per_target,
+        populate=not args.no_populations,
+        null_share=args.null_share,
+        ad_event_share=args.ad_event_share,
+    )
+    print(json.dumps(seed.seed(conninfo, sizes)))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The demo: database, migrations, demo data when empty, the jobs it triggers, workers."""
+    from qlarius_jobs import runner, seed
+
+    conninfo = _ready_database()
+    if seed.database_is_empty(conninfo):
+        seed.seed(conninfo, seed.SeedSizes(me_files=database.get_settings().demo_me_files))
+        asyncio.run(seed.kick_off_demo())
     for key, rows in status_sections(conninfo).items():
         print(format_table(key, rows))
+    print("workers running on every queue; Ctrl-C stops them cleanly", file=sys.stderr)
+    asyncio.run(runner.run_workers(runner.parse_queues(None), graceful_timeout=args.grace))
     return 0
 
 
@@ -104,11 +138,46 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     db = sub.add_parser("db", help="the embedded PostgreSQL cluster")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
-    sub.add_parser("run", help="start the database, migrate, and run")
+    run = sub.add_parser("run", help="database, migrations, demo data when empty, workers")
+    run.add_argument("--grace", type=float, default=30.0, help="seconds for running jobs at stop")
+    worker = sub.add_parser("worker", help="run workers: every queue, each its own concurrency")
+    worker.add_argument(
+        "--queues",
+        default=None,
+        help="e.g. 'targets,offers=4' (default: default=10,targets=5,offers=10,maintenance=3)",
+    )
+    worker.add_argument(
+        "--grace", type=float, default=30.0, help="seconds for running jobs at stop"
+    )
+    worker.add_argument("--until-empty", action="store_true", help="stop once the queues are empty")
+    seed_cmd = sub.add_parser("seed", help="generate a data set (set-based, server-side)")
+    seed_cmd.add_argument("--me-files", type=int, default=3000)
+    seed_cmd.add_argument("--parents", type=int, default=30, help="parent traits (questions)")
+    seed_cmd.add_argument("--targets", type=int, default=4)
+    seed_cmd.add_argument("--campaigns-per-target", type=int, default=1)
+    seed_cmd.add_argument(
+        "--null-share",
+        type=float,
+        default=0.02,
+        help="share of populations, offers, ad events left NULL",
+    )
+    seed_cmd.add_argument("--ad-event-share", type=float, default=0.2)
+    seed_cmd.add_argument(
+        "--no-populations",
+        action="store_true",
+        help="leave targets not populated (no populations, offers, events)",
+    )
     return parser
 
 
-COMMANDS = {"migrate": cmd_migrate, "status": cmd_status, "db": cmd_db, "run": cmd_run}
+COMMANDS = {
+    "migrate": cmd_migrate,
+    "status": cmd_status,
+    "db": cmd_db,
+    "run": cmd_run,
+    "worker": cmd_worker,
+    "seed": cmd_seed,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
-    except database.DatabaseUnavailable as exc:
+    except (database.DatabaseUnavailable, ValueError) as exc:
         print(f"qlarius-jobs: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     pool_min_size: PositiveInt = 1
-    pool_max_size: PositiveInt = 10
+    pool_max_size: PositiveInt = 40
+
+    retry_backoff_seconds: float = Field(
+        default=10.0, ge=0, description="first retry delay; doubles at each attempt"
+    )
 
     backfill_cron: str = "0 * * * *"
     backfill_batch_size: PositiveInt = 500

@@ -76,3 +76,80 @@ async def conn() -> AsyncIterator[psycopg.AsyncConnection]:
 def sync_conn() -> Iterator[psycopg.Connection]:
     with psycopg.connect(TEST_CONNINFO, autocommit=True) as c:
         yield c
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+os.environ.setdefault("QLARIUS_RETRY_BACKOFF_SECONDS", "0")  # retries run at once in tests
+get_settings.cache_clear()
+
+
+@pytest.fixture
+async def app():
+    """The real Procrastinate app, open on the test database."""
+    from qlarius_jobs.app import app as qlarius_app
+
+    async with qlarius_app.open_async():
+        yield qlarius_app
+
+
+class SettingsOverride:
+    """Change fields of the live settings for one test (undone afterwards)."""
+
+    def __init__(self, monkeypatch):
+        self.live = get_settings()
+        self._monkeypatch = monkeypatch
+
+    def set(self, **changes):
+        for key, value in changes.items():
+            self._monkeypatch.setattr(self.live, key, value)
+
+
+@pytest.fixture
+def settings(monkeypatch) -> SettingsOverride:
+    return SettingsOverride(monkeypatch)
+
+
+async def drain(rounds: int = 20) -> None:
+    """Run a real in-process worker on every queue until no job is due any more."""
+    from qlarius_jobs import runner
+
+    for _ in range(rounds):
+        await runner.run_workers(
+            runner.DEFAULT_QUEUES,
+            wait=False,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+        )
+        with psycopg.connect(TEST_CONNINFO) as conn:
+            due = conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+                "AND (scheduled_at IS NULL OR scheduled_at <= now())"
+            ).fetchone()[0]
+        if not due:
+            return
+    raise AssertionError("jobs still due after draining")
+
+
+def log_events(caplog) -> list[dict]:
+    """structlog events that went through stdlib logging, as dicts."""
+    return [r.msg for r in caplog.records if isinstance(r.msg, dict)]
+
+
+def jobs(conn: psycopg.Connection, task_name: str | None = None) -> list[dict]:
+    rows = conn.execute(
+        "SELECT id, task_name, status::text, attempts, args, lock, queueing_lock, scheduled_at "
+        "FROM procrastinate_jobs WHERE %s::text IS NULL OR task_name = %s ORDER BY id",
+        (task_name, task_name),
+    ).fetchall()
+    keys = [
+        "id",
+        "task_name",
+        "status",
+        "attempts",
+        "args",
+        "lock",
+        "queueing_lock",
+        "scheduled_at",
+    ]
+    return [dict(zip(keys, r, strict=True)) for r in rows]

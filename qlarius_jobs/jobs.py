@@ -1,0 +1,187 @@
+"""What every task shares: validated arguments, attempts with exponential backoff, one summary
+log event per run, a transaction helper, and deferral inside the caller's transaction.
+
+A task module only declares its argument model and writes the body::
+
+    @job_task(name="populate_target", queue="targets", args_model=TargetArgs)
+    async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, int]: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from procrastinate import JobContext, exceptions, jobs, retry, types
+from psycopg import AsyncConnection
+from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
+
+from qlarius_jobs.app import app
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
+
+log = get_logger(__name__)
+
+
+class InvalidJobArguments(ValueError):
+    """The job's arguments are wrong: it fails at once, is not retried, and writes nothing."""
+
+
+class JobGaveUp(RuntimeError):
+    """The job decided to stop for good (e.g. waited too long): not retried."""
+
+
+NOT_RETRYABLE: tuple[type[BaseException], ...] = (InvalidJobArguments, JobGaveUp)
+
+
+class JobArgs(BaseModel):
+    # Strict: "5" is not an id, true is not an id, unknown keys are mistakes.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class NoArgs(JobArgs):
+    # Procrastinate's periodic deferrer passes the tick's timestamp.
+    timestamp: int | None = None
+
+
+class TargetArgs(JobArgs):
+    target_id: PositiveInt
+
+
+class MeFileArgs(JobArgs):
+    me_file_id: PositiveInt
+
+
+class BandArgs(JobArgs):
+    band_id: PositiveInt
+
+
+A = TypeVar("A", bound=JobArgs)
+
+
+def parse_args(task_name: str, model: type[A], raw: dict[str, Any]) -> A:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidJobArguments(f"{task_name}: invalid arguments: {problems}") from None
+
+
+@dataclass(frozen=True)
+class Backoff(retry.BaseRetryStrategy):
+    """``attempts`` runs in all, waiting backoff, 2x backoff, 4x backoff... in between."""
+
+    attempts: int
+    backoff_seconds: float | None = None  # None: the setting, read when a job fails
+
+    def will_retry(self, exception: BaseException, attempts_done: int) -> bool:
+        return not isinstance(exception, NOT_RETRYABLE) and attempts_done + 1 < self.attempts
+
+    def get_retry_decision(
+        self, *, exception: BaseException, job: jobs.Job
+    ) -> retry.RetryDecision | None:
+        if not self.will_retry(exception, job.attempts):
+            return None
+        base = self.backoff_seconds
+        if base is None:
+            base = get_settings().retry_backoff_seconds
+        return retry.RetryDecision(retry_in={"seconds": int(base * 2**job.attempts)})
+
+
+@dataclass
+class JobRun:
+    """One run of a task: its context, a logger bound to it, and database access."""
+
+    context: JobContext | None
+    log: structlog.stdlib.BoundLogger
+
+    @property
+    def job_id(self) -> int | None:
+        return self.context.job.id if self.context else None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection inside one transaction: committed at the end, or rolled back."""
+        async with app.connector.pool.connection() as conn, conn.transaction():
+            yield conn
+
+
+async def defer_job(
+    conn: AsyncConnection,
+    task_name: str,
+    *,
+    schedule_in: types.TimeDeltaParams | None = None,
+    **task_kwargs: Any,
+) -> int | None:
+    """Defer a job inside ``conn``'s current transaction: it exists only if that commits.
+
+    A job that is already waiting with the same queueing lock makes this a quiet no-op
+    (returns None). The savepoint keeps that refusal from aborting the caller's transaction.
+    """
+    deferrer = app.configure_task(task_name, connection=conn, schedule_in=schedule_in)
+    try:
+        async with conn.transaction():
+            return await deferrer.defer_async(**task_kwargs)
+    except exceptions.AlreadyEnqueued:
+        log.info("job already waiting, not deferred again", task=task_name, args=task_kwargs)
+        return None
+
+
+TaskBody = Callable[[JobRun, A], Awaitable[dict[str, Any]]]
+GiveUpHook = Callable[[JobRun, A, BaseException], Awaitable[None]]
+
+
+def job_task(
+    *,
+    name: str,
+    queue: str,
+    args_model: type[A],
+    attempts: int = 3,
+    on_give_up: GiveUpHook | None = None,
+    periodic_cron: str | None = None,
+) -> Callable[[TaskBody], Any]:
+    """Register ``body`` as the Procrastinate task ``name`` on ``queue``.
+
+    The wrapper validates the arguments, binds a logger, times the run and logs one summary
+    event (``<name> finished``, the body's counts, ``elapsed_ms``). When the run fails for
+    good (no attempt left, or not retryable), ``on_give_up`` runs before the failure is
+    recorded.
+    """
+    strategy = Backoff(attempts=attempts)
+
+    def decorator(body: TaskBody) -> Any:
+        async def run_task(context: JobContext, **raw_args: Any) -> dict[str, Any]:
+            started = time.monotonic()
+            bound = log.bind(task=name, job_id=context.job.id, attempt=context.job.attempts + 1)
+            args = parse_args(name, args_model, raw_args)
+            job_run = JobRun(context=context, log=bound)
+            try:
+                summary = await body(job_run, args)
+            except Exception as exc:
+                if on_give_up is not None and not strategy.will_retry(exc, context.job.attempts):
+                    await on_give_up(job_run, args, exc)
+                raise
+            bound.info(
+                f"{name} finished",
+                elapsed_ms=int((time.monotonic() - started) * 1000),
+                **summary,
+            )
+            return summary
+
+        run_task.__name__ = body.__name__
+        run_task.__qualname__ = body.__qualname__
+        run_task.__doc__ = body.__doc__
+        task = app.task(name=name, queue=queue, retry=strategy, pass_context=True)(run_task)
+        if periodic_cron is not None:
+            app.periodic(cron=periodic_cron, periodic_id=name)(task)
+        task.body = body  # the undecorated body, for callers that run it inline
+        return task
+
+    return decorator

@@ -1,0 +1,80 @@
+"""Data generation: ``qlarius-jobs seed`` and the demo data set of ``make run``.
+
+The generator runs server-side and set-based (``sql/queries/seed_function.sql``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+
+from qlarius_jobs import sql_files
+from qlarius_jobs.jobs import defer_job
+from qlarius_jobs.logs import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SeedSizes:
+    me_files: int = 3000
+    parents: int = 30
+    targets: int = 4
+    campaigns_per_target: int = 1
+    populate: bool = True
+    null_share: float = 0.02
+    ad_event_share: float = 0.2
+    seed: float = 0.42
+
+    def __post_init__(self) -> None:
+        if self.me_files < 0 or self.parents < 2 or self.targets < 0:
+            raise ValueError("me_files >= 0, parents >= 2 and targets >= 0 are required")
+        if self.campaigns_per_target < 0:
+            raise ValueError("campaigns_per_target must be >= 0")
+        for name in ("null_share", "ad_event_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if not -1 <= self.seed <= 1:
+            raise ValueError("seed must be between -1 and 1 (PostgreSQL's setseed)")
+
+
+def seed(conninfo: str, sizes: SeedSizes) -> dict[str, Any]:
+    """Generate a data set in one transaction; return the counts of what was created."""
+    started = time.monotonic()
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(sql_files.query("seed_function"))
+        row = sql_files.fetch_all_sync(conn, "seed_run", **asdict(sizes))[0]
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE")  # fresh tables: plan with real statistics
+    counts = dict(row["counts"])
+    log.info("seeded", elapsed_ms=int((time.monotonic() - started) * 1000), **counts)
+    return counts
+
+
+def database_is_empty(conninfo: str) -> bool:
+    with psycopg.connect(conninfo) as conn:
+        return sql_files.fetch_all_sync(conn, "me_file_count")[0]["n"] == 0
+
+
+async def kick_off_demo(changed_me_files: int = 25) -> dict[str, int]:
+    """What the application would do: re-populate a target, offer every live campaign, change
+    some MeFiles' tags, and run the backfill now rather than at the next full hour."""
+    from qlarius_jobs.app import app
+    from qlarius_jobs.enqueue import notify_tags_changed, offer_campaign, trigger_population
+
+    deferred = {"populate": 0, "offers": 0, "syncs": 0, "backfill": 0}
+    async with app.open_async(), app.connector.pool.connection() as conn, conn.transaction():
+        targets = await sql_files.fetch_all(conn, "demo_kickoff_targets")
+        if targets:
+            deferred["populate"] += bool(await trigger_population(conn, targets[-1]["id"]))
+        for campaign in await sql_files.fetch_all(conn, "demo_kickoff_campaigns"):
+            deferred["offers"] += bool(await offer_campaign(conn, campaign["id"]))
+        for row in await sql_files.fetch_all(conn, "demo_change_tags", count=changed_me_files):
+            deferred["syncs"] += bool(await notify_tags_changed(conn, row["me_file_id"]))
+        deferred["backfill"] += bool(await defer_job(conn, "backfill_missing_snapshots"))
+    log.info("demo jobs deferred", **deferred)
+    return deferred

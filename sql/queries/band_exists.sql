@@ -1,0 +1,1 @@
+SELECT id FROM target_bands WHERE id = %(band_id)s

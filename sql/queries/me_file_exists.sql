@@ -1,0 +1,1 @@
+SELECT id FROM me_files WHERE id = %(me_file_id)s
