@@ -1,0 +1,175 @@
+"""backfill_missing_snapshots: the hourly safety net of the seed note."""
+
+from __future__ import annotations
+
+import psycopg
+
+from qlarius_jobs.jobs import defer_job
+from tests.conftest import TEST_CONNINFO, drain, jobs, log_events
+from tests.factories import standard_world
+
+WORKER = "BackfillMissingSnapshotsWorker"
+
+
+async def _backfill() -> int | None:
+    async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as conn:
+        job_id = await defer_job(conn, "backfill_missing_snapshots")
+        await conn.commit()
+    await drain()
+    return job_id
+
+
+def _legacy_data(sync_conn):
+    """Populations, offers and ad events with NULL snapshots; one offer and one event orphaned."""
+    s = standard_world(sync_conn)
+    w = s["w"]
+    people = [w.me_file([s["female"]]) for _ in range(4)]
+    orphan_person = w.me_file([s["female"]])
+    for m in people:
+        sync_conn.execute(
+            "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
+            (s["outer"], m),
+        )
+    sync_conn.execute(
+        'UPDATE target_populations SET matching_tags_snapshot = \'{"tags": "hand-kept"}\' '
+        "WHERE me_file_id = %s",
+        (people[0],),
+    )
+    campaign = w.campaign(s["target"], {s["outer"]: ("1.00", "2.00")})
+    run = w.one("SELECT id FROM media_runs WHERE campaign_id = %s", (campaign,))
+    offers = {}
+    for m in [*people, orphan_person]:
+        offers[m] = w.one(
+            "INSERT INTO offers (campaign_id, me_file_id, media_run_id, target_band_id, offer_amt, "
+            "marketer_cost_amt) VALUES (%s, %s, %s, %s, 1, 2) RETURNING id",
+            (campaign, m, run, s["outer"]),
+        )
+    events = {}
+    for m in (people[1], orphan_person):
+        events[m] = w.one(
+            "INSERT INTO ad_events (offer_id, campaign_id, me_file_id, target_band_id, media_run_id, "
+            "offer_amt, marketer_cost_amt) VALUES (%s, %s, %s, %s, %s, 1, 2) RETURNING id",
+            (offers[m], campaign, m, s["outer"], run),
+        )
+    s.update(people=people, orphan=orphan_person, offers=offers, events=events)
+    return s
+
+
+async def test_backfill_fills_all_three_tables_with_true_counts(app, sync_conn, caplog):
+    s = _legacy_data(sync_conn)
+    job_id = await _backfill()
+    w = s["w"]
+    pops = dict(
+        sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM target_populations")
+    )
+    assert pops[s["people"][0]] == {"tags": "hand-kept"}  # never overwritten
+    female = [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
+    assert all(pops[m] == {"tags": female} for m in s["people"][1:])
+    offers = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM offers"))
+    assert offers[s["people"][0]] == {"tags": "hand-kept"}  # copied from its population
+    assert offers[s["orphan"]] is None  # no population: stays NULL
+    events = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM ad_events"))
+    assert events[s["people"][1]] == {"tags": female} and events[s["orphan"]] is None
+
+    messages = [e["event"] for e in log_events(caplog)]
+    assert f"{WORKER}: Found 3 populations with missing snapshots" in messages
+    assert (
+        f"No snapshot found for offer {s['offers'][s['orphan']]} "
+        f"(me_file: {s['orphan']}, band: {s['outer']})"
+    ) in messages
+    assert (
+        f"No snapshot found for ad_event {s['events'][s['orphan']]} "
+        f"(me_file: {s['orphan']}, band: {s['outer']})"
+    ) in messages
+    summary = next(
+        e for e in log_events(caplog) if e["event"] == "backfill_missing_snapshots finished"
+    )
+    assert (summary["found_populations"], summary["found_offers"], summary["found_ad_events"]) == (
+        3,
+        5,
+        2,
+    )
+    assert (
+        summary["updated_populations"],
+        summary["updated_offers"],
+        summary["updated_ad_events"],
+    ) == (3, 4, 1)
+    assert (summary["orphan_offers"], summary["orphan_ad_events"]) == (1, 1)
+    assert "elapsed_ms" in summary
+    run = sync_conn.execute(
+        "SELECT job_id, found_populations, updated_populations, updated_offers, updated_ad_events, "
+        "orphan_offers, orphan_ad_events, finished_at IS NOT NULL, budget_exhausted FROM backfill_runs"
+    ).fetchall()
+    assert run == [(job_id, 3, 3, 4, 1, 1, 1, True, False)]
+    assert (
+        w.count("SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL") == 0
+    )
+
+    caplog.clear()
+    await _backfill()  # the second run finds only the two orphans, and updates nothing
+    summary = next(
+        e for e in log_events(caplog) if e["event"] == "backfill_missing_snapshots finished"
+    )
+    assert (
+        summary["updated_offers"]
+        == summary["updated_ad_events"]
+        == summary["updated_populations"]
+        == 0
+    )
+
+
+async def test_a_clean_database_logs_no_missing_snapshots(app, sync_conn, caplog):
+    await _backfill()
+    assert f"{WORKER}: No missing snapshots found" in [e["event"] for e in log_events(caplog)]
+    assert sync_conn.execute("SELECT found_populations, batches FROM backfill_runs").fetchall() == [
+        (0, 0)
+    ]
+
+
+async def test_batches_and_offers_filled_even_when_their_population_was_fine(
+    app, sync_conn, caplog, settings
+):
+    settings.set(backfill_batch_size=2)
+    s = _legacy_data(sync_conn)
+    # populations all fine already: offers must still be repaired from them
+    sync_conn.execute(
+        "UPDATE target_populations SET matching_tags_snapshot = '{\"tags\": []}' "
+        "WHERE matching_tags_snapshot IS NULL"
+    )
+    await _backfill()
+    offers = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM offers"))
+    assert all(offers[m] is not None for m in s["people"])
+    batches = [e for e in log_events(caplog) if e["event"].startswith(f"{WORKER}: batch of")]
+    assert [b["table"] for b in batches] == ["offers"] * 3 + ["ad_events"]
+    assert [b["rows"] for b in batches] == [2, 2, 1, 2]
+
+
+async def test_time_budget_stops_the_run_cleanly(app, sync_conn, caplog, settings):
+    settings.set(backfill_time_budget_seconds=1e-9)
+    _legacy_data(sync_conn)
+    await _backfill()
+    assert any("time budget" in e["event"] for e in log_events(caplog) if e["level"] == "warning")
+    assert sync_conn.execute("SELECT budget_exhausted, batches FROM backfill_runs").fetchone() == (
+        True,
+        0,
+    )
+    nulls = sync_conn.execute(
+        "SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL"
+    ).fetchone()[0]
+    assert nulls == 3  # left for the next run
+    [job] = jobs(sync_conn, "backfill_missing_snapshots")
+    assert job["status"] == "succeeded"
+
+
+async def test_deferring_while_one_waits_adds_nothing(app, sync_conn):
+    async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as conn:
+        assert await defer_job(conn, "backfill_missing_snapshots") is not None
+        assert await defer_job(conn, "backfill_missing_snapshots") is None
+        await conn.commit()
+    [job] = jobs(sync_conn, "backfill_missing_snapshots")
+    assert job["queueing_lock"] == job["lock"] == "backfill_missing_snapshots"
+
+
+def test_backfill_is_periodic_at_minute_zero(app):
+    periodic = {p.task.name: p.cron for p in app.periodic_registry.periodic_tasks.values()}
+    assert periodic == {"backfill_missing_snapshots": "0 * * * *"}
