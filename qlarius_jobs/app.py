@@ -30,7 +30,19 @@ def make_app() -> App:
         max_size=settings.pool_max_size,
         pool_factory=_open_pool,
     )
-    return App(connector=connector, import_paths=["qlarius_jobs.tasks"])
+    from qlarius_jobs.middleware import WORKER_MIDDLEWARE
+
+    return App(
+        connector=connector,
+        import_paths=["qlarius_jobs.tasks"],
+        # Also what a bare `procrastinate --app=qlarius_jobs.app.app worker` runs with.
+        worker_defaults={
+            "worker_middleware": list(WORKER_MIDDLEWARE),
+            "update_heartbeat_interval": settings.heartbeat_seconds,
+            "stalled_worker_timeout": settings.stalled_after_seconds,
+            "shutdown_graceful_timeout": settings.shutdown_grace_seconds,
+        },
+    )
 
 
 configure_logging()

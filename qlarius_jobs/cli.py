@@ -9,9 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
-from qlarius_jobs import database, migrations, sql_files
+from qlarius_jobs import database, migrations
 from qlarius_jobs.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -47,21 +45,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_sections(conninfo: str) -> dict[str, list[dict[str, Any]]]:
-    with psycopg.connect(conninfo) as conn:
-        counts = sql_files.fetch_all_sync(conn, "null_snapshot_counts")
-        return {"null_snapshots": counts}
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    conninfo = _ready_database()
-    sections = status_sections(conninfo)
+    from qlarius_jobs import status
+
+    sections = status.collect(_ready_database(), limit=args.limit)
     if args.json:
         print(json.dumps(sections, default=str, indent=2))
         return 0
-    titles = {"null_snapshots": "NULL matching_tags_snapshot (should be 0 after the inline fix)"}
     for key, rows in sections.items():
-        print(format_table(titles.get(key, key), rows))
+        print(format_table(status.SECTION_TITLES.get(key, key), rows))
     return 0
 
 
@@ -121,10 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if seed.database_is_empty(conninfo):
         seed.seed(conninfo, seed.SeedSizes(me_files=database.get_settings().demo_me_files))
         asyncio.run(seed.kick_off_demo())
-    for key, rows in status_sections(conninfo).items():
-        print(format_table(key, rows))
+    from qlarius_jobs import status
+
+    for key, rows in status.collect(conninfo).items():
+        print(format_table(status.SECTION_TITLES.get(key, key), rows))
     print("workers running on every queue; Ctrl-C stops them cleanly", file=sys.stderr)
-    asyncio.run(runner.run_workers(runner.parse_queues(None), graceful_timeout=args.grace))
+    asyncio.run(runner.run_workers(runner.configured_queues(), graceful_timeout=args.grace))
     return 0
 
 
@@ -136,18 +130,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply Procrastinate's schema and sql/migrations (idempotent)")
     status = sub.add_parser("status", help="NULL-snapshot counts, jobs, backfill runs, errors")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=10, help="rows of runs and errors")
     db = sub.add_parser("db", help="the embedded PostgreSQL cluster")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
     run = sub.add_parser("run", help="database, migrations, demo data when empty, workers")
-    run.add_argument("--grace", type=float, default=30.0, help="seconds for running jobs at stop")
+    run.add_argument(
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds running jobs get at stop (default: QLARIUS_SHUTDOWN_GRACE_SECONDS)",
+    )
     worker = sub.add_parser("worker", help="run workers: every queue, each its own concurrency")
     worker.add_argument(
         "--queues",
         default=None,
-        help="e.g. 'targets,offers=4' (default: default=10,targets=5,offers=10,maintenance=3)",
+        help="e.g. 'targets,offers=4' (default: QLARIUS_QUEUES, "
+        "default=10,targets=5,offers=10,maintenance=3)",
     )
     worker.add_argument(
-        "--grace", type=float, default=30.0, help="seconds for running jobs at stop"
+        "--grace",
+        type=float,
+        default=None,
+        help="seconds running jobs get at stop (default: QLARIUS_SHUTDOWN_GRACE_SECONDS)",
     )
     worker.add_argument("--until-empty", action="store_true", help="stop once the queues are empty")
     seed_cmd = sub.add_parser("seed", help="generate a data set (set-based, server-side)")

@@ -146,13 +146,14 @@ def job_task(
     attempts: int = 3,
     on_give_up: GiveUpHook | None = None,
     periodic_cron: str | None = None,
+    timeout_seconds: float | None = None,
 ) -> Callable[[TaskBody], Any]:
     """Register ``body`` as the Procrastinate task ``name`` on ``queue``.
 
     The wrapper validates the arguments, binds a logger, times the run and logs one summary
     event (``<name> finished``, the body's counts, ``elapsed_ms``). When the run fails for
     good (no attempt left, or not retryable), ``on_give_up`` runs before the failure is
-    recorded.
+    recorded. ``timeout_seconds`` is the task's default time limit (see ``middleware.py``).
     """
     strategy = Backoff(attempts=attempts)
 
@@ -181,7 +182,7 @@ def job_task(
         task = app.task(name=name, queue=queue, retry=strategy, pass_context=True)(run_task)
         if periodic_cron is not None:
             app.periodic(cron=periodic_cron, periodic_id=name)(task)
-        task.body = body  # the undecorated body, for callers that run it inline
+        task.timeout_seconds = timeout_seconds
         return task
 
     return decorator

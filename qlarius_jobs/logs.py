@@ -67,6 +67,7 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
     root.setLevel(level)
     # Procrastinate logs every job start and end at INFO; keep them, they are the job trail.
     logging.getLogger("psycopg").setLevel(logging.WARNING)
+    logging.getLogger("procrastinate.blueprints").setLevel(logging.WARNING)  # import-time noise
     _configured = True
 
 

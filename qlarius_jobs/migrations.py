@@ -116,6 +116,8 @@ def migrate(conninfo: str) -> MigrationReport:
                         (migration.version, migration.name),
                     )
                 report.applied.append(f"{migration.version:04d}_{migration.name}")
+            with conn.transaction():
+                conn.execute(sql_files.monitoring())  # views: re-applied every time
             # Fresh, unanalysed job tables make the fetch query pick bad plans.
             conn.execute("ANALYZE")
         finally:

@@ -20,14 +20,20 @@ from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.app import app
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
 
-DEFAULT_QUEUES: dict[str, int] = {"default": 10, "targets": 5, "offers": 10, "maintenance": 3}
+
+def configured_queues() -> dict[str, int]:
+    """The ``QLARIUS_QUEUES`` setting (default ``default=10,targets=5,offers=10,maintenance=3``)."""
+    return parse_queues(get_settings().queues, defaults={})
 
 
-def parse_queues(spec: str | None, defaults: Mapping[str, int] = DEFAULT_QUEUES) -> dict[str, int]:
+def parse_queues(spec: str | None, defaults: Mapping[str, int] | None = None) -> dict[str, int]:
     """``"targets,offers=4"`` -> ``{"targets": 5, "offers": 4}`` (unlisted concurrency: default)."""
+    if defaults is None:
+        defaults = configured_queues()
     if not spec:
         return dict(defaults)
     queues: dict[str, int] = {}
@@ -50,13 +56,15 @@ async def run_workers(
     queues: Mapping[str, int],
     *,
     wait: bool = True,
-    graceful_timeout: float = 30.0,
+    graceful_timeout: float | None = None,
     install_signal_handlers: bool = True,
     fetch_job_polling_interval: float = 5.0,
 ) -> None:
     """Run one Procrastinate worker per queue, concurrently, until stopped (or, with
     ``wait=False``, until the queues are empty)."""
     host = socket.gethostname()
+    if graceful_timeout is None:
+        graceful_timeout = get_settings().shutdown_grace_seconds
     async with contextlib.AsyncExitStack() as stack:
         try:
             app.connector.pool  # noqa: B018 - raises when the app is not open yet
@@ -65,11 +73,14 @@ async def run_workers(
         workers = [
             procrastinate_worker.Worker(
                 app=app,
+                **{
+                    **app.worker_defaults,  # middleware, heartbeats (see app.py)
+                    "shutdown_graceful_timeout": graceful_timeout,
+                },
                 queues=[queue],
                 name=f"{host}:{os.getpid()}:{queue}",
                 concurrency=concurrency,
                 wait=wait,
-                shutdown_graceful_timeout=graceful_timeout,
                 install_signal_handlers=False,
                 fetch_job_polling_interval=fetch_job_polling_interval,
             )

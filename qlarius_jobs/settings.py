@@ -51,6 +51,23 @@ class Settings(BaseSettings):
 
     demo_me_files: PositiveInt = 3000
 
+    # Operations (Oban's queues, Lifeline, Pruner).
+    queues: str = Field(
+        default="default=10,targets=5,offers=10,maintenance=3",
+        description="queue=concurrency, comma separated: what `qlarius-jobs worker` runs",
+    )
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    stalled_after_seconds: float = Field(default=45.0, gt=0)
+    rescue_cron: str = "* * * * * */30"  # every 30 s (croniter: seconds are the 6th field)
+    prune_cron: str = "17 * * * *"
+    prune_after_days: PositiveInt = 7
+    prune_batch_size: PositiveInt = 1000
+    backfill_history_days: PositiveInt = 90
+    task_timeouts: dict[str, float] = Field(
+        default_factory=dict, description='per-task time limits, e.g. {"populate_target": 600}'
+    )
+
 
 @functools.cache
 def get_settings() -> Settings:

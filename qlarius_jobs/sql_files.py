@@ -34,6 +34,11 @@ def query(name: str) -> LiteralString:
     return cast(LiteralString, path.read_text(encoding="utf-8"))
 
 
+def monitoring() -> LiteralString:
+    """``sql/monitoring.sql``: the operators' views, re-applied by every ``migrate``."""
+    return cast(LiteralString, (sql_dir() / "monitoring.sql").read_text(encoding="utf-8"))
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int

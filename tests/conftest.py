@@ -116,7 +116,7 @@ async def drain(rounds: int = 20) -> None:
 
     for _ in range(rounds):
         await runner.run_workers(
-            runner.DEFAULT_QUEUES,
+            runner.configured_queues(),
             wait=False,
             install_signal_handlers=False,
             fetch_job_polling_interval=0.05,

@@ -136,6 +136,8 @@ def test_offer_creation_has_five_attempts_and_others_three(app):
         "create_initial_pending_offers": 5,
         "reconcile_offers_for_me_file": 3,
         "backfill_missing_snapshots": 3,
+        "rescue_stalled_jobs": 1,
+        "prune_finished_jobs": 3,
     }
 
 

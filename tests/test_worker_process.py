@@ -187,7 +187,10 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
             timeout=60,
         )
         deadline = time.monotonic() + 20
-        while jobs(sync_conn)[0]["status"] != "doing" and time.monotonic() < deadline:
+        while (
+            jobs(sync_conn, "populate_target")[0]["status"] != "doing"
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
         time.sleep(1)
@@ -197,4 +200,4 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
         assert proc.wait(timeout=30) == 0
     finally:
         out = _stop(proc)
-    assert jobs(sync_conn)[0]["status"] == "succeeded", out[-2000:]
+    assert jobs(sync_conn, "populate_target")[0]["status"] == "succeeded", out[-2000:]

@@ -1,5 +1,5 @@
 """The job families; importing this package registers every task on ``qlarius_jobs.app.app``."""
 
-from qlarius_jobs.tasks import backfill, offers, populations
+from qlarius_jobs.tasks import backfill, maintenance, offers, populations
 
-__all__ = ["backfill", "offers", "populations"]
+__all__ = ["backfill", "maintenance", "offers", "populations"]

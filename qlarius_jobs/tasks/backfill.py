@@ -48,6 +48,8 @@ async def _fill_batch(conn: Any, table: str, ids: list[int], progress: BackfillP
     queue="maintenance",
     args_model=NoArgs,
     periodic_cron=get_settings().backfill_cron,
+    # above the default 600 s budget, so the budget ends a run cleanly before the limit does
+    timeout_seconds=900,
 )
 async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any]:
     settings = get_settings()

@@ -33,7 +33,11 @@ async def _fill_populations_behind_offers(
 
 
 @job_task(
-    name="create_initial_pending_offers", queue="default", args_model=CampaignArgs, attempts=5
+    name="create_initial_pending_offers",
+    queue="default",
+    args_model=CampaignArgs,
+    attempts=5,
+    timeout_seconds=600,
 )
 async def create_initial_pending_offers(run: JobRun, args: CampaignArgs) -> dict[str, Any]:
     """One pending offer per population whose band has a bid, copying its snapshot.
@@ -96,7 +100,9 @@ async def create_initial_pending_offers(run: JobRun, args: CampaignArgs) -> dict
     return {"campaign_id": args.campaign_id, "created": created, "snapshots_filled": filled}
 
 
-@job_task(name="reconcile_offers_for_me_file", queue="offers", args_model=MeFileArgs)
+@job_task(
+    name="reconcile_offers_for_me_file", queue="offers", args_model=MeFileArgs, timeout_seconds=120
+)
 async def reconcile_offers_for_me_file(run: JobRun, args: MeFileArgs) -> dict[str, Any]:
     """Delete the MeFile's offers that are no longer eligible, then create the missing ones.
 

@@ -25,6 +25,7 @@ async def _restore_target_status(run: JobRun, args: TargetArgs, exc: BaseExcepti
     queue="targets",
     args_model=TargetArgs,
     on_give_up=_restore_target_status,
+    timeout_seconds=1800,
 )
 async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     """Recompute a target's populations, snapshots inline, then mark it populated.
@@ -52,7 +53,12 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     }
 
 
-@job_task(name="sync_me_file_to_target_populations", queue="targets", args_model=MeFileArgs)
+@job_task(
+    name="sync_me_file_to_target_populations",
+    queue="targets",
+    args_model=MeFileArgs,
+    timeout_seconds=120,
+)
 async def sync_me_file_to_target_populations(run: JobRun, args: MeFileArgs) -> dict[str, Any]:
     """After a MeFile's tags change: put it in the right band of every populated target.
 
@@ -83,7 +89,9 @@ async def sync_me_file_to_target_populations(run: JobRun, args: MeFileArgs) -> d
     }
 
 
-@job_task(name="snapshot_band_populations", queue="targets", args_model=BandArgs)
+@job_task(
+    name="snapshot_band_populations", queue="targets", args_model=BandArgs, timeout_seconds=1800
+)
 async def snapshot_band_populations(run: JobRun, args: BandArgs) -> dict[str, Any]:
     """Fill the NULL snapshots of one band's populations (legacy data, manual repair).
 

@@ -1,0 +1,86 @@
+"""Worker middleware: per-task time limits and the error history (Oban's ``errors``).
+
+Installed as the App's worker defaults, so ``qlarius-jobs worker`` and a bare
+``procrastinate --app=qlarius_jobs.app.app worker`` both run them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import Any
+
+import psycopg
+from procrastinate import JobContext
+
+from qlarius_jobs import sql_files
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
+
+log = get_logger(__name__)
+
+TRACEBACK_LIMIT = 4000  # characters kept: the end of the traceback, where the cause is
+MESSAGE_LIMIT = 2000
+
+
+class JobTimeout(TimeoutError):
+    """The job ran past its task's time limit; it was cancelled and counts as a failed attempt."""
+
+
+def time_limit(task_name: str, default: float | None) -> float | None:
+    """The task's limit: ``QLARIUS_TASK_TIMEOUTS`` (``{"task": seconds}``) over its default."""
+    return get_settings().task_timeouts.get(task_name, default)
+
+
+async def enforce_time_limit(call_next: Any, context: JobContext, worker: Any) -> Any:
+    task = context.app.tasks.get(context.job.task_name) if context.app else None
+    limit = time_limit(context.job.task_name, getattr(task, "timeout_seconds", None))
+    if not limit:
+        return await call_next()
+    try:
+        async with asyncio.timeout(limit):
+            return await call_next()
+    except TimeoutError as exc:
+        if isinstance(exc, JobTimeout):
+            raise
+        raise JobTimeout(
+            f"{context.job.task_name} job {context.job.id} exceeded its time limit of "
+            f"{limit:g} s and was cancelled"
+        ) from None
+
+
+def _excerpt(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]
+
+
+async def record_job_error(
+    conninfo_or_conn: psycopg.AsyncConnection, context: JobContext, exc: BaseException
+) -> None:
+    await sql_files.execute(
+        conninfo_or_conn,
+        "record_job_error",
+        job_id=context.job.id,
+        task_name=context.job.task_name,
+        attempt=context.job.attempts + 1,
+        error_type=type(exc).__name__,
+        message=(str(exc) or repr(exc))[:MESSAGE_LIMIT],
+        traceback=_excerpt(exc),
+    )
+
+
+async def error_history(call_next: Any, context: JobContext, worker: Any) -> Any:
+    """Record every failed attempt (number, time, type, message, traceback excerpt)."""
+    try:
+        return await call_next()
+    except Exception as exc:
+        try:
+            async with context.app.connector.pool.connection() as conn, conn.transaction():
+                await record_job_error(conn, context, exc)
+        except Exception as record_exc:  # never let the history hide the job's own error
+            log.error("could not record job error", job_id=context.job.id, error=repr(record_exc))
+        raise
+
+
+# Outermost first: the history sees the timeout's error.
+WORKER_MIDDLEWARE = [error_history, enforce_time_limit]
