@@ -29,6 +29,8 @@ def make_app() -> App:
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         pool_factory=_open_pool,
+        # A transaction pooler cannot keep server-side prepared statements across transactions.
+        kwargs={"prepare_threshold": None} if settings.behind_pooler else {},
     )
     from qlarius_jobs.middleware import WORKER_MIDDLEWARE
 
@@ -41,6 +43,8 @@ def make_app() -> App:
             "update_heartbeat_interval": settings.heartbeat_seconds,
             "stalled_worker_timeout": settings.stalled_after_seconds,
             "shutdown_graceful_timeout": settings.shutdown_grace_seconds,
+            # LISTEN needs a session; behind a transaction pooler, workers poll instead.
+            "listen_notify": not settings.behind_pooler,
         },
     )
 

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    behind_pooler: bool = Field(
+        default=False,
+        description="PgBouncer-style transaction pooling: no LISTEN/NOTIFY, no prepared statements",
+    )
     pool_min_size: PositiveInt = 1
     pool_max_size: PositiveInt = 40
 

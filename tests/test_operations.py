@@ -337,3 +337,34 @@ def test_a_second_signal_exits_at_once(sync_conn):
         holder.close()
         if proc.poll() is None:
             proc.kill()
+
+
+def test_behind_a_transaction_pooler_workers_poll_and_never_prepare(sync_conn, settings):
+    from qlarius_jobs.app import make_app
+
+    settings.set(behind_pooler=True)
+    pooled = make_app()
+    assert pooled.worker_defaults["listen_notify"] is False
+    assert pooled.connector._pool_args["kwargs"] == {"prepare_threshold": None}
+    subprocess.run(
+        [
+            str(BIN / "procrastinate"),
+            "--app=qlarius_jobs.app.app",
+            "defer",
+            "backfill_missing_snapshots",
+            "{}",
+        ],
+        env=FAST_OPS_ENV,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    out = subprocess.run(
+        [str(BIN / "qlarius-jobs"), "worker", "--queues", "maintenance", "--until-empty"],
+        env={**FAST_OPS_ENV, "QLARIUS_BEHIND_POOLER": "true"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [j["status"] for j in jobs(sync_conn, "backfill_missing_snapshots")] == ["succeeded"]
