@@ -45,6 +45,10 @@ def seed(conninfo: str, sizes: SeedSizes) -> dict[str, Any]:
     """Generate a data set in one transaction; return the counts of what was created."""
     started = time.monotonic()
     with psycopg.connect(conninfo) as conn:
+        if sql_files.fetch_all_sync(conn, "current_role_is_superuser")[0]["superuser"]:
+            # Bulk load: the generator's rows are valid by construction, so skip the per-row
+            # foreign-key triggers (2-3x faster). Needs a superuser; otherwise they run.
+            conn.execute("SET LOCAL session_replication_role = replica")
         conn.execute(sql_files.query("seed_function"))
         row = sql_files.fetch_all_sync(conn, "seed_run", **asdict(sizes))[0]
         conn.commit()

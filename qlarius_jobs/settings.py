@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     backfill_cron: str = "0 * * * *"
     backfill_batch_size: PositiveInt = 500
     backfill_time_budget_seconds: float = Field(default=600.0, gt=0)
+    backfill_chunk_size: PositiveInt = Field(
+        default=5000, description="a table with more NULL rows is shared out as chunk jobs"
+    )
 
     snapshot_band_batch_size: PositiveInt = 500
 

@@ -173,3 +173,48 @@ async def test_deferring_while_one_waits_adds_nothing(app, sync_conn):
 def test_backfill_is_periodic_at_minute_zero(app):
     periodic = {p.task.name: p.cron for p in app.periodic_registry.periodic_tasks.values()}
     assert periodic["backfill_missing_snapshots"] == "0 * * * *"
+
+
+async def test_a_large_backlog_is_shared_out_as_chunk_jobs(app, sync_conn, caplog, settings):
+    settings.set(backfill_chunk_size=2)
+    s = _legacy_data(sync_conn)  # 3 NULL populations, 5 offers, 2 ad events
+    await _backfill()
+    chunks = jobs(sync_conn, "backfill_snapshot_chunk")
+    assert [j["args"]["table"] for j in chunks] == ["target_populations"] * 2 + ["offers"] * 3
+    assert all(j["status"] == "succeeded" for j in chunks)
+    assert (
+        chunks[0]["queueing_lock"]
+        == f"backfill_snapshot_chunk:target_populations:{chunks[0]['args']['first_id']}"
+    )
+    row = sync_conn.execute(
+        "SELECT found_populations, found_offers, found_ad_events, updated_populations, "
+        "updated_offers, updated_ad_events, orphan_offers, orphan_ad_events, chunks_deferred "
+        "FROM backfill_runs"
+    ).fetchone()
+    assert row == (3, 5, 2, 3, 4, 1, 1, 1, 5)  # true counts, chunks included
+    offers = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM offers"))
+    assert all(offers[m] is not None for m in s["people"]) and offers[s["orphan"]] is None
+    assert any("shared out 3 chunk jobs for offers" in e["event"] for e in log_events(caplog))
+
+
+async def test_a_run_leaves_rows_to_chunks_still_queued(app, sync_conn, caplog, settings):
+    _legacy_data(sync_conn)
+    async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as conn:
+        await defer_job(
+            conn,
+            "backfill_snapshot_chunk",
+            schedule_in={"hours": 1},
+            run_id=1,
+            table="offers",
+            first_id=1,
+            last_id=2,
+        )
+        await conn.commit()
+    await _backfill()
+    assert any("still queued or running" in e["event"] for e in log_events(caplog))
+    assert (
+        sync_conn.execute(
+            "SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL"
+        ).fetchone()[0]
+        == 3
+    )

@@ -138,6 +138,7 @@ def test_offer_creation_has_five_attempts_and_others_three(app):
         "backfill_missing_snapshots": 3,
         "rescue_stalled_jobs": 1,
         "prune_finished_jobs": 3,
+        "backfill_snapshot_chunk": 3,
     }
 
 

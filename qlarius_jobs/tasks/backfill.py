@@ -4,43 +4,153 @@ With snapshots written inline by populate and sync, a run should find 0-10 rows.
 walks the partial NULL indexes of populations, offers and ad events by keyset, in batches that
 are each their own transaction (compute set-based, update guarded by IS NULL, count the rows
 really updated), stops cleanly when its time budget is spent, and records itself in
-``backfill_runs``.
+``backfill_runs``. A table with more NULL rows than one chunk is shared out instead: the run
+defers ``backfill_snapshot_chunk`` jobs over id ranges, which every maintenance worker, on
+every machine, takes from the queue; each adds what it updated to the run's history row.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import PositiveInt
 
 from qlarius_jobs import snapshot, sql_files
-from qlarius_jobs.jobs import JobRun, NoArgs, job_task
+from qlarius_jobs.app import app
+from qlarius_jobs.jobs import JobArgs, JobRun, NoArgs, job_task
 from qlarius_jobs.settings import get_settings
 
 WORKER = "BackfillMissingSnapshotsWorker"  # the name operators grep for, from the seed note
 TABLES = ("target_populations", "offers", "ad_events")
+Table = Literal["target_populations", "offers", "ad_events"]
 
 
 @dataclass
 class BackfillProgress:
-    found: dict[str, int]
     updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     orphans: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
     batches: int = 0
     budget_exhausted: bool = False
 
+    def counters(self) -> dict[str, int]:
+        """The columns of backfill_runs this progress adds to."""
+        return {
+            "updated_populations": self.updated["target_populations"],
+            "updated_offers": self.updated["offers"],
+            "updated_ad_events": self.updated["ad_events"],
+            "orphan_offers": self.orphans["offers"],
+            "orphan_ad_events": self.orphans["ad_events"],
+            "batches": self.batches,
+        }
 
-async def _fill_batch(conn: Any, table: str, ids: list[int], progress: BackfillProgress) -> int:
+
+async def _fill_batch(conn: Any, table: Table, ids: list[int], progress: BackfillProgress) -> int:
     if table == "target_populations":
         updated = await snapshot.fill_missing_population_snapshots(conn, ids)
     else:
-        result = await snapshot.fill_missing_copied_snapshots(conn, table, ids)  # type: ignore[arg-type]
+        result = await snapshot.fill_missing_copied_snapshots(conn, table, ids)
         updated = result.updated
         progress.orphans[table] += len(result.orphans)
         # Populations filled on the way count as population repairs.
         progress.updated["target_populations"] += result.populations_filled
     progress.updated[table] += updated
     return updated
+
+
+async def fill_table_range(
+    run: JobRun,
+    table: Table,
+    progress: BackfillProgress,
+    *,
+    first_id: int = 1,
+    last_id: int | None = None,
+    deadline: float | None = None,
+    run_id: int | None = None,
+) -> None:
+    """Fill the NULL snapshots of ``table`` with ids in [first_id, last_id], batch by batch.
+
+    With ``run_id``, each batch adds its counts to that backfill run in its own transaction,
+    so the history stays exact whichever chunk crashes where.
+    """
+    settings = get_settings()
+    after_id = first_id - 1
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            progress.budget_exhausted = True
+            run.log.warning(
+                f"{WORKER}: time budget of {settings.backfill_time_budget_seconds:g} s spent; "
+                "the rest is left to the next run",
+                table=table,
+                after_id=after_id,
+            )
+            return
+        batch_started = time.monotonic()
+        batch = BackfillProgress()
+        async with run.transaction() as conn:
+            ids = [
+                r["id"]
+                for r in await sql_files.fetch_all(
+                    conn,
+                    "next_missing_snapshot_ids",
+                    tables={"table": table},
+                    after_id=after_id,
+                    last_id=last_id,
+                    batch_size=settings.backfill_batch_size,
+                )
+            ]
+            if not ids:
+                return
+            updated = await _fill_batch(conn, table, ids, batch)
+            batch.batches = 1
+            if run_id is not None:
+                await sql_files.execute(
+                    conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
+                )
+        for name in TABLES:
+            progress.updated[name] += batch.updated[name]
+            progress.orphans[name] += batch.orphans[name]
+        progress.batches += 1
+        after_id = ids[-1]
+        run.log.info(
+            f"{WORKER}: batch of {table} done",
+            table=table,
+            batch=progress.batches,
+            rows=len(ids),
+            updated=updated,
+            elapsed_ms=int((time.monotonic() - batch_started) * 1000),
+        )
+
+
+async def _share_out(run: JobRun, table: Table, run_id: int) -> int:
+    """Defer chunk jobs covering ``table``'s NULL rows; return how many."""
+    settings = get_settings()
+    async with run.transaction() as conn:
+        bounds = await sql_files.fetch_all(
+            conn,
+            "backfill_chunk_bounds",
+            tables={"table": table},
+            chunk_size=settings.backfill_chunk_size,
+        )
+        await app.configure_task("backfill_snapshot_chunk", connection=conn).batch_defer_async(
+            *(
+                {
+                    "run_id": run_id,
+                    "table": table,
+                    "first_id": b["first_id"],
+                    "last_id": b["last_id"],
+                }
+                for b in bounds
+            )
+        )
+    run.log.info(
+        f"{WORKER}: shared out {len(bounds)} chunk jobs for {table}",
+        table=table,
+        chunks=len(bounds),
+        rows=sum(b["rows"] for b in bounds),
+    )
+    return len(bounds)
 
 
 @job_task(
@@ -58,65 +168,41 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
     async with run.transaction() as conn:
         counts = await sql_files.fetch_one(conn, "null_snapshot_counts")
         assert counts is not None
-        progress = BackfillProgress(found={t: int(counts[t]) for t in TABLES})
+        found = {t: int(counts[t]) for t in TABLES}
+        pending_chunks = await sql_files.fetch_one(conn, "pending_backfill_chunks") or {}
         run_row = await sql_files.fetch_one(
             conn,
             "start_backfill_run",
             job_id=run.job_id,
-            found_populations=progress.found["target_populations"],
-            found_offers=progress.found["offers"],
-            found_ad_events=progress.found["ad_events"],
+            found_populations=found["target_populations"],
+            found_offers=found["offers"],
+            found_ad_events=found["ad_events"],
         )
     assert run_row is not None
-    if not any(progress.found.values()):
+    progress = BackfillProgress()
+    chunks = 0
+    if not any(found.values()):
         run.log.info(f"{WORKER}: No missing snapshots found")
     else:
         run.log.info(
-            f"{WORKER}: Found {progress.found['target_populations']} populations with missing "
-            "snapshots",
-            found_populations=progress.found["target_populations"],
-            found_offers=progress.found["offers"],
-            found_ad_events=progress.found["ad_events"],
+            f"{WORKER}: Found {found['target_populations']} populations with missing snapshots",
+            found_populations=found["target_populations"],
+            found_offers=found["offers"],
+            found_ad_events=found["ad_events"],
         )
-        for table in TABLES:
-            if progress.budget_exhausted or not progress.found[table]:
-                continue
-            after_id = 0
-            while True:
-                if time.monotonic() >= deadline:
-                    progress.budget_exhausted = True
-                    run.log.warning(
-                        f"{WORKER}: time budget of {settings.backfill_time_budget_seconds:g} s "
-                        "spent; the rest is left to the next run",
-                        table=table,
-                        after_id=after_id,
-                    )
-                    break
-                batch_started = time.monotonic()
-                async with run.transaction() as conn:
-                    ids = [
-                        r["id"]
-                        for r in await sql_files.fetch_all(
-                            conn,
-                            "next_missing_snapshot_ids",
-                            tables={"table": table},
-                            after_id=after_id,
-                            batch_size=settings.backfill_batch_size,
-                        )
-                    ]
-                    if not ids:
-                        break
-                    updated = await _fill_batch(conn, table, ids, progress)
-                progress.batches += 1
-                after_id = ids[-1]
-                run.log.info(
-                    f"{WORKER}: batch of {table} done",
-                    table=table,
-                    batch=progress.batches,
-                    rows=len(ids),
-                    updated=updated,
-                    elapsed_ms=int((time.monotonic() - batch_started) * 1000),
-                )
+        if pending_chunks.get("pending"):
+            run.log.info(
+                f"{WORKER}: {pending_chunks['pending']} chunk jobs of an earlier run are still "
+                "queued or running; leaving the rows to them",
+            )
+        else:
+            for table in TABLES:
+                if progress.budget_exhausted or not found[table]:
+                    continue
+                if found[table] > settings.backfill_chunk_size:
+                    chunks += await _share_out(run, table, run_row["id"])
+                else:
+                    await fill_table_range(run, table, progress, deadline=deadline)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
     if orphan_total:
@@ -130,25 +216,46 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             conn,
             "finish_backfill_run",
             run_id=run_row["id"],
-            updated_populations=progress.updated["target_populations"],
-            updated_offers=progress.updated["offers"],
-            updated_ad_events=progress.updated["ad_events"],
-            orphan_offers=progress.orphans["offers"],
-            orphan_ad_events=progress.orphans["ad_events"],
-            batches=progress.batches,
+            chunks_deferred=chunks,
             budget_exhausted=progress.budget_exhausted,
             elapsed_ms=elapsed_ms,
+            **progress.counters(),
         )
     return {
         "backfill_run_id": run_row["id"],
-        "found_populations": progress.found["target_populations"],
-        "found_offers": progress.found["offers"],
-        "found_ad_events": progress.found["ad_events"],
-        "updated_populations": progress.updated["target_populations"],
-        "updated_offers": progress.updated["offers"],
-        "updated_ad_events": progress.updated["ad_events"],
-        "orphan_offers": progress.orphans["offers"],
-        "orphan_ad_events": progress.orphans["ad_events"],
-        "batches": progress.batches,
+        "found_populations": found["target_populations"],
+        "found_offers": found["offers"],
+        "found_ad_events": found["ad_events"],
+        **progress.counters(),
+        "chunks_deferred": chunks,
         "budget_exhausted": progress.budget_exhausted,
+    }
+
+
+class ChunkArgs(JobArgs):
+    run_id: PositiveInt
+    table: Table
+    first_id: PositiveInt
+    last_id: PositiveInt
+
+
+@job_task(
+    name="backfill_snapshot_chunk", queue="maintenance", args_model=ChunkArgs, timeout_seconds=900
+)
+async def backfill_snapshot_chunk(run: JobRun, args: ChunkArgs) -> dict[str, Any]:
+    """One id range of a large backlog; any maintenance worker may take it."""
+    progress = BackfillProgress()
+    await fill_table_range(
+        run,
+        args.table,
+        progress,
+        first_id=args.first_id,
+        last_id=args.last_id,
+        run_id=args.run_id,
+    )
+    return {
+        "table": args.table,
+        "first_id": args.first_id,
+        "last_id": args.last_id,
+        **progress.counters(),
     }

@@ -48,26 +48,30 @@ BEGIN
 
     INSERT INTO me_files (inserted_at) SELECT now() FROM generate_series(1, p_me_files);
 
-    -- One answer to ~75% of the questions, a second answer to ~20%.
+    -- One answer to ~75% of the questions, a second answer to ~20%: 15-40 tags each. The
+    -- draw mentions the MeFile and the question so that it is made for each pair (a filter on
+    -- the picks alone would be evaluated once and shared). DISTINCT drops a repeated answer.
     WITH answers AS (
         SELECT parent_trait_id AS parent_id, array_agg(id ORDER BY id) AS ids
         FROM traits WHERE parent_trait_id IS NOT NULL AND id > trait_floor
         GROUP BY parent_trait_id
     )
     INSERT INTO me_file_tags (me_file_id, trait_id, tag_value)
-    SELECT m.id, a.ids[1 + floor(random() * cardinality(a.ids))::int], NULL
+    SELECT DISTINCT m.id, a.ids[1 + floor(random() * cardinality(a.ids))::int], NULL::text
     FROM me_files m
     CROSS JOIN answers a
     CROSS JOIN generate_series(1, 2) pick
     WHERE m.id > me_file_floor
-      AND random() < CASE pick WHEN 1 THEN 0.75 ELSE 0.20 END
-    ON CONFLICT (me_file_id, trait_id) DO NOTHING;
+      AND random() < CASE pick WHEN 1 THEN 0.75 ELSE 0.20 END + 0 * m.id + 0 * a.parent_id;
 
     -- Zip codes carry what the person typed.
     UPDATE me_file_tags t SET tag_value = tr.trait_name
     FROM traits tr JOIN traits parent ON parent.id = tr.parent_trait_id
     WHERE t.trait_id = tr.id AND parent.trait_name = 'Home Zip Code' AND tr.id > trait_floor
       AND t.me_file_id > me_file_floor;
+
+    -- Fresh rows have no statistics yet: without them the statements below plan badly.
+    ANALYZE me_files, me_file_tags, traits;
 
     FOR t IN 1..p_targets LOOP
         INSERT INTO targets (title) VALUES ('Target ' || (target_floor + t)) RETURNING id INTO v_target_id;
@@ -104,6 +108,8 @@ BEGIN
     END LOOP;
 
     IF p_populate THEN
+        ANALYZE trait_groups, trait_group_traits, targets, target_bands, target_band_trait_groups,
+                campaigns, media_runs, bids;
         INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
         SELECT s.band_id, s.me_file_id,
                CASE WHEN random() < p_null_share THEN NULL ELSE s.snapshot END
@@ -112,6 +118,7 @@ BEGIN
              qlarius_matching_tags_snapshots(pairs.m, pairs.b) s;
         UPDATE targets SET population_status = 'populated', last_populated_at = now()
         WHERE id > target_floor;
+        ANALYZE target_populations;
 
         INSERT INTO offers (campaign_id, me_file_id, media_run_id, target_band_id, offer_amt,
                             marketer_cost_amt, pending_until, is_current, matching_tags_snapshot)
@@ -119,6 +126,7 @@ BEGIN
                e.marketer_cost_amt, now(), true,
                CASE WHEN random() < p_null_share THEN NULL ELSE e.matching_tags_snapshot END
         FROM qlarius_eligible_offers e WHERE e.campaign_id > campaign_floor;
+        ANALYZE offers;
 
         INSERT INTO ad_events (offer_id, campaign_id, me_file_id, target_band_id, media_run_id,
                                offer_amt, marketer_cost_amt, is_offer_complete,

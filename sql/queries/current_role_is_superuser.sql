@@ -1,0 +1,1 @@
+SELECT rolsuper AS superuser FROM pg_roles WHERE rolname = current_user
