@@ -111,16 +111,26 @@ def settings(monkeypatch) -> SettingsOverride:
 
 
 async def drain(rounds: int = 20) -> None:
-    """Run a real in-process worker on every queue until no job is due any more."""
-    from qlarius_jobs import runner
+    """Run a real in-process worker on every queue until no job is due any more.
 
+    Without the periodic schedule: a tick (the hourly backfill, deferred up to 10 minutes
+    late by a starting worker) would add jobs that the tests did not ask for.
+    """
+    from qlarius_jobs import runner
+    from qlarius_jobs.app import app as qlarius_app
+
+    registry = qlarius_app.periodic_registry
     for _ in range(rounds):
-        await runner.run_workers(
-            runner.configured_queues(),
-            wait=False,
-            install_signal_handlers=False,
-            fetch_job_polling_interval=0.05,
-        )
+        schedule, registry.periodic_tasks = registry.periodic_tasks, {}
+        try:
+            await runner.run_workers(
+                runner.configured_queues(),
+                wait=False,
+                install_signal_handlers=False,
+                fetch_job_polling_interval=0.05,
+            )
+        finally:
+            registry.periodic_tasks = schedule
         with psycopg.connect(TEST_CONNINFO) as conn:
             due = conn.execute(
                 "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
