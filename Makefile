@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint stop install clean-db
+.PHONY: run test lint stop install clean-db bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,9 @@ stop: $(STAMP)
 # Stops the embedded cluster and deletes its data.
 clean-db: stop
 	rm -rf .pgdata
+
+# Benchmarks (not part of `make test`, which runs them once at a tiny scale). Sizes are
+# MeFiles; populations are about twice that. Logs go to bench-log.jsonl.
+SIZES ?= 5000,50000,500000
+bench: $(STAMP)
+	$(BIN)/qlarius-jobs bench --sizes $(SIZES) --output bench-results.json 2> bench-log.jsonl

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from qlarius_jobs import database, migrations
@@ -105,6 +106,19 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from qlarius_jobs import bench
+
+    return bench.main(
+        args.sizes,
+        args.output,
+        sample=args.sample,
+        noop_jobs=args.noop_jobs,
+        syncs=args.syncs,
+        rounds=args.rounds,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The demo: database, migrations, demo data when empty, the jobs it triggers, workers."""
     from qlarius_jobs import runner, seed
@@ -154,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running jobs get at stop (default: QLARIUS_SHUTDOWN_GRACE_SECONDS)",
     )
     worker.add_argument("--until-empty", action="store_true", help="stop once the queues are empty")
+    bench = sub.add_parser("bench", help="benchmarks against baselines, in <db>_bench")
+    bench.add_argument(
+        "--sizes",
+        default="5000,50000,500000",
+        help="MeFiles per size, comma separated (populations: about twice)",
+    )
+    bench.add_argument("--output", type=Path, default=Path("bench-results.json"))
+    bench.add_argument("--sample", type=int, default=500, help="rows for the row-by-row way")
+    bench.add_argument("--noop-jobs", type=int, default=3000)
+    bench.add_argument("--syncs", type=int, default=400)
+    bench.add_argument("--rounds", type=int, default=3, help="no-op runs per stack (best kept)")
     seed_cmd = sub.add_parser("seed", help="generate a data set (set-based, server-side)")
     seed_cmd.add_argument("--me-files", type=int, default=3000)
     seed_cmd.add_argument("--parents", type=int, default=30, help="parent traits (questions)")
@@ -180,6 +205,7 @@ COMMANDS = {
     "db": cmd_db,
     "run": cmd_run,
     "worker": cmd_worker,
+    "bench": cmd_bench,
     "seed": cmd_seed,
 }
 

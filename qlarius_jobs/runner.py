@@ -59,9 +59,11 @@ async def run_workers(
     graceful_timeout: float | None = None,
     install_signal_handlers: bool = True,
     fetch_job_polling_interval: float = 5.0,
+    periodic: bool = True,
 ) -> None:
     """Run one Procrastinate worker per queue, concurrently, until stopped (or, with
-    ``wait=False``, until the queues are empty)."""
+    ``wait=False``, until the queues are empty). ``periodic=False`` defers no periodic job
+    (tests, benchmarks: a tick would add jobs nobody asked for)."""
     host = socket.gethostname()
     if graceful_timeout is None:
         graceful_timeout = get_settings().shutdown_grace_seconds
@@ -110,9 +112,14 @@ async def run_workers(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, on_signal, signum)
         log.info("workers starting", queues=dict(queues), pid=os.getpid(), host=host)
+        registry = app.periodic_registry
+        schedule = registry.periodic_tasks
+        if not periodic:
+            registry.periodic_tasks = {}
         try:
             await asyncio.gather(*(w.run() for w in workers))
         finally:
+            registry.periodic_tasks = schedule
             if install_signal_handlers:
                 for signum in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(signum)

@@ -117,20 +117,15 @@ async def drain(rounds: int = 20) -> None:
     late by a starting worker) would add jobs that the tests did not ask for.
     """
     from qlarius_jobs import runner
-    from qlarius_jobs.app import app as qlarius_app
 
-    registry = qlarius_app.periodic_registry
     for _ in range(rounds):
-        schedule, registry.periodic_tasks = registry.periodic_tasks, {}
-        try:
-            await runner.run_workers(
-                runner.configured_queues(),
-                wait=False,
-                install_signal_handlers=False,
-                fetch_job_polling_interval=0.05,
-            )
-        finally:
-            registry.periodic_tasks = schedule
+        await runner.run_workers(
+            runner.configured_queues(),
+            wait=False,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+            periodic=False,
+        )
         with psycopg.connect(TEST_CONNINFO) as conn:
             due = conn.execute(
                 "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "

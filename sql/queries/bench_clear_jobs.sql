@@ -1,0 +1,1 @@
+DELETE FROM procrastinate_jobs WHERE status NOT IN ('todo', 'doing')

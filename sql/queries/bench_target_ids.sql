@@ -1,0 +1,1 @@
+SELECT array_agg(id ORDER BY id) AS ids FROM targets
