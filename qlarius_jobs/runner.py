@@ -56,7 +56,7 @@ async def run_workers(
     queues: Mapping[str, int],
     *,
     wait: bool = True,
-    graceful_timeout: float | None = None,
+    graceful_timeout: float | None = None,  # default: the setting (with wait=False: no limit)
     install_signal_handlers: bool = True,
     fetch_job_polling_interval: float = 5.0,
     periodic: bool = True,
@@ -65,8 +65,10 @@ async def run_workers(
     ``wait=False``, until the queues are empty). ``periodic=False`` defers no periodic job
     (tests, benchmarks: a tick would add jobs nobody asked for)."""
     host = socket.gethostname()
-    if graceful_timeout is None:
+    if graceful_timeout is None and wait:
         graceful_timeout = get_settings().shutdown_grace_seconds
+    # With wait=False the worker stops because its queue is empty, not because it was asked
+    # to: running jobs then finish however long they take (graceful_timeout None).
     async with contextlib.AsyncExitStack() as stack:
         try:
             app.connector.pool  # noqa: B018 - raises when the app is not open yet

@@ -207,3 +207,40 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
     finally:
         out = _stop(proc)
     assert jobs(sync_conn, "populate_target")[0]["status"] == "succeeded", out[-2000:]
+
+
+@pytest.mark.slow
+def test_until_empty_lets_a_long_job_finish_past_the_grace_period(sync_conn):
+    sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
+    holder = psycopg.connect(TEST_CONNINFO)
+    holder.execute("SELECT 1 FROM targets WHERE id = 1 FOR UPDATE")  # the job runs ~4 s
+    subprocess.run(
+        [
+            str(BIN / "procrastinate"),
+            "--app=qlarius_jobs.app.app",
+            "defer",
+            "populate_target",
+            '{"target_id": 1}',
+        ],
+        env=WORKER_ENV,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    proc = subprocess.Popen(
+        [str(BIN / "qlarius-jobs"), "worker", "--queues", "targets", "--until-empty"],
+        env={**WORKER_ENV, "QLARIUS_SHUTDOWN_GRACE_SECONDS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(4)
+        holder.rollback()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+    [job] = jobs(sync_conn, "populate_target")
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), out[-2000:]
