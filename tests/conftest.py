@@ -158,3 +158,47 @@ def jobs(conn: psycopg.Connection, task_name: str | None = None) -> list[dict]:
         "scheduled_at",
     ]
     return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def defer_with_cli(task: str, args: dict, env: dict | None = None) -> None:
+    """Defer a job the way an operator would: `procrastinate defer` in a subprocess."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "procrastinate"),
+            "--app=qlarius_jobs.app.app",
+            "defer",
+            task,
+            json.dumps(args),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+class TargetRowHolder:
+    """Holds a target's row lock from another connection, so a populate blocks while running."""
+
+    def __init__(self, sync_conn: psycopg.Connection, target_id: int = 1) -> None:
+        sync_conn.execute(
+            "INSERT INTO targets (id, title) VALUES (%s, 't') ON CONFLICT DO NOTHING", (target_id,)
+        )
+        self._conn = psycopg.connect(TEST_CONNINFO)
+        self._conn.execute("SELECT 1 FROM targets WHERE id = %s FOR UPDATE", (target_id,))
+
+    def release(self) -> None:
+        if not self._conn.closed:
+            self._conn.rollback()
+            self._conn.close()
+
+    def __enter__(self) -> TargetRowHolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 
 @dataclass
@@ -131,6 +132,22 @@ class World:
                 (campaign_id, band_id, Decimal(offer_amt), Decimal(cost_amt)),
             )
         return campaign_id
+
+    def legacy_populations(
+        self, band_id: int, me_file_ids: Iterable[int], kept: dict[int, str] | None = None
+    ) -> None:
+        """Population rows as the old asynchronous path left them: snapshot NULL, except the
+        ``kept`` ones ({me_file_id: hand-written tags value})."""
+        for me_file_id in me_file_ids:
+            self.conn.execute(
+                "INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot) "
+                "VALUES (%s, %s, %s)",
+                (
+                    band_id,
+                    me_file_id,
+                    None if me_file_id not in (kept or {}) else Jsonb({"tags": kept[me_file_id]}),
+                ),
+            )
 
     def populations(self, target_id: int | None = None) -> dict[int, int]:
         """{me_file_id: band_id} (of one target when given)."""

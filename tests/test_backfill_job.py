@@ -25,16 +25,7 @@ def _legacy_data(sync_conn):
     w = s["w"]
     people = [w.me_file([s["female"]]) for _ in range(4)]
     orphan_person = w.me_file([s["female"]])
-    for m in people:
-        sync_conn.execute(
-            "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
-            (s["outer"], m),
-        )
-    sync_conn.execute(
-        'UPDATE target_populations SET matching_tags_snapshot = \'{"tags": "hand-kept"}\' '
-        "WHERE me_file_id = %s",
-        (people[0],),
-    )
+    w.legacy_populations(s["outer"], people, kept={people[0]: "hand-kept"})
     campaign = w.campaign(s["target"], {s["outer"]: ("1.00", "2.00")})
     run = w.one("SELECT id FROM media_runs WHERE campaign_id = %s", (campaign,))
     offers = {}

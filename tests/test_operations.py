@@ -15,7 +15,7 @@ import pytest
 
 from qlarius_jobs import runner
 from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, drain, jobs, log_events
+from tests.conftest import TEST_CONNINFO, TargetRowHolder, defer_with_cli, drain, jobs, log_events
 
 BIN = Path(sys.executable).parent
 FAST_OPS_ENV = {
@@ -108,17 +108,14 @@ async def test_a_job_over_its_time_limit_is_cancelled_and_counts_as_failed(
     app, sync_conn, settings
 ):
     settings.set(task_timeouts={"populate_target": 0.5})
-    sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
-    holder = psycopg.connect(TEST_CONNINFO)
-    holder.execute("SELECT 1 FROM targets WHERE id = 1 FOR UPDATE")  # every attempt blocks
+    holder = TargetRowHolder(sync_conn)  # every attempt blocks
     try:
         job_id = await _defer("populate_target", target_id=1)
         started = time.monotonic()
         await drain()
         assert time.monotonic() - started < 20
     finally:
-        holder.rollback()
-        holder.close()
+        holder.release()
     [job] = jobs(sync_conn, "populate_target")
     assert job["status"] == "failed" and job["attempts"] == 3
     errors = _errors(sync_conn, job_id)
@@ -213,9 +210,7 @@ def test_status_shows_every_section_as_json_and_tables(sync_conn):
 
 @pytest.mark.slow
 def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_conn):
-    sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
-    holder = psycopg.connect(TEST_CONNINFO)
-    holder.execute("SELECT 1 FROM targets WHERE id = 1 FOR UPDATE")
+    holder = TargetRowHolder(sync_conn)
     doomed = _worker("--queues", "targets")
     rescuer = None
     try:
@@ -226,19 +221,7 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
             30,
             "the first worker",
         )
-        subprocess.run(
-            [
-                str(BIN / "procrastinate"),
-                "--app=qlarius_jobs.app.app",
-                "defer",
-                "populate_target",
-                '{"target_id": 1}',
-            ],
-            env=FAST_OPS_ENV,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        defer_with_cli("populate_target", {"target_id": 1}, env=FAST_OPS_ENV)
         _wait_for(
             lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
             30,
@@ -253,14 +236,14 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
         _wait_for(lambda: _errors(sync_conn, job["id"]) != [], 30, "the rescue")
-        holder.rollback()  # let the rescued run through
+        holder.release()  # let the rescued run through
         _wait_for(
             lambda: jobs(sync_conn, "populate_target")[0]["status"] == "succeeded",
             30,
             "the rescued job to succeed",
         )
     finally:
-        holder.close()
+        holder.release()
         if doomed.poll() is None:
             doomed.kill()
         if rescuer is not None:
@@ -302,24 +285,10 @@ def test_each_tick_is_deferred_and_run_exactly_once_by_three_workers(sync_conn):
 
 @pytest.mark.slow
 def test_a_second_signal_exits_at_once(sync_conn):
-    sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
-    holder = psycopg.connect(TEST_CONNINFO)
-    holder.execute("SELECT 1 FROM targets WHERE id = 1 FOR UPDATE")
+    holder = TargetRowHolder(sync_conn)
     proc = _worker("--queues", "targets", "--grace", "60")
     try:
-        subprocess.run(
-            [
-                str(BIN / "procrastinate"),
-                "--app=qlarius_jobs.app.app",
-                "defer",
-                "populate_target",
-                '{"target_id": 1}',
-            ],
-            env=FAST_OPS_ENV,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        defer_with_cli("populate_target", {"target_id": 1}, env=FAST_OPS_ENV)
         _wait_for(
             lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
             30,
@@ -333,8 +302,7 @@ def test_a_second_signal_exits_at_once(sync_conn):
         assert proc.wait(timeout=10) == 130
         assert time.monotonic() - started < 5
     finally:
-        holder.rollback()
-        holder.close()
+        holder.release()
         if proc.poll() is None:
             proc.kill()
 

@@ -10,7 +10,7 @@ import pytest
 
 from qlarius_jobs import enqueue, snapshot
 from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, drain, jobs, log_events
+from tests.conftest import TEST_CONNINFO, TargetRowHolder, drain, jobs, log_events
 from tests.factories import standard_world
 
 
@@ -170,8 +170,7 @@ async def test_two_populates_of_one_target_never_run_together(app, sync_conn):
     first = await _defer("populate_target", target_id=s["target"])
     second = await _defer("populate_target", target_id=s["target"])
     # Hold the target row so the first populate blocks while running.
-    blocker = psycopg.connect(TEST_CONNINFO)
-    blocker.execute("SELECT 1 FROM targets WHERE id = %s FOR UPDATE", (s["target"],))
+    blocker = TargetRowHolder(sync_conn, s["target"])
     worker = asyncio.create_task(drain())
     try:
         for _ in range(100):
@@ -183,8 +182,7 @@ async def test_two_populates_of_one_target_never_run_together(app, sync_conn):
         states = {j["id"]: j["status"] for j in jobs(sync_conn, "populate_target")}
         assert states == {first: "doing", second: "todo"}
     finally:
-        blocker.rollback()
-        blocker.close()
+        blocker.release()
     await worker
     assert [j["status"] for j in jobs(sync_conn, "populate_target")] == ["succeeded", "succeeded"]
 
@@ -250,16 +248,7 @@ async def test_snapshot_band_populations_fills_in_batches_without_overwriting(
     s = standard_world(sync_conn)
     w = s["w"]
     members = [w.me_file([s["female"]]) for _ in range(5)]
-    for m in members:
-        sync_conn.execute(
-            "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
-            (s["outer"], m),
-        )
-    sync_conn.execute(
-        'UPDATE target_populations SET matching_tags_snapshot = \'{"tags": "kept"}\' '
-        "WHERE me_file_id = %s",
-        (members[0],),
-    )
+    w.legacy_populations(s["outer"], members, kept={members[0]: "kept"})
     await _defer("snapshot_band_populations", band_id=s["outer"])
     await _defer("snapshot_band_populations", band_id=987654)
     await drain()

@@ -15,7 +15,7 @@ import pytest
 
 from qlarius_jobs import seed
 from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, jobs
+from tests.conftest import TEST_CONNINFO, TargetRowHolder, defer_with_cli, jobs
 
 BIN = Path(sys.executable).parent
 WORKER_ENV = {**os.environ, "QLARIUS_OFFERS_RETRY_DELAY_SECONDS": "1", "QLARIUS_LOG_FORMAT": "json"}
@@ -176,22 +176,8 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
     try:
         time.sleep(2)
         # a populate that blocks on a row we hold, so it is running when the signal comes
-        sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
-        holder = psycopg.connect(TEST_CONNINFO)
-        holder.execute("SELECT 1 FROM targets WHERE id = 1 FOR UPDATE")
-        subprocess.run(
-            [
-                str(BIN / "procrastinate"),
-                "--app=qlarius_jobs.app.app",
-                "defer",
-                "populate_target",
-                '{"target_id": 1}',
-            ],
-            env=WORKER_ENV,
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        holder = TargetRowHolder(sync_conn)
+        defer_with_cli("populate_target", {"target_id": 1}, env=WORKER_ENV)
         deadline = time.monotonic() + 20
         while (
             jobs(sync_conn, "populate_target")[0]["status"] != "doing"
@@ -201,8 +187,7 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
         proc.send_signal(signal.SIGTERM)
         time.sleep(1)
         assert proc.poll() is None  # still finishing the job
-        holder.rollback()
-        holder.close()
+        holder.release()
         assert proc.wait(timeout=30) == 0
     finally:
         out = _stop(proc)
@@ -211,22 +196,8 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
 
 @pytest.mark.slow
 def test_until_empty_lets_a_long_job_finish_past_the_grace_period(sync_conn):
-    sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
-    holder = psycopg.connect(TEST_CONNINFO)
-    holder.execute("SELECT 1 FROM targets WHERE id = 1 FOR UPDATE")  # the job runs ~4 s
-    subprocess.run(
-        [
-            str(BIN / "procrastinate"),
-            "--app=qlarius_jobs.app.app",
-            "defer",
-            "populate_target",
-            '{"target_id": 1}',
-        ],
-        env=WORKER_ENV,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    holder = TargetRowHolder(sync_conn)  # the job runs ~4 s
+    defer_with_cli("populate_target", {"target_id": 1}, env=WORKER_ENV)
     proc = subprocess.Popen(
         [str(BIN / "qlarius-jobs"), "worker", "--queues", "targets", "--until-empty"],
         env={**WORKER_ENV, "QLARIUS_SHUTDOWN_GRACE_SECONDS": "1"},
@@ -236,10 +207,10 @@ def test_until_empty_lets_a_long_job_finish_past_the_grace_period(sync_conn):
     )
     try:
         time.sleep(4)
-        holder.rollback()
+        holder.release()
         out, _ = proc.communicate(timeout=60)
     finally:
-        holder.close()
+        holder.release()
         if proc.poll() is None:
             proc.kill()
     [job] = jobs(sync_conn, "populate_target")
