@@ -9,6 +9,7 @@ from psycopg.types.json import Jsonb
 
 from qlarius_jobs import snapshot, sql_files
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.validation import positive_id
 
 log = get_logger(__name__)
 
@@ -27,8 +28,7 @@ async def record_ad_event(
     first (from its population, else computed from the MeFile's tags), and that is logged.
     Amounts default to the offer's.
     """
-    if not isinstance(offer_id, int) or isinstance(offer_id, bool) or offer_id <= 0:
-        raise ValueError(f"offer_id must be a positive integer, got {offer_id!r}")
+    offer_id = positive_id("offer_id", offer_id)
     async with conn.transaction():
         offer = await sql_files.fetch_one(conn, "offer_for_ad_event", offer_id=offer_id)
         if offer is None:

@@ -29,11 +29,18 @@ def format_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _ready_database(migrate: bool = True) -> str:
+def _ready_database() -> str:
+    """The database, started if it is the embedded one, and migrated."""
     conninfo = database.ensure_database()
-    if migrate:
-        migrations.migrate(conninfo)
+    migrations.migrate(conninfo)
     return conninfo
+
+
+def _print_status(conninfo: str, limit: int = 10) -> None:
+    from qlarius_jobs import status
+
+    for key, rows in status.collect(conninfo, limit=limit).items():
+        print(format_table(status.SECTION_TITLES.get(key, key), rows))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -49,12 +56,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from qlarius_jobs import status
 
-    sections = status.collect(_ready_database(), limit=args.limit)
+    conninfo = _ready_database()
     if args.json:
-        print(json.dumps(sections, default=str, indent=2))
-        return 0
-    for key, rows in sections.items():
-        print(format_table(status.SECTION_TITLES.get(key, key), rows))
+        print(json.dumps(status.collect(conninfo, limit=args.limit), default=str, indent=2))
+    else:
+        _print_status(conninfo, limit=args.limit)
     return 0
 
 
@@ -127,10 +133,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if seed.database_is_empty(conninfo):
         seed.seed(conninfo, seed.SeedSizes(me_files=database.get_settings().demo_me_files))
         asyncio.run(seed.kick_off_demo())
-    from qlarius_jobs import status
-
-    for key, rows in status.collect(conninfo).items():
-        print(format_table(status.SECTION_TITLES.get(key, key), rows))
+    _print_status(conninfo)
     print("workers running on every queue; Ctrl-C stops them cleanly", file=sys.stderr)
     asyncio.run(runner.run_workers(runner.configured_queues(), graceful_timeout=args.grace))
     return 0
@@ -214,10 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(fmt=args.log_format)
     try:
-        result = COMMANDS[args.command](args)
-        if asyncio.iscoroutine(result):
-            result = asyncio.run(result)
-        return int(result or 0)
+        return COMMANDS[args.command](args)
     except (database.DatabaseUnavailable, ValueError) as exc:
         print(f"qlarius-jobs: {exc}", file=sys.stderr)
         return 2

@@ -9,12 +9,7 @@ from psycopg import AsyncConnection
 
 from qlarius_jobs import sql_files
 from qlarius_jobs.jobs import defer_job
-
-
-def _positive_id(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+from qlarius_jobs.validation import positive_id
 
 
 async def trigger_population(conn: AsyncConnection, target_id: int) -> int | None:
@@ -22,7 +17,7 @@ async def trigger_population(conn: AsyncConnection, target_id: int) -> int | Non
 
     Returns the job id. Raises ``LookupError`` (and changes nothing) for an unknown target.
     """
-    target_id = _positive_id("target_id", target_id)
+    target_id = positive_id("target_id", target_id)
     async with conn.transaction():
         row = await sql_files.fetch_one(conn, "mark_target_populating", target_id=target_id)
         if row is None:
@@ -32,11 +27,11 @@ async def trigger_population(conn: AsyncConnection, target_id: int) -> int | Non
 
 async def notify_tags_changed(conn: AsyncConnection, me_file_id: int) -> int | None:
     """Defer the MeFile's sync; a no-op (None) when one is already waiting."""
-    me_file_id = _positive_id("me_file_id", me_file_id)
+    me_file_id = positive_id("me_file_id", me_file_id)
     return await defer_job(conn, "sync_me_file_to_target_populations", me_file_id=me_file_id)
 
 
 async def offer_campaign(conn: AsyncConnection, campaign_id: int) -> int | None:
     """Defer ``create_initial_pending_offers`` for a launched campaign."""
-    campaign_id = _positive_id("campaign_id", campaign_id)
+    campaign_id = positive_id("campaign_id", campaign_id)
     return await defer_job(conn, "create_initial_pending_offers", campaign_id=campaign_id)
