@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import psycopg_pool
 from procrastinate import App, PsycopgConnector
 
@@ -16,9 +17,16 @@ from qlarius_jobs.logs import configure_logging
 from qlarius_jobs.settings import get_settings
 
 
+async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
+    # The jobs' locking protocol relies on READ COMMITTED (each statement sees what committed
+    # before it: see drains.py), whatever the server's default_transaction_isolation says.
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+
+
 def _open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
     # Resolved when the app opens, not at import: an embedded cluster is started if needed.
     kwargs["conninfo"] = database.ensure_database()
+    kwargs["configure"] = _configure_connection
     return psycopg_pool.AsyncConnectionPool(**kwargs)
 
 

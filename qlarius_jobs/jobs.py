@@ -10,16 +10,19 @@ A task module only declares its argument model and writes the body::
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import structlog
-from procrastinate import JobContext, exceptions, jobs, retry, types
+from procrastinate import JobContext, jobs, retry, types
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
 
+from qlarius_jobs import sql_files
 from qlarius_jobs.app import app
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
@@ -112,6 +115,17 @@ class JobRun:
         async with app.connector.pool.connection() as conn, conn.transaction():
             yield conn
 
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection of its own, for work spanning several transactions."""
+        async with app.connector.pool.connection() as conn:
+            yield conn
+
+
+# The argument model of every task, by name: one source of truth for the worker's check and
+# for deferral's.
+TASK_ARGS: dict[str, type[JobArgs]] = {}
+
 
 async def defer_job(
     conn: AsyncConnection,
@@ -120,18 +134,34 @@ async def defer_job(
     schedule_in: types.TimeDeltaParams | None = None,
     **task_kwargs: Any,
 ) -> int | None:
-    """Defer a job inside ``conn``'s current transaction: it exists only if that commits.
+    """Defer a job with ``conn``: in its open transaction (it exists only if that commits), or,
+    on an autocommit connection outside a transaction, at once.
 
-    A job that is already waiting with the same queueing lock makes this a quiet no-op
-    (returns None). The savepoint keeps that refusal from aborting the caller's transaction.
+    The arguments are checked against the task's model first (``InvalidJobArguments``, nothing
+    written). A job already waiting with the same queueing lock makes this a quiet no-op
+    (returns None): the database refuses nothing, so nothing is logged as an error.
     """
-    deferrer = app.configure_task(task_name, connection=conn, schedule_in=schedule_in)
-    try:
-        async with conn.transaction():
-            return await deferrer.defer_async(**task_kwargs)
-    except exceptions.AlreadyEnqueued:
-        log.info("job already waiting, not deferred again", task=task_name, args=task_kwargs)
+    if task_name not in TASK_ARGS:
+        app.perform_import_paths()  # the task modules register themselves when imported
+    model = TASK_ARGS.get(task_name)
+    if model is None:
+        raise InvalidJobArguments(f"{task_name}: no such task")
+    parse_args(task_name, model, task_kwargs)
+    delay = None
+    if schedule_in:
+        delay = dt.timedelta(**schedule_in).total_seconds()
+    row = await sql_files.fetch_one(
+        conn,
+        "defer_job",
+        queue=app.tasks[task_name].queue,
+        task_name=task_name,
+        args=Jsonb(task_kwargs),
+        delay_seconds=delay,
+    )
+    if row is None:
+        log.debug("job already waiting, not deferred again", task=task_name, args=task_kwargs)
         return None
+    return int(row["id"])
 
 
 TaskBody = Callable[[JobRun, A], Awaitable[dict[str, Any]]]
@@ -180,6 +210,7 @@ def job_task(
         run_task.__qualname__ = body.__qualname__
         run_task.__doc__ = body.__doc__
         task = app.task(name=name, queue=queue, retry=strategy, pass_context=True)(run_task)
+        TASK_ARGS[name] = args_model
         if periodic_cron is not None:
             app.periodic(cron=periodic_cron, periodic_id=name)(task)
         task.timeout_seconds = timeout_seconds

@@ -21,6 +21,7 @@ from procrastinate import worker as procrastinate_worker
 from qlarius_jobs.app import app
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
+from qlarius_jobs.wakeups import Wakeups
 
 log = get_logger(__name__)
 
@@ -118,9 +119,26 @@ async def run_workers(
         schedule = registry.periodic_tasks
         if not periodic:
             registry.periodic_tasks = {}
+        settings = get_settings()
+        pool = app.connector.pool
+        wakeups = Wakeups(
+            pool,
+            lambda: str(pool.conninfo),
+            listen=not settings.behind_pooler,
+            sweep_seconds=settings.wakeup_sweep_seconds,
+        )
+        wakeup_task: asyncio.Task[None] | None = None
+        if wait:
+            wakeup_task = asyncio.create_task(wakeups.run(), name="wakeups")
+        else:
+            await wakeups.sweep_once()  # pending work left by earlier runs gets its jobs
         try:
             await asyncio.gather(*(w.run() for w in workers))
         finally:
+            if wakeup_task is not None:
+                wakeup_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wakeup_task
             registry.periodic_tasks = schedule
             if install_signal_handlers:
                 for signum in (signal.SIGINT, signal.SIGTERM):

@@ -52,6 +52,22 @@ class Settings(BaseSettings):
 
     snapshot_band_batch_size: PositiveInt = 500
 
+    # Level-triggered syncs and reconciles (see drains.py and README "Concurrency").
+    sync_batch_size: PositiveInt = Field(
+        default=1000, description="MeFiles a sync batch applies in one statement"
+    )
+    reconcile_batch_size: PositiveInt = Field(
+        default=1000, description="MeFiles a reconcile batch handles in one transaction"
+    )
+    drain_time_budget_seconds: float = Field(
+        default=60.0, gt=0, description="a drain job hands over to a successor after this"
+    )
+    wakeup_sweep_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="how often each worker process looks for pending work a lost wake-up left",
+    )
+
     offers_retry_delay_seconds: PositiveInt = 180
     offers_give_up_after_seconds: PositiveInt = 3600
     offer_pending_seconds: int = Field(default=0, ge=0)

@@ -5,7 +5,12 @@ emptying the tables."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -110,30 +115,47 @@ def settings(monkeypatch) -> SettingsOverride:
     return SettingsOverride(monkeypatch)
 
 
-async def drain(rounds: int = 20) -> None:
-    """Run a real in-process worker on every queue until no job is due any more.
+async def drain(rounds: int = 20, queues: set[str] | None = None) -> None:
+    """Run a real in-process worker on every queue (or on ``queues``) until no job is due and
+    no pending sync or reconcile is left (for those queues).
 
     Without the periodic schedule: a tick (the hourly backfill, deferred up to 10 minutes
     late by a starting worker) would add jobs that the tests did not ask for.
     """
     from qlarius_jobs import runner
 
+    configured = runner.configured_queues()
+    chosen = {q: c for q, c in configured.items() if queues is None or q in queues}
     for _ in range(rounds):
         await runner.run_workers(
-            runner.configured_queues(),
+            chosen,
             wait=False,
             install_signal_handlers=False,
             fetch_job_polling_interval=0.05,
             periodic=False,
         )
-        with psycopg.connect(TEST_CONNINFO) as conn:
-            due = conn.execute(
-                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-                "AND (scheduled_at IS NULL OR scheduled_at <= now())"
-            ).fetchone()[0]
-        if not due:
+        if not work_left(set(chosen)):
             return
     raise AssertionError("jobs still due after draining")
+
+
+def work_left(queues: set[str] | None = None) -> int:
+    """Jobs due or running (in ``queues``), plus the pending syncs and reconciles that a drain
+    on those queues could take now."""
+    queues = queues or {"default", "targets", "offers", "maintenance"}
+    with psycopg.connect(TEST_CONNINFO) as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+            "        AND (scheduled_at IS NULL OR scheduled_at <= now()) "
+            "        AND queue_name = ANY(%(queues)s)) "
+            "     + (SELECT count(*) FROM qlarius_pending_syncs "
+            "        WHERE (retry_after IS NULL OR retry_after <= now()) "
+            "        AND 'targets' = ANY(%(queues)s)) "
+            "     + (SELECT count(*) FROM qlarius_pending_reconciles "
+            "        WHERE (retry_after IS NULL OR retry_after <= now()) "
+            "        AND 'offers' = ANY(%(queues)s))",
+            {"queues": list(queues)},
+        ).fetchone()[0]
 
 
 def log_events(caplog) -> list[dict]:
@@ -160,12 +182,22 @@ def jobs(conn: psycopg.Connection, task_name: str | None = None) -> list[dict]:
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
+def insert_job_by_hand(task_name: str, args: dict, queue: str = "targets") -> int:
+    """A job row written straight into the table, past every door's argument check: what
+    the worker's own validation is there for."""
+    from psycopg.types.json import Jsonb
+
+    with psycopg.connect(TEST_CONNINFO, autocommit=True) as conn:
+        return conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES (%s, %s, %s) "
+            "RETURNING id",
+            (queue, task_name, Jsonb(args)),
+        ).fetchone()[0]
+
+
 def defer_with_cli(task: str, args: dict, env: dict | None = None) -> None:
     """Defer a job the way an operator would: `procrastinate defer` in a subprocess."""
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
 
     subprocess.run(
         [
@@ -183,14 +215,19 @@ def defer_with_cli(task: str, args: dict, env: dict | None = None) -> None:
 
 
 class TargetRowHolder:
-    """Holds a target's row lock from another connection, so a populate blocks while running."""
+    """Holds a target's populations scope from another connection, as a running populate
+    would: the next populate of that target blocks (running) until released."""
 
     def __init__(self, sync_conn: psycopg.Connection, target_id: int = 1) -> None:
         sync_conn.execute(
             "INSERT INTO targets (id, title) VALUES (%s, 't') ON CONFLICT DO NOTHING", (target_id,)
         )
         self._conn = psycopg.connect(TEST_CONNINFO)
-        self._conn.execute("SELECT 1 FROM targets WHERE id = %s FOR UPDATE", (target_id,))
+        self._conn.execute(
+            "SELECT 1 FROM qlarius_target_locks WHERE target_id = %s AND scope = 'populations' "
+            "FOR UPDATE",
+            (target_id,),
+        )
 
     def release(self) -> None:
         if not self._conn.closed:
@@ -202,3 +239,55 @@ class TargetRowHolder:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+BIN = Path(sys.executable).parent
+
+
+class WorkerProcess:
+    """``qlarius-jobs worker`` in a subprocess, its output going to a file: a pipe that
+    nobody reads until the end fills up and blocks the worker's event loop on a log write."""
+
+    def __init__(self, *args: str, env: dict | None = None, log_dir: Path | None = None) -> None:
+        fd, name = tempfile.mkstemp(prefix="worker-", suffix=".log", dir=log_dir)
+        self.log_path = Path(name)
+        with os.fdopen(fd, "w") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [str(BIN / "qlarius-jobs"), "worker", *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 60) -> str:
+        """SIGTERM (if still running), wait, and return everything it wrote."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        return self.output()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)

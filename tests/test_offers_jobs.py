@@ -9,8 +9,8 @@ import pytest
 
 from qlarius_jobs import enqueue
 from qlarius_jobs.ad_events import record_ad_event
-from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, drain, jobs, log_events
+from qlarius_jobs.jobs import InvalidJobArguments, defer_job
+from tests.conftest import TEST_CONNINFO, drain, insert_job_by_hand, jobs, log_events
 from tests.factories import standard_world
 
 
@@ -114,9 +114,17 @@ async def test_offers_for_unknown_or_dead_campaign_write_nothing(app, sync_conn,
     dead = s["w"].campaign(s["target"], {s["outer"]: ("1", "1")}, deactivated=True)
     await _defer("create_initial_pending_offers", campaign_id=dead)
     await _defer("create_initial_pending_offers", campaign_id=999_999)
-    await _defer("create_initial_pending_offers", campaign_id=-1)
+    with pytest.raises(InvalidJobArguments, match="campaign_id"):
+        await _defer("create_initial_pending_offers", campaign_id=-1)
+    insert_job_by_hand("create_initial_pending_offers", {"campaign_id": -1}, queue="default")
     await drain()
-    assert _offers(sync_conn) == []
+    # (the market's live campaign got its offers when the target was populated)
+    assert (
+        sync_conn.execute(
+            "SELECT count(*) FROM offers WHERE campaign_id <> %s", (s["campaign"],)
+        ).fetchone()[0]
+        == 0
+    )
     statuses = [j["status"] for j in jobs(sync_conn, "create_initial_pending_offers")]
     assert statuses == ["succeeded", "succeeded", "failed"]
     warned = " ".join(e["event"] for e in log_events(caplog) if e["level"] == "warning")
@@ -135,6 +143,8 @@ def test_offer_creation_has_five_attempts_and_others_three(app):
         "snapshot_band_populations": 3,
         "create_initial_pending_offers": 5,
         "reconcile_offers_for_me_file": 3,
+        "sync_pending_me_files": 3,
+        "reconcile_pending_offers": 3,
         "backfill_missing_snapshots": 3,
         "rescue_stalled_jobs": 1,
         "prune_finished_jobs": 3,
@@ -167,17 +177,21 @@ async def test_reconcile_after_a_band_move_leaves_exactly_one_offer_on_the_new_b
     assert _offers(sync_conn) == offers
 
 
-async def test_reconcile_uniqueness_missing_me_file_and_bad_args(app, sync_conn, caplog):
-    first = await _defer("reconcile_offers_for_me_file", me_file_id=31337)
-    assert first is not None
-    assert await _defer("reconcile_offers_for_me_file", me_file_id=31337) is None
-    await _defer("reconcile_offers_for_me_file", me_file_id=1, extra=1)
+async def test_reconcile_of_a_missing_me_file_and_bad_args(app, sync_conn, caplog):
+    # deferring twice is harmless: each records the MeFile, one drain reconciles it
+    assert await _defer("reconcile_offers_for_me_file", me_file_id=31337) is not None
+    assert await _defer("reconcile_offers_for_me_file", me_file_id=31337) is not None
+    with pytest.raises(InvalidJobArguments, match="extra"):
+        await _defer("reconcile_offers_for_me_file", me_file_id=1, extra=1)
+    insert_job_by_hand("reconcile_offers_for_me_file", {"me_file_id": 1, "extra": 1}, "offers")
     await drain()
     assert [j["status"] for j in jobs(sync_conn, "reconcile_offers_for_me_file")] == [
+        "succeeded",
         "succeeded",
         "failed",
     ]
     assert any("31337" in e["event"] for e in log_events(caplog) if e["level"] == "warning")
+    assert sync_conn.execute("SELECT count(*) FROM qlarius_pending_reconciles").fetchone()[0] == 0
 
 
 async def test_record_ad_event_copies_or_computes_the_offer_snapshot(

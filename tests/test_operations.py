@@ -15,7 +15,16 @@ import pytest
 
 from qlarius_jobs import runner
 from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, TargetRowHolder, defer_with_cli, drain, jobs, log_events
+from tests.conftest import (
+    TEST_CONNINFO,
+    TargetRowHolder,
+    WorkerProcess,
+    defer_with_cli,
+    drain,
+    insert_job_by_hand,
+    jobs,
+    log_events,
+)
 
 BIN = Path(sys.executable).parent
 FAST_OPS_ENV = {
@@ -34,14 +43,8 @@ async def _defer(task: str, **kwargs) -> int | None:
         return job_id
 
 
-def _worker(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "qlarius-jobs"), "worker", *args],
-        env=env or FAST_OPS_ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _worker(*args: str, env: dict | None = None) -> WorkerProcess:
+    return WorkerProcess(*args, env=env or FAST_OPS_ENV)
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -86,7 +89,7 @@ async def test_every_failed_attempt_is_recorded_with_the_job(app, sync_conn):
     )
     try:
         job_id = await _defer("populate_target", target_id=1)
-        bad = await _defer("populate_target", target_id="one")
+        bad = insert_job_by_hand("populate_target", {"target_id": "one"})
         await drain()
     finally:
         sync_conn.execute("DROP TRIGGER test_fail ON targets")
@@ -253,8 +256,7 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
         if doomed.poll() is None:
             doomed.kill()
         if rescuer is not None:
-            rescuer.send_signal(signal.SIGTERM)
-            output = rescuer.communicate(timeout=30)[0]
+            output = rescuer.stop(timeout=30)
     [job] = jobs(sync_conn, "populate_target")
     assert job["attempts"] == 2  # the killed run counts as one attempt
     [(attempt, kind, message, _)] = _errors(sync_conn, job["id"])
@@ -274,9 +276,7 @@ def test_each_tick_is_deferred_and_run_exactly_once_by_three_workers(sync_conn):
     try:
         time.sleep(8)
     finally:
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        outputs = [w.communicate(timeout=60)[0] for w in workers]
+        outputs = [w.stop() for w in workers]
     runs = [j for j in jobs(sync_conn, "backfill_missing_snapshots")]
     ticks = [j["args"]["timestamp"] for j in runs]
     assert len(ticks) >= 5, outputs[0][-2000:]

@@ -9,8 +9,15 @@ import psycopg
 import pytest
 
 from qlarius_jobs import enqueue, snapshot
-from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, TargetRowHolder, drain, jobs, log_events
+from qlarius_jobs.jobs import InvalidJobArguments, defer_job
+from tests.conftest import (
+    TEST_CONNINFO,
+    TargetRowHolder,
+    drain,
+    insert_job_by_hand,
+    jobs,
+    log_events,
+)
 from tests.factories import standard_world
 
 
@@ -114,11 +121,17 @@ async def test_bad_arguments_fail_at_once_without_retry_or_writes(
 ):
     s = standard_world(sync_conn)
     s["w"].me_file([s["female"]])
-    await _defer("populate_target", **args)
+    # at the door: refused, naming the field, nothing written
+    with pytest.raises(InvalidJobArguments, match=field):
+        await _defer("populate_target", **args)
+    assert jobs(sync_conn, "populate_target") == []
+    # a row written by hand, past the door: the worker refuses it at once
+    insert_job_by_hand("populate_target", args)
     await drain()
     [job] = jobs(sync_conn, "populate_target")
     assert job["status"] == "failed"
     assert job["attempts"] == 1  # not retried
+    assert job["lock"] is None  # a malformed job never holds a real job's lock
     assert sync_conn.execute("SELECT count(*) FROM target_populations").fetchone()[0] == 0
     errors = [r for r in caplog.records if "invalid arguments" in str(r.exc_info and r.exc_info[1])]
     assert errors, "the failure names the problem"
@@ -142,6 +155,8 @@ async def test_populate_failing_for_good_keeps_populations_and_restores_status(a
     await drain()
     before = _population_state(sync_conn, s["target"])
     w.me_file([s["female"], s["z10028"]])  # a newcomer the failed populate cannot insert
+    # (this test is about the populate: its own sync would fail the same way meanwhile)
+    sync_conn.execute("DELETE FROM qlarius_pending_syncs")
     sync_conn.execute(
         "CREATE FUNCTION pg_temp.fail() RETURNS trigger LANGUAGE plpgsql AS "
         "$$ BEGIN RAISE EXCEPTION 'disk on fire'; END $$"
@@ -187,31 +202,52 @@ async def test_two_populates_of_one_target_never_run_together(app, sync_conn):
     assert [j["status"] for j in jobs(sync_conn, "populate_target")] == ["succeeded", "succeeded"]
 
 
-async def test_sync_moves_a_me_file_and_defers_reconcile_only_on_change(app, sync_conn):
+def _reconcile_runs(conn) -> int:
+    """Pending reconciles taken by drains so far (the change-lag histogram's total)."""
+    row = conn.execute(
+        "SELECT changes FROM qlarius_change_lag WHERE kind = 'reconcile' "
+        "AND le_ms = 9223372036854775807"
+    ).fetchone()
+    return row[0] if row else 0
+
+
+async def test_a_tag_change_is_synced_with_no_call_and_reconciled_only_on_change(app, sync_conn):
     s = standard_world(sync_conn)
     w = s["w"]
     me_file = w.me_file([s["female"]])
     other_target = w.target("not populated")
     w.band(other_target, [s["g_sex"]])
+    w.campaign(s["target"], {b: ("1.00", "2.00") for b in (s["bullseye"], s["middle"], s["outer"])})
     await _trigger(s["target"])
     await drain()
     assert w.populations() == {me_file: s["outer"]}
+    reconciled = _reconcile_runs(sync_conn)
 
-    w.tag(me_file, [s["z10028"], s["heat"]])
+    w.tag(me_file, [s["z10028"], s["heat"]])  # committed; the application calls nothing
+    assert w.count("SELECT count(*) FROM qlarius_pending_syncs WHERE me_file_id = %s", (me_file,))
     async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as aconn:
-        assert await enqueue.notify_tags_changed(aconn, me_file) is not None
-        assert await enqueue.notify_tags_changed(aconn, me_file) is None  # one waiting job
+        await enqueue.notify_tags_changed(aconn, me_file)  # explicit, twice: never refused
+        await enqueue.notify_tags_changed(aconn, me_file)
         await aconn.commit()
-    assert len(jobs(sync_conn, "sync_me_file_to_target_populations")) == 1
     await drain()
     assert w.populations() == {me_file: s["bullseye"]}  # the unpopulated target is left alone
-    assert len(jobs(sync_conn, "reconcile_offers_for_me_file")) == 1
+    moved = _reconcile_runs(sync_conn)
+    assert moved > reconciled  # its populations changed: its offers were reconciled
+    assert (
+        w.one("SELECT target_band_id FROM offers WHERE me_file_id = %s", (me_file,))
+        == (s["bullseye"])
+    )
+    assert w.count("SELECT count(*) FROM qlarius_pending_syncs") == 0
 
     async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as aconn:
         await enqueue.notify_tags_changed(aconn, me_file)  # nothing changed this time
         await aconn.commit()
     await drain()
-    assert len(jobs(sync_conn, "reconcile_offers_for_me_file")) == 1
+    assert _reconcile_runs(sync_conn) == moved  # no population changed: no reconcile
+    [sync] = [
+        j for j in jobs(sync_conn, "sync_pending_me_files") if j["status"] != "succeeded"
+    ] or [None]
+    assert sync is None
 
 
 async def test_sync_and_populate_agree(app, sync_conn, conn):
@@ -234,11 +270,14 @@ async def test_sync_and_populate_agree(app, sync_conn, conn):
 
 async def test_sync_of_unknown_me_file_and_bad_arguments(app, sync_conn, caplog):
     await _defer("sync_me_file_to_target_populations", me_file_id=777)
-    await _defer("sync_me_file_to_target_populations", me_file_id="seven")
+    with pytest.raises(InvalidJobArguments, match="me_file_id"):
+        await _defer("sync_me_file_to_target_populations", me_file_id="seven")
+    insert_job_by_hand("sync_me_file_to_target_populations", {"me_file_id": "seven"})
     await drain()
     statuses = sorted(j["status"] for j in jobs(sync_conn, "sync_me_file_to_target_populations"))
     assert statuses == ["failed", "succeeded"]
     assert any("777" in e["event"] and e["level"] == "warning" for e in log_events(caplog))
+    assert sync_conn.execute("SELECT count(*) FROM qlarius_pending_syncs").fetchone()[0] == 0
 
 
 async def test_snapshot_band_populations_fills_in_batches_without_overwriting(

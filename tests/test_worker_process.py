@@ -15,7 +15,7 @@ import pytest
 
 from qlarius_jobs import seed
 from qlarius_jobs.jobs import defer_job
-from tests.conftest import TEST_CONNINFO, TargetRowHolder, defer_with_cli, jobs
+from tests.conftest import TEST_CONNINFO, TargetRowHolder, WorkerProcess, defer_with_cli, jobs
 
 BIN = Path(sys.executable).parent
 WORKER_ENV = {**os.environ, "QLARIUS_OFFERS_RETRY_DELAY_SECONDS": "1", "QLARIUS_LOG_FORMAT": "json"}
@@ -33,21 +33,12 @@ def _wait_until_done(conn, timeout: float = 90.0) -> None:
     raise AssertionError(f"jobs still pending: {jobs(conn)}")
 
 
-def _start_worker(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "qlarius-jobs"), "worker", *args],
-        env=WORKER_ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _start_worker(*args: str) -> WorkerProcess:
+    return WorkerProcess(*args, env=WORKER_ENV)
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    return out
+def _stop(proc: WorkerProcess) -> str:
+    return proc.stop()
 
 
 @pytest.mark.slow
@@ -198,20 +189,19 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
 def test_until_empty_lets_a_long_job_finish_past_the_grace_period(sync_conn):
     holder = TargetRowHolder(sync_conn)  # the job runs ~4 s
     defer_with_cli("populate_target", {"target_id": 1}, env=WORKER_ENV)
-    proc = subprocess.Popen(
-        [str(BIN / "qlarius-jobs"), "worker", "--queues", "targets", "--until-empty"],
+    proc = WorkerProcess(
+        "--queues",
+        "targets",
+        "--until-empty",
         env={**WORKER_ENV, "QLARIUS_SHUTDOWN_GRACE_SECONDS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
     try:
         time.sleep(4)
         holder.release()
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        out = proc.output()
     finally:
         holder.release()
-        if proc.poll() is None:
-            proc.kill()
+        proc.kill()
     [job] = jobs(sync_conn, "populate_target")
     assert (job["status"], job["attempts"]) == ("succeeded", 1), out[-2000:]

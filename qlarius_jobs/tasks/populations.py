@@ -1,11 +1,13 @@
-"""Populations: populate a target, sync one MeFile, fill one band's NULL snapshots."""
+"""Populations: populate a target, sync changed MeFiles, fill one band's NULL snapshots."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from qlarius_jobs import snapshot, sql_files
-from qlarius_jobs.jobs import BandArgs, JobRun, MeFileArgs, TargetArgs, defer_job, job_task
+from psycopg import AsyncConnection
+
+from qlarius_jobs import drains, snapshot, sql_files
+from qlarius_jobs.jobs import BandArgs, JobRun, MeFileArgs, NoArgs, TargetArgs, job_task
 from qlarius_jobs.settings import get_settings
 
 
@@ -30,20 +32,28 @@ async def _restore_target_status(run: JobRun, args: TargetArgs, exc: BaseExcepti
 async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     """Recompute a target's populations, snapshots inline, then mark it populated.
 
-    One transaction: a crash leaves the previous populations and status as they were.
-    The snapshots exist before the status says 'populated' (the seed note's main fix).
+    One transaction: a crash leaves the previous populations and status as they were. The
+    snapshots exist before the status says 'populated' (the seed note's main fix). It holds
+    the target's populations scope: sync batches skip this target meanwhile and leave its part
+    of each change for afterwards (see ``drains.py``); it never waits for a whole drain.
+    Every population it changes records a reconcile of that MeFile's offers (a trigger).
     """
     async with run.transaction() as conn:
-        target = await sql_files.fetch_one(
-            conn, "lock_target_for_populate", target_id=args.target_id
-        )
-        if target is None:
+        await drains.ensure_target_locks(conn, args.target_id)
+    async with (
+        run.transaction() as conn,
+        drains.scope_locked(conn, drains.SYNC, args.target_id) as found,
+    ):
+        if not found:
             run.log.warning(
-                f"target {args.target_id} not found; nothing to populate", target_id=args.target_id
+                f"target {args.target_id} not found; nothing to populate",
+                target_id=args.target_id,
             )
             return {"target_id": args.target_id, "found": False}
         changes = await snapshot.apply_band_memberships(conn, [args.target_id])
         await sql_files.execute(conn, "mark_target_populated", target_id=args.target_id)
+        # syncs left this target's part of their changes for now: wake them at commit
+        await sql_files.execute(conn, "wake_drains", kind="sync")
     return {
         "target_id": args.target_id,
         "members": changes.members,
@@ -53,40 +63,66 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     }
 
 
+async def apply_pending_syncs(
+    conn: AsyncConnection, claimed: drains.Claimed
+) -> drains.BatchOutcome:
+    """A sync batch: the claimed MeFiles, across every target whose populations syncs keep
+    (read after the scope rows were locked, so a populate that just finished is included)."""
+    targets = [
+        r["target_id"]
+        for r in await sql_files.fetch_all(
+            conn, "synced_targets_among", target_ids=claimed.free_targets
+        )
+    ]
+    changes = await snapshot.apply_band_memberships(conn, targets, claimed.me_file_ids)
+    return drains.BatchOutcome(
+        counts={
+            "inserted": changes.inserted,
+            "deleted": changes.deleted,
+            "refreshed": changes.refreshed,
+        }
+    )
+
+
+async def drain_pending_syncs(run: JobRun) -> drains.DrainReport:
+    settings = get_settings()
+    async with run.connection() as conn:
+        return await drains.drain(
+            conn,
+            drains.SYNC,
+            apply_pending_syncs,
+            batch_size=settings.sync_batch_size,
+            budget_seconds=settings.drain_time_budget_seconds,
+        )
+
+
+@job_task(name="sync_pending_me_files", queue="targets", args_model=NoArgs, timeout_seconds=300)
+async def sync_pending_me_files(run: JobRun, args: NoArgs) -> dict[str, Any]:
+    """Bring every MeFile whose tags changed into the right band of every populated target,
+    in batches of ``QLARIUS_SYNC_BATCH_SIZE``, one set-based statement each."""
+    return (await drain_pending_syncs(run)).summary()
+
+
 @job_task(
     name="sync_me_file_to_target_populations",
     queue="targets",
     args_model=MeFileArgs,
-    timeout_seconds=120,
+    timeout_seconds=300,
 )
 async def sync_me_file_to_target_populations(run: JobRun, args: MeFileArgs) -> dict[str, Any]:
-    """After a MeFile's tags change: put it in the right band of every populated target.
-
-    Uses the same matching statement as populating. When its populations changed, the offer
-    reconciliation is deferred in the same transaction.
-    """
+    """Sync one MeFile (from code or ``procrastinate defer``): record it as changed, then drain
+    like ``sync_pending_me_files`` (or leave it to the drainer already at work). Populations
+    that change record the reconcile of its offers."""
     async with run.transaction() as conn:
-        if await sql_files.fetch_one(conn, "me_file_exists", me_file_id=args.me_file_id) is None:
-            run.log.warning(
-                f"me_file {args.me_file_id} not found; nothing to sync", me_file_id=args.me_file_id
-            )
-            return {"me_file_id": args.me_file_id, "found": False}
-        targets = [r["id"] for r in await sql_files.fetch_all(conn, "lock_targets_for_sync")]
-        changes = await snapshot.apply_band_memberships(conn, targets, [args.me_file_id])
-        reconcile_job = None
-        if changes.deleted or changes.inserted:
-            reconcile_job = await defer_job(
-                conn, "reconcile_offers_for_me_file", me_file_id=args.me_file_id
-            )
-    return {
-        "me_file_id": args.me_file_id,
-        "targets": len(targets),
-        "inserted": changes.inserted,
-        "deleted": changes.deleted,
-        "refreshed": changes.refreshed,
-        "reconcile_deferred": bool(changes.deleted or changes.inserted),
-        "reconcile_job_id": reconcile_job,
-    }
+        recorded = await sql_files.fetch_one(
+            conn, "record_pending", tables={"table": drains.SYNC.table}, me_file_id=args.me_file_id
+        )
+    if recorded is None:
+        run.log.warning(
+            f"me_file {args.me_file_id} not found; nothing to sync", me_file_id=args.me_file_id
+        )
+        return {"me_file_id": args.me_file_id, "found": False}
+    return {"me_file_id": args.me_file_id, **(await drain_pending_syncs(run)).summary()}
 
 
 @job_task(

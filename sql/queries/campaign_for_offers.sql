@@ -1,7 +1,6 @@
--- The campaign and its target's status. FOR SHARE on the target waits for a populate in
--- flight, so a 'populated' seen here comes with every population and snapshot committed.
+-- The campaign and its target's status. No lock: the job then takes the target's offers scope
+-- (a row only jobs lock), never the targets row the application updates.
 SELECT c.id, c.target_id, c.launched_at, c.deactivated_at, t.population_status
 FROM campaigns c
 JOIN targets t ON t.id = c.target_id
 WHERE c.id = %(campaign_id)s
-FOR SHARE OF t

@@ -1,9 +1,12 @@
--- Fill the NULL snapshots of the given populations. Guarded: a row that got a snapshot in the
--- meantime (another job, a rerun) is re-checked after its lock and left alone.
-WITH missing AS (
+-- Fill the NULL snapshots of the given populations; never overwrites. SKIP LOCKED: a row that
+-- another job is writing right now gets its snapshot from that job, so a fill never waits and
+-- can never be part of a deadlock. Re-checked under the lock (a rerun leaves it alone).
+WITH missing AS MATERIALIZED (
     SELECT id, me_file_id, target_band_id
     FROM target_populations
     WHERE id = ANY(%(population_ids)s::bigint[]) AND matching_tags_snapshot IS NULL
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
 ),
 pairs AS (
     SELECT array_agg(me_file_id) AS me_file_ids, array_agg(target_band_id) AS band_ids FROM missing

@@ -1,1 +1,0 @@
-SELECT id FROM me_files WHERE id = %(me_file_id)s
