@@ -82,10 +82,12 @@ class Claimed:
 
     rows: list[dict[str, Any]]
     free_targets: list[int]
+    busy_me_files: frozenset[int] = frozenset()  # being deleted right now: left for later
 
     @property
     def me_file_ids(self) -> list[int]:
-        return sorted({r["me_file_id"] for r in self.rows})
+        """The MeFiles to work on (those being deleted excluded)."""
+        return sorted({r["me_file_id"] for r in self.rows} - self.busy_me_files)
 
     def earliest(self, me_file_ids: set[int] | None = None) -> tuple[list[int], list[Any]]:
         """(MeFile ids, their earliest recorded_at), for the rows about every target."""
@@ -153,6 +155,18 @@ async def _advisory(conn: AsyncConnection, query: str, key: int) -> dict[str, An
         return await sql_files.fetch_one(conn, query, namespace=NAMESPACE, key=key)
 
 
+async def _try_session_lock(conn: AsyncConnection, key: int) -> dict[str, Any] | None:
+    """Try the session lock ``key``. Interrupted on the way (a time limit, a lost connection),
+    we cannot know whether the server granted it: close the connection, so that a lock we
+    might hold dies with the session instead of going back to the pool with it."""
+    try:
+        return await _advisory(conn, "advisory_try_lock", key)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.close()
+        raise
+
+
 async def _release_or_close(conn: AsyncConnection, key: int) -> None:
     """Release the session lock ``key``; if that fails (a broken or cancelled connection),
     close the connection: the lock dies with the session, and the pool never hands out a
@@ -216,9 +230,7 @@ async def _run_batch(
                 recorded_at=since,
                 retry_seconds=2,
             )
-        deferred_ids, deferred_since = claimed.earliest(
-            set(claimed.me_file_ids) - outcome.left_for_later
-        )
+        deferred_ids, deferred_since = claimed.earliest(set(claimed.me_file_ids))
         done = await sql_files.fetch_one(
             conn,
             "finish_drain_batch",
@@ -259,7 +271,7 @@ async def drain(
     report = DrainReport()
     deadline = time.monotonic() + budget_seconds
     while True:
-        locked = await _advisory(conn, "advisory_try_lock", kind.drainer_key)
+        locked = await _try_session_lock(conn, kind.drainer_key)
         if not (locked and locked["locked"]):
             return report  # the active drainer checks for work after it lets go
         report.drainer = True
@@ -296,25 +308,29 @@ async def ensure_target_locks(conn: AsyncConnection, target_id: int | None = Non
 async def scope_locked(
     conn: AsyncConnection, kind: DrainKind, target_id: int
 ) -> AsyncIterator[bool]:
-    """Take ``target_id``'s scope row for the rest of ``conn``'s current transaction. Its
+    """Take ``target_id``'s scope for the rest of ``conn``'s current transaction. Its
     statements from then on see every batch before (READ COMMITTED, which the app's pool
-    enforces: each statement takes a new snapshot). The row must exist and be committed
-    (``ensure_target_locks``).
+    enforces: each statement takes a new snapshot). Yields False when the target does not
+    exist.
 
-    Between two batches of ``kind``: the scope job waits at the batch barrier (a heavyweight
-    lock, so it is queued fairly ahead of later batches), takes the row that no batch holds at
-    that moment, and lets the barrier go. From then on batches skip this target, and the
-    job's next statement sees every batch that came before. Yields False when the target has
-    no scope row (it does not exist).
+    Lock order, the same in every job: the targets row first (FOR KEY SHARE: the target cannot
+    be deleted meanwhile, its status can be updated), then the batch barrier, then the scope
+    row. The barrier is passed between two batches of ``kind``: a heavyweight lock, queued
+    fairly ahead of later batches, held only while taking the scope row that no batch holds
+    at that moment. From then on batches skip this target. The scope row must exist and be
+    committed (``ensure_target_locks``).
     """
+    if await sql_files.fetch_one(conn, "lock_target_row", target_id=target_id) is None:
+        yield False
+        return
     async with _session_lock_released(conn, kind.batch_key):
         await sql_files.execute(conn, "advisory_lock", namespace=NAMESPACE, key=kind.batch_key)
         row = await sql_files.fetch_one(
             conn, "try_lock_target_scope", target_id=target_id, scope=kind.scope
         )
     if row is None:
-        # Not held by a batch (the barrier excludes them), so held by something else (the
-        # target being deleted) or missing: wait for it like any row lock.
+        # Not held by a batch (the barrier excludes them), so held by a sweep's brief check:
+        # wait for it like any row lock.
         row = await sql_files.fetch_one(
             conn, "lock_target_scope", target_id=target_id, scope=kind.scope
         )

@@ -165,7 +165,6 @@ async def defer_job(
 
 
 TaskBody = Callable[[JobRun, A], Awaitable[dict[str, Any]]]
-GiveUpHook = Callable[[JobRun, A, BaseException], Awaitable[None]]
 
 
 def job_task(
@@ -174,16 +173,15 @@ def job_task(
     queue: str,
     args_model: type[A],
     attempts: int = 3,
-    on_give_up: GiveUpHook | None = None,
     periodic_cron: str | None = None,
     timeout_seconds: float | None = None,
 ) -> Callable[[TaskBody], Any]:
     """Register ``body`` as the Procrastinate task ``name`` on ``queue``.
 
     The wrapper validates the arguments, binds a logger, times the run and logs one summary
-    event (``<name> finished``, the body's counts, ``elapsed_ms``). When the run fails for
-    good (no attempt left, or not retryable), ``on_give_up`` runs before the failure is
-    recorded. ``timeout_seconds`` is the task's default time limit (see ``middleware.py``).
+    event (``<name> finished``, the body's counts, ``elapsed_ms``). ``timeout_seconds`` is
+    the task's default time limit (see ``middleware.py``). What must happen however a job ends
+    (failed, timed out, aborted, rescued) is done by triggers on the job table, not here.
     """
     strategy = Backoff(attempts=attempts)
 
@@ -192,13 +190,7 @@ def job_task(
             started = time.monotonic()
             bound = log.bind(task=name, job_id=context.job.id, attempt=context.job.attempts + 1)
             args = parse_args(name, args_model, raw_args)
-            job_run = JobRun(context=context, log=bound)
-            try:
-                summary = await body(job_run, args)
-            except Exception as exc:
-                if on_give_up is not None and not strategy.will_retry(exc, context.job.attempts):
-                    await on_give_up(job_run, args, exc)
-                raise
+            summary = await body(JobRun(context=context, log=bound), args)
             bound.info(
                 f"{name} finished",
                 elapsed_ms=int((time.monotonic() - started) * 1000),

@@ -95,13 +95,15 @@ async def insert_populations_with_snapshots(conn: AsyncConnection, pairs: Iterab
 
 async def fill_missing_population_snapshots(
     conn: AsyncConnection, population_ids: Sequence[int]
-) -> int:
-    """Fill the NULL snapshots among ``population_ids``; never overwrites. Returns rows updated."""
+) -> list[int]:
+    """Fill the NULL snapshots among ``population_ids``; never overwrites, never waits (a row
+    being written elsewhere is skipped). Returns the ids really filled."""
     if not population_ids:
-        return 0
-    return await sql_files.execute(
+        return []
+    rows = await sql_files.fetch_all(
         conn, "fill_population_snapshots", population_ids=list(population_ids)
     )
+    return [r["id"] for r in rows]
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,9 @@ async def fill_missing_copied_snapshots(
     behind = await sql_files.fetch_all(
         conn, "missing_snapshot_populations_of_copies", tables=tables, ids=ids
     )
-    populations_filled = await fill_missing_population_snapshots(conn, [r["id"] for r in behind])
+    populations_filled = len(
+        await fill_missing_population_snapshots(conn, [r["id"] for r in behind])
+    )
     updated = len(
         await sql_files.fetch_all(conn, "copy_population_snapshots", tables=tables, ids=ids)
     )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import psycopg
 import psycopg_pool
 
-from qlarius_jobs import drains, sql_files
+from qlarius_jobs import drains
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
@@ -49,11 +49,16 @@ class Wakeups:
                     self.deferred += 1
 
     async def _sweep(self) -> set[str]:
-        async with self.pool.connection() as conn, conn.transaction():
-            # targets written with triggers off get their scope rows here at the latest
-            await drains.ensure_target_locks(conn)
-            row = await sql_files.fetch_one(conn, "pending_kinds")
-        return {name for name in drains.KINDS if row and row[name]}
+        """The kinds with work a drain could take now (not only rows left for a busy target)."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                # targets written with triggers off get their scope rows here at the latest
+                await drains.ensure_target_locks(conn)
+            return {
+                name
+                for name, kind in drains.KINDS.items()
+                if await drains.has_processable(conn, kind)
+            }
 
     async def sweep_once(self) -> None:
         """Defer a drain job for every kind with pending work (a worker run that will stop when

@@ -37,6 +37,12 @@ def _test_conninfo() -> str:
 
 
 TEST_CONNINFO = _test_conninfo()
+# The embedded cluster's log, when the tests use it (QLARIUS_TEST_SERVER_LOG otherwise).
+_SERVER_LOG = os.environ.get("QLARIUS_TEST_SERVER_LOG") or (
+    None
+    if os.environ.get("QLARIUS_TEST_DATABASE_URL")
+    else str(database.locate_cluster(Settings()).logfile)
+)
 # Everything below, and every subprocess a test starts, talks to the test database.
 os.environ["QLARIUS_DATABASE_URL"] = TEST_CONNINFO
 os.environ.setdefault("QLARIUS_LOG_FORMAT", "json")
@@ -141,19 +147,20 @@ async def drain(rounds: int = 20, queues: set[str] | None = None) -> None:
 
 def work_left(queues: set[str] | None = None) -> int:
     """Jobs due or running (in ``queues``), plus the pending syncs and reconciles that a drain
-    on those queues could take now."""
+    on those queues could take now (not rows left for a target a job holds)."""
     queues = queues or {"default", "targets", "offers", "maintenance"}
+    pending = (
+        "SELECT count(*) FROM {table} p WHERE (p.retry_after IS NULL OR p.retry_after <= now()) "
+        "AND (p.target_id IS NULL OR p.target_id IN (SELECT target_id FROM qlarius_target_locks "
+        "     WHERE scope = '{scope}' FOR SHARE SKIP LOCKED)) AND '{queue}' = ANY(%(queues)s)"
+    )
     with psycopg.connect(TEST_CONNINFO) as conn:
         return conn.execute(
             "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
             "        AND (scheduled_at IS NULL OR scheduled_at <= now()) "
             "        AND queue_name = ANY(%(queues)s)) "
-            "     + (SELECT count(*) FROM qlarius_pending_syncs "
-            "        WHERE (retry_after IS NULL OR retry_after <= now()) "
-            "        AND 'targets' = ANY(%(queues)s)) "
-            "     + (SELECT count(*) FROM qlarius_pending_reconciles "
-            "        WHERE (retry_after IS NULL OR retry_after <= now()) "
-            "        AND 'offers' = ANY(%(queues)s))",
+            f" + ({pending.format(table='qlarius_pending_syncs', scope='populations', queue='targets')})"
+            f" + ({pending.format(table='qlarius_pending_reconciles', scope='offers', queue='offers')})",
             {"queues": list(queues)},
         ).fetchone()[0]
 
@@ -291,3 +298,25 @@ class WorkerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class ServerLog:
+    """The PostgreSQL server's log from now on."""
+
+    def __init__(self) -> None:
+        if _SERVER_LOG is None:
+            raise RuntimeError(
+                "set QLARIUS_TEST_SERVER_LOG to the server's log file to run this test "
+                "against QLARIUS_TEST_DATABASE_URL"
+            )
+        self.path = Path(_SERVER_LOG)
+        self.start = self.path.stat().st_size
+
+    def new_lines(self) -> list[str]:
+        with self.path.open(errors="replace") as log:
+            log.seek(self.start)
+            return log.read().splitlines()
+
+
+def server_log() -> ServerLog:
+    return ServerLog()

@@ -156,15 +156,15 @@ async def test_guarded_fill_never_overwrites_and_counts_true_updates(conn, sync_
             (s["outer"], m3, None),
         ]
     ]
-    assert await snapshot.fill_missing_population_snapshots(conn, ids) == 2
+    assert sorted(await snapshot.fill_missing_population_snapshots(conn, ids)) == [ids[0], ids[2]]
     snaps = w.snapshots()
     assert snaps[ids[0]] == {
         "tags": [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
     }
     assert snaps[ids[1]] == {"tags": "hand-written, keep me"}
     assert snaps[ids[2]] == {"tags": []}  # computed, nothing matched: not NULL
-    assert await snapshot.fill_missing_population_snapshots(conn, ids) == 0
-    assert await snapshot.fill_missing_population_snapshots(conn, []) == 0
+    assert await snapshot.fill_missing_population_snapshots(conn, ids) == []
+    assert await snapshot.fill_missing_population_snapshots(conn, []) == []
 
 
 async def test_insert_populations_with_snapshots_in_one_statement(conn, sync_conn):

@@ -48,7 +48,7 @@ class BackfillProgress:
 
 async def _fill_batch(conn: Any, table: Table, ids: list[int], progress: BackfillProgress) -> int:
     if table == "target_populations":
-        updated = await snapshot.fill_missing_population_snapshots(conn, ids)
+        updated = len(await snapshot.fill_missing_population_snapshots(conn, ids))
     else:
         result = await snapshot.fill_missing_copied_snapshots(conn, table, ids)
         updated = result.updated

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
-from pydantic import AwareDatetime, Field, PositiveInt
+from pydantic import PositiveInt
 
 from qlarius_jobs import drains, snapshot, sql_files
 from qlarius_jobs.jobs import JobArgs, JobGaveUp, JobRun, MeFileArgs, NoArgs, defer_job, job_task
@@ -16,9 +16,6 @@ from qlarius_jobs.settings import get_settings
 
 class CampaignArgs(JobArgs):
     campaign_id: PositiveInt
-    # Set by the job itself when it re-defers while the target is not populated yet; JSON
-    # carries it as ISO text, hence not strict.
-    waiting_since: AwareDatetime | None = Field(default=None, strict=False)
 
 
 @dataclass(frozen=True)
@@ -49,28 +46,31 @@ async def reconcile_offers(
     exactly the eligible ones: delete the ineligible ones, **then** create the missing ones,
     and refresh the snapshot of those whose population's changed. Each step one statement.
 
-    Offers are locked first without waiting; a MeFile with an offer locked elsewhere is left
-    out (``blocked``) for the caller to retry. An offer never copies a NULL snapshot: a legacy
-    population behind one is filled first (a population being written elsewhere gets its
-    snapshot there, and that change records a reconcile).
+    Never waits on a row someone else holds: a MeFile whose ineligible offer is locked (the
+    application recording an ad event on it), or whose NULL-snapshot population is being
+    written, is left out (``blocked``) for the caller to retry. An offer never copies a NULL
+    snapshot: a legacy population behind one is filled first.
     """
     scope: dict[str, Any] = {
         "free_targets": free_targets,
         "me_file_ids": me_file_ids,
         "campaign_id": campaign_id,
     }
-    blocked = [
-        r["me_file_id"]
-        for r in await sql_files.fetch_all(conn, "lock_offers_for_reconcile", **scope)
-    ]
-    scope["blocked"] = blocked
-    missing = await sql_files.fetch_all(conn, "eligible_populations_missing_snapshot", **scope)
-    filled = await snapshot.fill_missing_population_snapshots(conn, [r["id"] for r in missing])
-    deleted = await sql_files.execute(conn, "delete_ineligible_offers", **scope)
+    ineligible = await sql_files.fetch_all(conn, "lock_ineligible_offers", **scope)
+    blocked = {r["me_file_id"] for r in ineligible if not r["locked"]}
+    deleted = await sql_files.execute(
+        conn, "delete_ineligible_offers", offer_ids=[r["id"] for r in ineligible if r["locked"]]
+    )
+    missing = await sql_files.fetch_all(
+        conn, "eligible_populations_missing_snapshot", blocked=sorted(blocked), **scope
+    )
+    filled = set(await snapshot.fill_missing_population_snapshots(conn, [r["id"] for r in missing]))
+    blocked |= {r["me_file_id"] for r in missing if r["id"] not in filled}
     upserted = await sql_files.fetch_all(
         conn,
         "upsert_eligible_offers",
         pending_seconds=get_settings().offer_pending_seconds,
+        blocked=sorted(blocked),
         **scope,
     )
     created = sum(1 for r in upserted if r["created"])
@@ -78,7 +78,7 @@ async def reconcile_offers(
         deleted=deleted,
         created=created,
         refreshed=len(upserted) - created,
-        snapshots_filled=filled,
+        snapshots_filled=len(filled),
         blocked=frozenset(blocked),
     )
 
@@ -96,75 +96,113 @@ async def create_initial_pending_offers(run: JobRun, args: CampaignArgs) -> dict
     Until the target is populated, the job defers itself again (3 minutes by default) and
     gives up with an error after an hour.
     """
-    settings = get_settings()
     async with run.transaction() as conn:
         campaign = await sql_files.fetch_one(
             conn, "campaign_for_offers", campaign_id=args.campaign_id
         )
         if campaign is not None:
             await drains.ensure_target_locks(conn, campaign["target_id"])
+    if campaign is None:
+        run.log.warning(
+            f"campaign {args.campaign_id} not found; no offers created",
+            campaign_id=args.campaign_id,
+        )
+        return {"campaign_id": args.campaign_id, "found": False}
+    if campaign["deactivated_at"] is not None or campaign["launched_at"] is None:
+        run.log.warning(
+            f"campaign {args.campaign_id} is not live (not launched or deactivated); "
+            "no offers created",
+            campaign_id=args.campaign_id,
+        )
+        return {"campaign_id": args.campaign_id, "live": False, "created": 0}
+    if campaign["launches_later"]:
+        # launched in the future: come back at launch time (nothing else would)
+        async with run.transaction() as conn:
+            next_job = await defer_job(
+                conn,
+                "create_initial_pending_offers",
+                schedule_in={"seconds": float(campaign["seconds_to_launch"])},
+                campaign_id=args.campaign_id,
+            )
+        run.log.info(
+            f"campaign {args.campaign_id} launches at {campaign['launched_at'].isoformat()}; "
+            "offers then",
+            campaign_id=args.campaign_id,
+            next_job_id=next_job,
+        )
+        return {"campaign_id": args.campaign_id, "created": 0, "rescheduled": True}
+    if campaign["population_status"] != "populated":
+        return await _wait_for_population(run, args.campaign_id, campaign)
     async with run.transaction() as conn:
-        if campaign is None:
-            run.log.warning(
-                f"campaign {args.campaign_id} not found; no offers created",
-                campaign_id=args.campaign_id,
-            )
-            return {"campaign_id": args.campaign_id, "found": False}
-        if campaign["deactivated_at"] is not None or campaign["launched_at"] is None:
-            run.log.warning(
-                f"campaign {args.campaign_id} is not live (not launched or deactivated); "
-                "no offers created",
-                campaign_id=args.campaign_id,
-            )
-            return {"campaign_id": args.campaign_id, "live": False, "created": 0}
-        if campaign["population_status"] != "populated":
-            now = dt.datetime.now(dt.UTC)
-            waiting_since = args.waiting_since or now
-            waited = (now - waiting_since).total_seconds()
-            if waited >= settings.offers_give_up_after_seconds:
-                raise JobGaveUp(
-                    f"campaign {args.campaign_id}: target {campaign['target_id']} still not "
-                    f"populated after {int(waited)} s; giving up"
-                )
+        # The campaign, then the target's offers scope: reconcile batches leave this target's
+        # campaigns to afterwards, so none can miss an offer this job writes (see drains.py).
+        if await sql_files.fetch_one(conn, "lock_campaign_row", campaign_id=args.campaign_id):
+            async with drains.scope_locked(conn, drains.RECONCILE, campaign["target_id"]) as found:
+                if found:
+                    return await _offer_campaign(conn, args.campaign_id, campaign["target_id"])
+    run.log.warning(
+        f"campaign {args.campaign_id} or its target was deleted meanwhile; no offers created",
+        campaign_id=args.campaign_id,
+    )
+    return {"campaign_id": args.campaign_id, "found": False}
+
+
+async def _offer_campaign(
+    conn: AsyncConnection, campaign_id: int, target_id: int
+) -> dict[str, Any]:
+    """Reconcile one campaign's offers, its target's offers scope held."""
+    changes = await reconcile_offers(conn, free_targets=[target_id], campaign_id=campaign_id)
+    if changes.blocked:
+        # rows held elsewhere right now: reconcile those MeFiles a little later
+        await sql_files.execute(
+            conn,
+            "requeue_pending",
+            tables={"table": drains.RECONCILE.table},
+            me_file_ids=sorted(changes.blocked),
+            recorded_at=[dt.datetime.now(dt.UTC)] * len(changes.blocked),
+            retry_seconds=2,
+        )
+    await sql_files.execute(conn, "end_offer_wait", campaign_id=campaign_id)
+    await sql_files.execute(conn, "wake_drains", kind="reconcile")
+    return {"campaign_id": campaign_id, **changes.counts(), "left_for_later": len(changes.blocked)}
+
+
+async def _wait_for_population(
+    run: JobRun, campaign_id: int, campaign: dict[str, Any]
+) -> dict[str, Any]:
+    """The target is not populated yet: try again later, and give up after a while (measured
+    from the first wait, kept in the database rather than in arguments anyone could set)."""
+    settings = get_settings()
+    async with run.transaction() as conn:
+        started = await sql_files.fetch_one(conn, "offer_wait_since", campaign_id=campaign_id)
+        assert started is not None
+        waited = (dt.datetime.now(dt.UTC) - started["since"]).total_seconds()
+        if waited >= settings.offers_give_up_after_seconds:
+            await sql_files.execute(conn, "end_offer_wait", campaign_id=campaign_id)
+            give_up = True
+        else:
+            give_up = False
             next_job = await defer_job(
                 conn,
                 "create_initial_pending_offers",
                 schedule_in={"seconds": settings.offers_retry_delay_seconds},
-                campaign_id=args.campaign_id,
-                waiting_since=waiting_since.isoformat(),
+                campaign_id=campaign_id,
             )
-            run.log.warning(
-                f"target {campaign['target_id']} of campaign {args.campaign_id} is not "
-                f"populated yet ({campaign['population_status']}); trying again in "
-                f"{settings.offers_retry_delay_seconds} s",
-                campaign_id=args.campaign_id,
-                target_id=campaign["target_id"],
-                next_job_id=next_job,
-                waited_s=int(waited),
-            )
-            return {"campaign_id": args.campaign_id, "created": 0, "rescheduled": True}
-        # The target's offers scope: reconcile batches leave this target's campaigns to
-        # afterwards, so none can miss an offer this job writes (see drains.py).
-        async with drains.scope_locked(conn, drains.RECONCILE, campaign["target_id"]):
-            changes = await reconcile_offers(
-                conn, free_targets=[campaign["target_id"]], campaign_id=args.campaign_id
-            )
-            if changes.blocked:
-                # offers locked by the application right now: reconcile those MeFiles later
-                await sql_files.execute(
-                    conn,
-                    "requeue_pending",
-                    tables={"table": drains.RECONCILE.table},
-                    me_file_ids=sorted(changes.blocked),
-                    recorded_at=[dt.datetime.now(dt.UTC)] * len(changes.blocked),
-                    retry_seconds=2,
-                )
-            await sql_files.execute(conn, "wake_drains", kind="reconcile")
-    return {
-        "campaign_id": args.campaign_id,
-        **changes.counts(),
-        "left_for_later": len(changes.blocked),
-    }
+    if give_up:
+        raise JobGaveUp(
+            f"campaign {campaign_id}: target {campaign['target_id']} still not "
+            f"populated after {int(waited)} s; giving up"
+        )
+    run.log.warning(
+        f"target {campaign['target_id']} of campaign {campaign_id} is not "
+        f"populated yet ({campaign['population_status']}); trying again in "
+        f"{settings.offers_retry_delay_seconds} s",
+        campaign_id=campaign_id,
+        target_id=campaign["target_id"],
+        next_job_id=next_job,
+        waited_s=int(waited),
+    )
+    return {"campaign_id": campaign_id, "created": 0, "rescheduled": True}
 
 
 async def apply_pending_reconciles(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 
 from qlarius_jobs import drains, snapshot, sql_files
@@ -11,28 +12,17 @@ from qlarius_jobs.jobs import BandArgs, JobRun, MeFileArgs, NoArgs, TargetArgs, 
 from qlarius_jobs.settings import get_settings
 
 
-async def _restore_target_status(run: JobRun, args: TargetArgs, exc: BaseException) -> None:
-    async with run.transaction() as conn:
-        row = await sql_files.fetch_one(conn, "restore_target_status", target_id=args.target_id)
-    run.log.error(
-        "populate_target failed for good; populations left as they were",
-        target_id=args.target_id,
-        restored_status=row["population_status"] if row else None,
-        error=repr(exc),
-    )
-
-
 @job_task(
     name="populate_target",
     queue="targets",
     args_model=TargetArgs,
-    on_give_up=_restore_target_status,
     timeout_seconds=1800,
 )
 async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     """Recompute a target's populations, snapshots inline, then mark it populated.
 
-    One transaction: a crash leaves the previous populations and status as they were. The
+    One transaction: a crash leaves the previous populations as they were, and a trigger on
+    the job's final state puts the status back when it ends without success, however it ends. The
     snapshots exist before the status says 'populated' (the seed note's main fix). It holds
     the target's populations scope: sync batches skip this target meanwhile and leave its part
     of each change for afterwards (see ``drains.py``); it never waits for a whole drain.
@@ -61,6 +51,23 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "deleted": changes.deleted,
         "refreshed": changes.refreshed,
     }
+
+
+class TargetRowBusy(RuntimeError):
+    """The application holds the target's row; the populate rolls back and tries again."""
+
+
+async def _mark_populated(conn: AsyncConnection, target_id: int) -> None:
+    """The targets row is the application's: wait for it only briefly. A long wait could only
+    end in a deadlock (an application deleting the target waits for this job's rows) that the
+    server might resolve by failing the application; failing this attempt instead is safe."""
+    await sql_files.execute(conn, "set_local_lock_timeout", timeout="200ms")
+    try:
+        await sql_files.execute(conn, "mark_target_populated", target_id=target_id)
+    except psycopg.errors.LockNotAvailable:
+        raise TargetRowBusy(
+            f"target {target_id}: its row is held by another transaction; populate retried"
+        ) from None
 
 
 async def apply_pending_syncs(
@@ -155,7 +162,7 @@ async def snapshot_band_populations(run: JobRun, args: BandArgs) -> dict[str, An
             ]
             if not ids:
                 break
-            updated += await snapshot.fill_missing_population_snapshots(conn, ids)
+            updated += len(await snapshot.fill_missing_population_snapshots(conn, ids))
         found += len(ids)
         batches += 1
         after_id = ids[-1]

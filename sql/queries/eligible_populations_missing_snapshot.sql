@@ -1,6 +1,6 @@
 -- Populations behind eligible offers (of the given MeFiles or one campaign, in free targets)
 -- whose snapshot is NULL: legacy rows, filled before their offers are written.
-SELECT DISTINCT population_id AS id
+SELECT DISTINCT population_id AS id, me_file_id
 FROM qlarius_eligible_offers
 WHERE matching_tags_snapshot IS NULL
   AND target_id = ANY(%(free_targets)s::bigint[])

@@ -17,3 +17,4 @@ FROM missing m, pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.
 WHERE tp.id = m.id
   AND s.me_file_id = m.me_file_id AND s.band_id = m.target_band_id
   AND tp.matching_tags_snapshot IS NULL
+RETURNING tp.id

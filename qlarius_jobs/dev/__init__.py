@@ -1,0 +1,1 @@
+"""Developer tooling: the independent reference of the domain rules, the storm."""
