@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint stop install clean-db bench
+.PHONY: run test lint stop install clean-db bench storm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,3 +37,9 @@ clean-db: stop
 SIZES ?= 5000,50000,500000
 bench: $(STAMP)
 	$(BIN)/qlarius-jobs bench --sizes $(SIZES) --output bench-results.json 2> bench-log.jsonl
+
+# The storm (README "Concurrency"): 3 minutes of concurrent load, a worker killed midway,
+# then every invariant checked against an independent reference. `make test` runs a short one.
+STORM_SECONDS ?= 180
+storm: $(STAMP)
+	$(BIN)/qlarius-jobs storm --seconds $(STORM_SECONDS)

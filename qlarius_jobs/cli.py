@@ -125,6 +125,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_storm(args: argparse.Namespace) -> int:
+    from qlarius_jobs.dev import storm
+
+    return storm.main(
+        storm.StormConfig(
+            seconds=args.seconds,
+            workers=args.workers,
+            me_files=args.me_files,
+            targets=args.targets,
+            changers=args.changers,
+            kill=not args.no_kill,
+        )
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The demo: database, migrations, demo data when empty, the jobs it triggers, workers."""
     from qlarius_jobs import runner, seed
@@ -182,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--noop-jobs", type=int, default=3000)
     bench.add_argument("--syncs", type=int, default=400)
     bench.add_argument("--rounds", type=int, default=3, help="no-op runs per stack (best kept)")
+    storm = sub.add_parser(
+        "storm", help="concurrent load and a killed worker, then every invariant checked"
+    )
+    storm.add_argument("--seconds", type=float, default=180.0, help="length of the load")
+    storm.add_argument("--workers", type=int, default=3, help="worker processes")
+    storm.add_argument("--me-files", type=int, default=3000)
+    storm.add_argument("--targets", type=int, default=4)
+    storm.add_argument(
+        "--changers", type=int, default=6, help="concurrent tag-changing transactions"
+    )
+    storm.add_argument("--no-kill", action="store_true", help="do not kill a worker midway")
     seed_cmd = sub.add_parser("seed", help="generate a data set (set-based, server-side)")
     seed_cmd.add_argument("--me-files", type=int, default=3000)
     seed_cmd.add_argument("--parents", type=int, default=30, help="parent traits (questions)")
@@ -210,6 +236,7 @@ COMMANDS = {
     "worker": cmd_worker,
     "bench": cmd_bench,
     "seed": cmd_seed,
+    "storm": cmd_storm,
 }
 
 

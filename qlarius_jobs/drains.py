@@ -289,11 +289,21 @@ async def drain(
             return report
 
 
-async def ensure_waiting_job(conn: AsyncConnection, kind: DrainKind) -> int | None:
-    """Defer ``kind``'s drain job unless one is already waiting (a quiet no-op then)."""
+async def ensure_waiting_job(
+    conn: AsyncConnection, kind: DrainKind, *, even_if_draining: bool = False
+) -> int | None:
+    """Defer ``kind``'s drain job unless one is already waiting, or (unless
+    ``even_if_draining``) a drainer is at work: it rechecks for work after letting go of its
+    lock, so a job now would only find the lock taken. A quiet no-op (None) then."""
     async with conn.transaction():
         row = await sql_files.fetch_one(
-            conn, "ensure_waiting_job", queue=kind.queue, task_name=kind.task_name
+            conn,
+            "ensure_waiting_job",
+            queue=kind.queue,
+            task_name=kind.task_name,
+            namespace=NAMESPACE,
+            drainer_key=kind.drainer_key,
+            even_if_draining=even_if_draining,
         )
     return row["id"] if row else None
 

@@ -140,6 +140,12 @@ BEGIN
         END LOOP;
     END LOOP;
 
+    -- The scope rows a trigger gives every target (triggers are off during a bulk load).
+    INSERT INTO qlarius_target_locks (target_id, scope)
+    SELECT t.id, s.scope FROM targets t, (VALUES ('populations'), ('offers')) s(scope)
+    WHERE t.id > target_floor
+    ON CONFLICT DO NOTHING;
+
     IF p_populate THEN
         ANALYZE trait_groups, trait_group_traits, targets, target_bands, target_band_trait_groups,
                 campaigns, media_runs, bids;

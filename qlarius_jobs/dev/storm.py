@@ -1,0 +1,483 @@
+"""The storm: concurrent load and a killed worker, then a check of every invariant.
+
+``qlarius-jobs storm`` (``make storm``) in a database of its own (``<db>_storm``), and a short
+version inside the tests. Several ``qlarius-jobs worker`` processes run while application-like
+transactions change tags (each with its notify), re-populate targets, re-offer campaigns and
+change bids, record ad events and defer backfills; midway one worker process is killed with
+SIGKILL. Then everything drains, and the independent reference (``dev/reference.py``) checks
+DOMAIN.md's invariants: populations, snapshots, offers, no stuck or failed job, no deadlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from qlarius_jobs import database, enqueue
+from qlarius_jobs.ad_events import record_ad_event
+from qlarius_jobs.dev import reference
+from qlarius_jobs.jobs import defer_job
+from qlarius_jobs.logs import get_logger
+
+log = get_logger(__name__)
+
+INF_MS = 9223372036854775807
+
+
+@dataclass(frozen=True)
+class StormConfig:
+    seconds: float = 180.0
+    workers: int = 3
+    me_files: int = 3000
+    targets: int = 4
+    changers: int = 6  # application transactions changing tags at the same time
+    kill: bool = True
+    catch_up_seconds: float = 240.0
+    seed: float = 0.42
+
+
+@dataclass
+class StormReport:
+    config: StormConfig
+    counts: dict[str, int] = field(default_factory=dict)
+    app_errors: list[str] = field(default_factory=list)
+    killed_pid: int | None = None
+    load_seconds: float = 0.0
+    catch_up_seconds: float | None = None
+    syncs_per_second: float = 0.0
+    sync_lag_p99_ms: int | None = None
+    reconcile_lag_p99_ms: int | None = None
+    violations: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    stuck_jobs: int = 0
+    failed_jobs: list[str] = field(default_factory=list)
+    # periodic ticks that died with the killed worker: failed by the rescue (one attempt),
+    # replaced by the next tick; reported, not counted as problems
+    ticks_lost: list[str] = field(default_factory=list)
+    deadlocks: int | None = None  # None: the server log could not be read
+    worker_exits: list[int | None] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        found = [f"{name}: {n}" for name, n in self.violations.items() if n]
+        if self.catch_up_seconds is None:
+            found.append("jobs never caught up")
+        if self.stuck_jobs:
+            found.append(f"stuck jobs: {self.stuck_jobs}")
+        found += [f"failed job: {j}" for j in self.failed_jobs]
+        if self.deadlocks:
+            found.append(f"deadlocks in the server log: {self.deadlocks}")
+        found += [f"application error: {e}" for e in self.app_errors]
+        if any(code not in (0, None) for code in self.worker_exits):
+            found.append(f"worker exit codes: {self.worker_exits}")
+        return found
+
+    def lines(self) -> list[str]:
+        c = self.config
+        out = [
+            f"storm: {c.seconds:g} s of load, {c.workers} worker processes, "
+            f"{c.me_files} MeFiles, {c.targets} targets"
+            + (
+                f", worker pid {self.killed_pid} killed with SIGKILL midway"
+                if self.killed_pid
+                else ""
+            ),
+            "changes made: " + ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())),
+            f"syncs: {self.syncs_per_second:.0f} pending changes applied per second; "
+            f"p99 from a tag change's commit to its population being right: "
+            f"<= {_ms(self.sync_lag_p99_ms)} (reconciles: <= {_ms(self.reconcile_lag_p99_ms)})",
+            "caught up "
+            + (
+                f"{self.catch_up_seconds:.1f} s after the load stopped"
+                if self.catch_up_seconds is not None
+                else "NEVER"
+            ),
+            "invariant violations: " + ", ".join(f"{k} {v}" for k, v in self.violations.items()),
+            f"jobs stuck in todo/doing: {self.stuck_jobs}; failed jobs: {len(self.failed_jobs)} "
+            f"(and {len(self.ticks_lost)} periodic ticks lost with the killed worker); "
+            f"deadlocks: {'not checked' if self.deadlocks is None else self.deadlocks}; "
+            f"application errors: {len(self.app_errors)}",
+        ]
+        out += [f"  example: {e}" for e in self.examples[:10]]
+        out += [f"  problem: {p}" for p in self.problems()]
+        out.append("storm: OK" if not self.problems() else "storm: FAILED")
+        return out
+
+
+def _ms(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    return "+Inf" if value >= INF_MS else f"{value} ms"
+
+
+def storm_conninfo() -> str:
+    base = database.ensure_database()
+    name = pg_conninfo.conninfo_to_dict(base).get("dbname", "qlarius_jobs")
+    return pg_conninfo.make_conninfo(base, dbname=f"{name}_storm")
+
+
+# --- the workers ------------------------------------------------------------------------
+
+
+def _worker_env(conninfo: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "QLARIUS_DATABASE_URL": conninfo,
+        "QLARIUS_LOG_FORMAT": "json",
+        "QLARIUS_LOG_LEVEL": os.environ.get("QLARIUS_STORM_WORKER_LOG_LEVEL", "WARNING"),
+        # a killed worker's jobs are rescued within seconds
+        "QLARIUS_HEARTBEAT_SECONDS": "1",
+        "QLARIUS_STALLED_AFTER_SECONDS": "5",
+        "QLARIUS_RESCUE_CRON": "* * * * * */2",
+        "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
+        # the storm defers backfills itself; no pruning mid-check
+        "QLARIUS_BACKFILL_CRON": "0 0 1 1 *",
+        "QLARIUS_PRUNE_CRON": "0 0 1 1 *",
+    }
+
+
+class Workers:
+    def __init__(self, conninfo: str, count: int, log_dir: Path) -> None:
+        exe = str(Path(sys.executable).parent / "qlarius-jobs")
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        for i in range(count):
+            path = log_dir / f"worker-{i}.log"
+            with path.open("w") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        [exe, "worker"],
+                        env=_worker_env(conninfo),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+            self.logs.append(path)
+
+    def kill_one(self) -> int:
+        proc = self.procs[0]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        return proc.pid
+
+    def stop(self) -> list[int | None]:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: list[int | None] = []
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            # the killed one ended by our SIGKILL: not a worker's own failure
+            codes.append(None if proc.returncode == -signal.SIGKILL else proc.returncode)
+        return codes
+
+
+# --- the application --------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    me_files: list[int]
+    traits: list[int]  # child traits that some trait group uses (changes that matter)
+    other_traits: list[int]
+    targets: list[int]
+    campaigns: list[int]
+    bands_by_target: dict[int, list[int]]
+
+    @classmethod
+    def load(cls, conn: psycopg.Connection) -> World:
+        me_files = [r[0] for r in conn.execute("SELECT id FROM me_files ORDER BY id")]
+        grouped = {r[0] for r in conn.execute("SELECT DISTINCT trait_id FROM trait_group_traits")}
+        children = [
+            r[0] for r in conn.execute("SELECT id FROM traits WHERE parent_trait_id IS NOT NULL")
+        ]
+        targets = [r[0] for r in conn.execute("SELECT id FROM targets ORDER BY id")]
+        campaigns = [r[0] for r in conn.execute("SELECT id FROM campaigns ORDER BY id")]
+        bands: dict[int, list[int]] = {}
+        for band, target in conn.execute("SELECT id, target_id FROM target_bands ORDER BY id"):
+            bands.setdefault(target, []).append(band)
+        return cls(
+            me_files=me_files,
+            traits=sorted(grouped),
+            other_traits=[t for t in children if t not in grouped],
+            targets=targets,
+            campaigns=campaigns,
+            bands_by_target=bands,
+        )
+
+
+class Application:
+    """What the marketplace does to the database while the jobs run."""
+
+    def __init__(
+        self, conninfo: str, world: World, deadline: float, rng: random.Random, changers: int
+    ) -> None:
+        self.conninfo = conninfo
+        self.changers = changers
+        self.world = world
+        self.deadline = deadline
+        self.rng = rng
+        self.counts: dict[str, int] = {}
+        self.errors: list[str] = []
+
+    def _count(self, what: str) -> None:
+        self.counts[what] = self.counts.get(what, 0) + 1
+
+    async def _loop(self, what: str, pause: tuple[float, float], step: Any) -> None:
+        async with await psycopg.AsyncConnection.connect(self.conninfo) as conn:
+            while time.monotonic() < self.deadline:
+                try:
+                    if await step(conn):
+                        self._count(what)
+                    await conn.commit()
+                except LookupError:
+                    await conn.rollback()
+                    self._count(f"{what} refused")
+                except psycopg.Error as exc:
+                    await conn.rollback()
+                    self.errors.append(f"{what}: {type(exc).__name__}: {str(exc).strip()[:200]}")
+                await asyncio.sleep(self.rng.uniform(*pause))
+
+    async def change_tags(self, conn: psycopg.AsyncConnection) -> bool:
+        me_file = self.rng.choice(self.world.me_files)
+        cur = await conn.execute(
+            "SELECT trait_id FROM me_file_tags WHERE me_file_id = %s", (me_file,)
+        )
+        current = [r[0] for r in await cur.fetchall()]
+        for _ in range(self.rng.randint(1, 3)):
+            op = self.rng.random()
+            if op < 0.45 or not current:
+                pool = self.world.traits if self.rng.random() < 0.9 else self.world.other_traits
+                await conn.execute(
+                    "INSERT INTO me_file_tags (me_file_id, trait_id, tag_value) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (me_file_id, trait_id) "
+                    "DO UPDATE SET tag_value = EXCLUDED.tag_value, updated_at = now()",
+                    (me_file, self.rng.choice(pool), self.rng.choice([None, "", "v1", "v2"])),
+                )
+            elif op < 0.85:
+                await conn.execute(
+                    "DELETE FROM me_file_tags WHERE me_file_id = %s AND trait_id = %s",
+                    (me_file, self.rng.choice(current)),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE me_file_tags SET tag_value = %s, updated_at = now() "
+                    "WHERE me_file_id = %s AND trait_id = %s",
+                    (self.rng.choice(["x", "y", None]), me_file, self.rng.choice(current)),
+                )
+        await enqueue.notify_tags_changed(conn, me_file)
+        return True
+
+    async def repopulate(self, conn: psycopg.AsyncConnection) -> bool:
+        await enqueue.trigger_population(conn, self.rng.choice(self.world.targets))
+        return True
+
+    async def offer(self, conn: psycopg.AsyncConnection) -> bool:
+        campaign = self.rng.choice(self.world.campaigns)
+        if self.rng.random() < 0.3:  # the marketer changes a bid: offers must follow
+            cur = await conn.execute(
+                "SELECT b.id, b.target_band_id, c.target_id FROM bids b "
+                "JOIN campaigns c ON c.id = b.campaign_id WHERE b.campaign_id = %s",
+                (campaign,),
+            )
+            bids = await cur.fetchall()
+            if len(bids) > 1 and self.rng.random() < 0.5:
+                await conn.execute("DELETE FROM bids WHERE id = %s", (self.rng.choice(bids)[0],))
+            elif bids:
+                bands = self.world.bands_by_target.get(bids[0][2], [])
+                await conn.execute(
+                    "INSERT INTO bids (campaign_id, target_band_id, offer_amt, marketer_cost_amt) "
+                    "VALUES (%s, %s, %s, %s) ON CONFLICT (campaign_id, target_band_id) "
+                    "DO UPDATE SET offer_amt = EXCLUDED.offer_amt",
+                    (campaign, self.rng.choice(bands), self.rng.randint(1, 9), 10),
+                )
+        await enqueue.offer_campaign(conn, campaign)
+        return True
+
+    async def ad_event(self, conn: psycopg.AsyncConnection) -> bool:
+        cur = await conn.execute(
+            "SELECT id FROM offers WHERE id >= (SELECT min(id) + floor(random() * "
+            "(max(id) - min(id) + 1)) FROM offers) ORDER BY id LIMIT 1"
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return False
+        await record_ad_event(conn, row[0], is_offer_complete=self.rng.random() < 0.3)
+        return True
+
+    async def backfill(self, conn: psycopg.AsyncConnection) -> bool:
+        return await defer_job(conn, "backfill_missing_snapshots") is not None
+
+    async def run(self) -> None:
+        await asyncio.gather(
+            *(
+                self._loop("tag changes", (0.0, 0.02), self.change_tags)
+                for _ in range(self.changers)
+            ),
+            self._loop("re-populations", (2.0, 6.0), self.repopulate),
+            self._loop("campaign offers", (1.0, 3.0), self.offer),
+            self._loop("ad events", (0.02, 0.1), self.ad_event),
+            self._loop("backfills", (5.0, 10.0), self.backfill),
+        )
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def _lag_histogram(conn: psycopg.Connection, kind: str) -> dict[int, int]:
+    return dict(
+        conn.execute("SELECT le_ms, changes FROM qlarius_change_lag WHERE kind = %s", (kind,))
+    )
+
+
+def _p99(histogram: dict[int, int]) -> int | None:
+    total = histogram.get(INF_MS, 0)
+    if not total:
+        return None
+    for le, n in sorted(histogram.items()):
+        if n >= 0.99 * total:
+            return le
+    return INF_MS
+
+
+def _work_left(conn: psycopg.Connection) -> int:
+    return int(
+        conn.execute(
+            "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+            "        AND (scheduled_at IS NULL OR scheduled_at <= now())) "
+            "     + (SELECT count(*) FROM qlarius_pending_syncs) "
+            "     + (SELECT count(*) FROM qlarius_pending_reconciles)"
+        ).fetchone()[0]
+    )
+
+
+async def _catch_up(conninfo: str, timeout: float) -> float | None:
+    """Seconds until nothing is due, running or pending (twice in a row), or None."""
+    started = time.monotonic()
+    quiet = 0
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        while time.monotonic() - started < timeout:
+            quiet = quiet + 1 if _work_left(conn) == 0 else 0
+            if quiet >= 2:
+                return time.monotonic() - started
+            await asyncio.sleep(0.5)
+    return None
+
+
+def embedded_server_log() -> Path | None:
+    """The embedded cluster's log (None with DATABASE_URL: not ours to read)."""
+    if database.get_settings().database_url:
+        return None
+    return database.locate_cluster().logfile
+
+
+async def run_storm(
+    conninfo: str,
+    config: StormConfig,
+    log_dir: Path | None = None,
+    server_log: Path | None = None,
+) -> StormReport:
+    """Run the storm against ``conninfo`` (seeded, migrated) and return its report;
+    ``server_log`` (the PostgreSQL log file) is searched for deadlocks."""
+    report = StormReport(config=config)
+    rng = random.Random(config.seed)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        world = World.load(conn)
+        conn.execute("DELETE FROM qlarius_change_lag")
+    log_start = server_log.stat().st_size if server_log and server_log.exists() else None
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
+    workers = Workers(conninfo, config.workers, log_dir)
+    try:
+        await asyncio.sleep(2)  # the workers start listening
+        started = time.monotonic()
+        app = Application(conninfo, world, started + config.seconds, rng, config.changers)
+        load = asyncio.create_task(app.run())
+        if config.kill and config.workers > 1:
+            await asyncio.sleep(config.seconds / 2)
+            report.killed_pid = workers.kill_one()
+            log.info("storm: killed a worker with SIGKILL", pid=report.killed_pid)
+        await load
+        report.load_seconds = time.monotonic() - started
+        report.counts, report.app_errors = app.counts, app.errors
+        report.catch_up_seconds = await _catch_up(conninfo, config.catch_up_seconds)
+        # legacy rows of the generator: the safety net's last pass, as the hour would bring
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+            await defer_job(aconn, "backfill_missing_snapshots")
+        if report.catch_up_seconds is not None and await _catch_up(conninfo, 120) is None:
+            report.catch_up_seconds = None
+    finally:
+        report.worker_exits = workers.stop()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        syncs = _lag_histogram(conn, "sync")
+        report.syncs_per_second = syncs.get(INF_MS, 0) / max(report.load_seconds, 1e-9)
+        report.sync_lag_p99_ms = _p99(syncs)
+        report.reconcile_lag_p99_ms = _p99(_lag_histogram(conn, "reconcile"))
+        found = reference.check(conn)
+        report.violations, report.examples = found.as_dict(), found.examples
+        report.stuck_jobs = int(
+            conn.execute(
+                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+                "AND (scheduled_at IS NULL OR scheduled_at <= now())"
+            ).fetchone()[0]
+        )
+        for task, job_id, args, error_type, message in conn.execute(
+            "SELECT j.task_name, j.id, j.args, e.error_type, left(e.message, 160) "
+            "FROM procrastinate_jobs j LEFT JOIN LATERAL ("
+            "  SELECT error_type, message FROM qlarius_job_errors WHERE job_id = j.id "
+            "  ORDER BY attempt DESC LIMIT 1) e ON true "
+            "WHERE j.status = 'failed' ORDER BY j.id"
+        ):
+            text = f"{task} #{job_id} {args}: {error_type} {message}"
+            if error_type == "WorkerLost" and "timestamp" in args:
+                report.ticks_lost.append(text)
+            else:
+                report.failed_jobs.append(text)
+    if server_log is not None and log_start is not None:
+        with server_log.open(errors="replace") as text:
+            text.seek(log_start)
+            report.deadlocks = sum(1 for line in text if "deadlock detected" in line)
+    return report
+
+
+def main(config: StormConfig) -> int:
+    """``qlarius-jobs storm``: a fresh ``<db>_storm``, seeded, stormed, checked."""
+    from qlarius_jobs import migrations, seed
+
+    conninfo = storm_conninfo()
+    server_log = embedded_server_log()
+    name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
+    admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        ident = psycopg.sql.Identifier(name)
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident))
+    migrations.migrate(conninfo)
+    seed.seed(
+        conninfo,
+        seed.SeedSizes(
+            me_files=config.me_files, targets=config.targets, campaigns_per_target=2, parents=16
+        ),
+    )
+    os.environ["QLARIUS_DATABASE_URL"] = conninfo
+    database.get_settings.cache_clear()
+    log_dir = Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
+    report = asyncio.run(run_storm(conninfo, config, log_dir, server_log))
+    for line in report.lines():
+        print(line)
+    print(f"worker logs: {log_dir}")
+    return 0 if not report.problems() else 1
