@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from qlarius_jobs import database, migrations
 from qlarius_jobs.logs import configure_logging, get_logger
 
@@ -120,9 +122,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.output,
         sample=args.sample,
         noop_jobs=args.noop_jobs,
-        syncs=args.syncs,
+        sync_backlogs=args.sync_backlogs,
         rounds=args.rounds,
+        storm_seconds=args.storm_seconds,
+        storm_me_files=args.storm_me_files,
     )
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit every MeFile (or the given ones); exit 1 when drift was found."""
+    from qlarius_jobs import audit
+
+    conninfo = _ready_database()
+
+    async def go() -> tuple[audit.Audit, dict[str, int]]:
+        async with await psycopg.AsyncConnection.connect(conninfo) as conn:
+            result = await audit.audit(conn, args.me_file or None)
+            repaired = await audit.repair(conn, result) if args.repair and result.total() else {}
+            return result, repaired
+
+    result, repaired = asyncio.run(go())
+    report = {
+        "me_files": "all" if result.audited is None else result.audited,
+        "targets": result.targets,
+        **result.counts(),
+        **repaired,
+        "examples": {k: v[:10] for k, v in result.found.items()},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for kind, words in audit.FINDINGS.items():
+            print(f"{words}: {len(result.found.get(kind, []))}")
+        if repaired:
+            print(
+                f"repair queued: {repaired['syncs_recorded']} syncs, "
+                f"{repaired['reconciles_recorded']} reconciles (the workers apply them)"
+            )
+        elif result.total():
+            print("run again with --repair to hand these to the workers")
+    return 1 if result.total() else 0
 
 
 def cmd_storm(args: argparse.Namespace) -> int:
@@ -195,8 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", type=Path, default=Path("bench-results.json"))
     bench.add_argument("--sample", type=int, default=500, help="rows for the row-by-row way")
     bench.add_argument("--noop-jobs", type=int, default=3000)
-    bench.add_argument("--syncs", type=int, default=400)
+    bench.add_argument(
+        "--sync-backlogs",
+        default="1000,100000",
+        help="changed MeFiles a sync drains, per row (capped at the size)",
+    )
+    bench.add_argument(
+        "--storm-seconds", type=float, default=60, help="length of the storm row (0: none)"
+    )
+    bench.add_argument("--storm-me-files", type=int, default=3000)
     bench.add_argument("--rounds", type=int, default=3, help="no-op runs per stack (best kept)")
+    audit = sub.add_parser(
+        "audit",
+        help="compare populations, snapshots and offers with a fresh computation (exit 1 on drift)",
+    )
+    audit.add_argument("--me-file", type=int, action="append", help="only this MeFile (repeatable)")
+    audit.add_argument("--repair", action="store_true", help="queue syncs and reconciles for drift")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
     storm = sub.add_parser(
         "storm", help="concurrent load and a killed worker, then every invariant checked"
     )
@@ -237,6 +291,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "seed": cmd_seed,
     "storm": cmd_storm,
+    "audit": cmd_audit,
 }
 
 

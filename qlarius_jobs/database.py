@@ -180,6 +180,16 @@ def check_connection(info: str) -> None:
         raise DatabaseUnavailable(f"cannot connect to {describe(info)}: {reason}") from exc
 
 
+def embedded_server_log(info: str) -> Path | None:
+    """The embedded cluster's log file, when ``info`` points at the embedded cluster."""
+    try:
+        host = pg_conninfo.conninfo_to_dict(info).get("host")
+    except psycopg.ProgrammingError:
+        return None
+    cluster = locate_cluster()
+    return cluster.logfile if host == str(cluster.socket_dir) else None
+
+
 def ensure_database(settings: Settings | None = None) -> str:
     """Return a reachable conninfo: the given URL, or the embedded cluster, started if needed."""
     settings = settings or get_settings()

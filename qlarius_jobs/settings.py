@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     )
 
     snapshot_band_batch_size: PositiveInt = 500
+    audit_sample_size: int = Field(
+        default=1000, ge=0, description="MeFiles each backfill run audits for drift (0: none)"
+    )
 
     # Level-triggered syncs and reconciles (see drains.py and README "Concurrency").
     sync_batch_size: PositiveInt = Field(

@@ -27,8 +27,12 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
             "20",
             "--noop-jobs",
             "100",
-            "--syncs",
-            "20",
+            "--sync-backlogs",
+            "40,100",
+            "--storm-seconds",
+            "6",
+            "--storm-me-files",
+            "300",
             "--rounds",
             "1",
             "--output",
@@ -47,7 +51,8 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         "backfill NULL snapshots, 2 worker processes",
         "chunked backfill, 2 worker processes",
         "populate_target (all targets)",
-        "sync_me_file_to_target_populations",
+        "sync, backlog of 40 changed MeFiles, 1 worker process",
+        "sync, backlog of 100 changed MeFiles, 1 worker process",
         "no-op jobs, concurrency 10",
         "deferral: batch_defer",
     ):
@@ -57,6 +62,9 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         if r["baseline"]:
             assert r["baseline_rate"] > 0 and r["ratio"] > 0, r
     assert "ratio" in run.stdout and "baseline" in run.stdout
+    [storm] = [r for r in data["results"] if r["benchmark"].startswith("storm")]
+    assert storm["latency"] and storm["clean"], run.stdout[-3000:]
+    assert "storm: OK" in run.stdout
 
 
 def test_ratio_and_verdict():

@@ -68,6 +68,7 @@ class StormReport:
     ticks_lost: list[str] = field(default_factory=list)
     deadlocks: int | None = None  # None: the server log could not be read
     worker_exits: list[int | None] = field(default_factory=list)
+    log_dir: Path | None = None
 
     def problems(self) -> list[str]:
         found = [f"{name}: {n}" for name, n in self.violations.items() if n]
@@ -329,7 +330,8 @@ class Application:
                 self._loop("tag changes", (0.0, 0.02), self.change_tags)
                 for _ in range(self.changers)
             ),
-            self._loop("re-populations", (2.0, 6.0), self.repopulate),
+            # a marketer editing a target now and then (each target every half minute or so)
+            self._loop("re-populations", (8.0, 15.0), self.repopulate),
             self._loop("campaign offers", (1.0, 3.0), self.offer),
             self._loop("ad events", (0.02, 0.1), self.ad_event),
             self._loop("backfills", (5.0, 10.0), self.backfill),
@@ -377,13 +379,6 @@ async def _catch_up(conninfo: str, timeout: float) -> float | None:
                 return time.monotonic() - started
             await asyncio.sleep(0.5)
     return None
-
-
-def embedded_server_log() -> Path | None:
-    """The embedded cluster's log (None with DATABASE_URL: not ours to read)."""
-    if database.get_settings().database_url:
-        return None
-    return database.locate_cluster().logfile
 
 
 async def run_storm(
@@ -454,12 +449,11 @@ async def run_storm(
     return report
 
 
-def main(config: StormConfig) -> int:
-    """``qlarius-jobs storm``: a fresh ``<db>_storm``, seeded, stormed, checked."""
+def run_in_fresh_database(config: StormConfig) -> StormReport:
+    """A fresh ``<db>_storm``, seeded and stormed; its report."""
     from qlarius_jobs import migrations, seed
 
     conninfo = storm_conninfo()
-    server_log = embedded_server_log()
     name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
     admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -473,11 +467,18 @@ def main(config: StormConfig) -> int:
             me_files=config.me_files, targets=config.targets, campaigns_per_target=2, parents=16
         ),
     )
-    os.environ["QLARIUS_DATABASE_URL"] = conninfo
-    database.get_settings.cache_clear()
     log_dir = Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
-    report = asyncio.run(run_storm(conninfo, config, log_dir, server_log))
+    report = asyncio.run(
+        run_storm(conninfo, config, log_dir, database.embedded_server_log(conninfo))
+    )
+    report.log_dir = log_dir
+    return report
+
+
+def main(config: StormConfig) -> int:
+    """``qlarius-jobs storm``: prints the report; exits 1 when anything went wrong."""
+    report = run_in_fresh_database(config)
     for line in report.lines():
         print(line)
-    print(f"worker logs: {log_dir}")
+    print(f"worker logs: {report.log_dir}")
     return 0 if not report.problems() else 1

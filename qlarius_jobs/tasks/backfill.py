@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import PositiveInt
 
-from qlarius_jobs import snapshot, sql_files
+from qlarius_jobs import audit, snapshot, sql_files
 from qlarius_jobs.app import app
 from qlarius_jobs.jobs import JobArgs, JobRun, NoArgs, job_task
 from qlarius_jobs.settings import get_settings
@@ -153,6 +153,29 @@ async def _share_out(run: JobRun, table: Table, run_id: int) -> int:
     return len(bounds)
 
 
+async def _audit_a_sample(run: JobRun) -> dict[str, int]:
+    """The safety net also catches drift: a sample of MeFiles against a fresh computation;
+    what differs is handed to the drains (see ``audit.py``) and logged for alerting."""
+    size = get_settings().audit_sample_size
+    if not size:
+        return {"audited_me_files": 0, **dict.fromkeys(audit.FINDINGS, 0)}
+    async with run.connection() as conn:
+        result = await audit.audit(conn, await audit.sample(conn, size))
+        if result.total():
+            await audit.repair(conn, result)
+    for kind, words in audit.FINDINGS.items():
+        found = result.found.get(kind, [])
+        if found:
+            run.log.warning(
+                f"{WORKER}: {words}: {len(found)} found in a sample of {result.audited} "
+                "MeFiles; repair queued",
+                finding=kind,
+                count=len(found),
+                me_file_ids=sorted({m for m, _ in found})[:20],
+            )
+    return {"audited_me_files": result.audited or 0, **result.counts()}
+
+
 @job_task(
     name="backfill_missing_snapshots",
     queue="maintenance",
@@ -203,6 +226,7 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
                     chunks += await _share_out(run, table, run_row["id"])
                 else:
                     await fill_table_range(run, table, progress, deadline=deadline)
+    drift = await _audit_a_sample(run)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
     if orphan_total:
@@ -220,9 +244,11 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             budget_exhausted=progress.budget_exhausted,
             elapsed_ms=elapsed_ms,
             **progress.counters(),
+            **drift,
         )
     return {
         "backfill_run_id": run_row["id"],
+        **{k: v for k, v in drift.items() if v},
         "found_populations": found["target_populations"],
         "found_offers": found["offers"],
         "found_ad_events": found["ad_events"],

@@ -8,5 +8,11 @@ SET finished_at = now(),
     orphan_ad_events = orphan_ad_events + %(orphan_ad_events)s,
     batches = batches + %(batches)s,
     chunks_deferred = %(chunks_deferred)s,
-    budget_exhausted = %(budget_exhausted)s, elapsed_ms = %(elapsed_ms)s
+    budget_exhausted = %(budget_exhausted)s, elapsed_ms = %(elapsed_ms)s,
+    audited_me_files = %(audited_me_files)s,
+    drifted_populations = %(drifted_population)s,
+    stale_snapshots = %(stale_snapshot)s,
+    offers_without_eligibility = %(offer_without_eligibility)s,
+    eligible_without_offer = %(eligible_without_offer)s,
+    stale_offer_snapshots = %(stale_offer_snapshot)s
 WHERE id = %(run_id)s
