@@ -75,3 +75,21 @@ SELECT d.task_name, d.periodic_id, to_timestamp(d.defer_timestamp) AS last_tick,
        j.status::text AS last_job_status
 FROM procrastinate_periodic_defers d
 LEFT JOIN procrastinate_jobs j ON j.id = d.job_id;
+
+-- Pending level-triggered work (see README "Concurrency"): how much, and how old the oldest.
+CREATE OR REPLACE VIEW qlarius_pending_work AS
+SELECT 'sync' AS kind, count(*) AS pending,
+       count(*) FILTER (WHERE target_id IS NOT NULL) AS waiting_for_a_target,
+       round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1) AS oldest_s
+FROM qlarius_pending_syncs
+UNION ALL
+SELECT 'reconcile', count(*), count(*) FILTER (WHERE target_id IS NOT NULL),
+       round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1)
+FROM qlarius_pending_reconciles;
+
+-- How long changes waited to be applied (cumulative histogram, Prometheus' shape).
+CREATE OR REPLACE VIEW qlarius_change_lag_buckets AS
+SELECT kind, CASE WHEN le_ms = 9223372036854775807 THEN '+Inf' ELSE le_ms::text END AS le_ms,
+       changes
+FROM qlarius_change_lag
+ORDER BY kind, qlarius_change_lag.le_ms;

@@ -195,10 +195,12 @@ def test_status_shows_every_section_as_json_and_tables(sync_conn):
         "jobs",
         "stalled_jobs",
         "null_snapshots",
+        "pending_work",
         "backfill_runs",
         "periodic",
         "recent_errors",
     }
+    assert {row["kind"] for row in status["pending_work"]} == {"sync", "reconcile"}
     assert status["jobs"] == [
         {"queue": "targets", "status": "doing", "jobs": 1, "earliest_scheduled": None}
     ]
