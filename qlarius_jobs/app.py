@@ -6,6 +6,7 @@ the project's embedded cluster first (see ``database.py``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -21,12 +22,31 @@ async def _configure_connection(conn: psycopg.AsyncConnection) -> None:
     # The jobs' locking protocol relies on READ COMMITTED (each statement sees what committed
     # before it: see drains.py), whatever the server's default_transaction_isolation says.
     await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+    if not get_settings().behind_pooler:  # a session setting would leak to a pooler's others
+        # A killed worker's statement is cancelled (and its locks released) within seconds,
+        # not when it would have finished: the server checks that the client is still there.
+        await conn.execute("SET client_connection_check_interval = '2s'")
+        if not conn.autocommit:
+            await conn.commit()
+
+
+@dataclass
+class PoolLimit:
+    """A cap on the pool, set by a worker process that found too few connections free."""
+
+    max_size: int | None = None
+
+
+POOL_LIMIT = PoolLimit()
 
 
 def _open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
     # Resolved when the app opens, not at import: an embedded cluster is started if needed.
     kwargs["conninfo"] = database.ensure_database()
     kwargs["configure"] = _configure_connection
+    if POOL_LIMIT.max_size is not None:
+        kwargs["max_size"] = min(kwargs["max_size"], POOL_LIMIT.max_size)
+        kwargs["min_size"] = min(kwargs["min_size"], kwargs["max_size"])
     return psycopg_pool.AsyncConnectionPool(**kwargs)
 
 
@@ -36,6 +56,7 @@ def make_app() -> App:
         conninfo=database.conninfo(settings),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
+        max_idle=settings.pool_max_idle_seconds,  # idle connections go back to the server
         pool_factory=_open_pool,
         # A transaction pooler cannot keep server-side prepared statements across transactions.
         kwargs={"prepare_threshold": None} if settings.behind_pooler else {},

@@ -91,9 +91,16 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from qlarius_jobs import runner
 
-    _ready_database()
     queues = runner.parse_queues(args.queues)
-    asyncio.run(runner.run_workers(queues, wait=not args.until_empty, graceful_timeout=args.grace))
+    conninfo = _ready_database()
+    runner.fit_pool_to_connections(conninfo, queues)
+    try:
+        asyncio.run(
+            runner.run_workers(queues, wait=not args.until_empty, graceful_timeout=args.grace)
+        )
+    except runner.WorkersStopped as exc:
+        print(f"qlarius-jobs: worker stopped: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -297,8 +304,8 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(fmt=args.log_format)
     try:
+        configure_logging(fmt=args.log_format)
         return COMMANDS[args.command](args)
     except (database.DatabaseUnavailable, ValueError) as exc:
         print(f"qlarius-jobs: {exc}", file=sys.stderr)

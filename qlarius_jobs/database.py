@@ -20,6 +20,7 @@ import glob
 import hashlib
 import os
 import pwd
+import shlex
 import shutil
 import stat
 import subprocess
@@ -305,12 +306,7 @@ def start_cluster(cluster: EmbeddedCluster) -> None:
         _make_dir_for_server(cluster, cluster.socket_dir)
         _remove_stale_pid_file(cluster)
         if not is_running(cluster):
-            options = (
-                f"-c listen_addresses='' -k {cluster.socket_dir} -p {PORT} "
-                "-c max_connections=300 -c synchronous_commit=off "
-                "-c shared_buffers=256MB -c work_mem=32MB -c maintenance_work_mem=256MB "
-                "-c max_wal_size=4GB -c checkpoint_timeout=15min"
-            )
+            _write_server_config(cluster, get_settings())
             result = _run(
                 cluster,
                 [
@@ -323,8 +319,6 @@ def start_cluster(cluster: EmbeddedCluster) -> None:
                     "60",
                     "-l",
                     str(cluster.logfile),
-                    "-o",
-                    options,
                 ],
                 check=False,
             )
@@ -337,6 +331,56 @@ def start_cluster(cluster: EmbeddedCluster) -> None:
                     f"{result.stderr.strip()} {log_tail}".strip()
                 )
         _create_database(cluster)
+
+
+CONFIG_FILE = "qlarius.conf"
+
+
+def server_config(cluster: EmbeddedCluster, settings: Settings) -> str:
+    """The embedded cluster's settings, in a file of the data folder that postgresql.conf
+    includes: an operator's ``ALTER SYSTEM`` (postgresql.auto.conf) still overrides them.
+    Durable by default; the one setting that trades durability for speed is opt-in."""
+    lines = [
+        "# Written by qlarius-jobs at each start of the embedded cluster; do not edit:",
+        "# use ALTER SYSTEM (postgresql.auto.conf), which overrides these.",
+        "listen_addresses = ''",
+        f"unix_socket_directories = '{cluster.socket_dir}'",
+        f"port = {PORT}",
+        "max_connections = 300",
+        "shared_buffers = 256MB",
+        "work_mem = 32MB",
+        "maintenance_work_mem = 256MB",
+        "max_wal_size = 4GB",
+        "checkpoint_timeout = 15min",
+        "# a client that died (a killed worker) is noticed within 2 s even mid-statement:",
+        "# its statement is cancelled and its locks released",
+        "client_connection_check_interval = 2s",
+    ]
+    if settings.embedded_fast_commit:
+        lines += [
+            "# QLARIUS_EMBEDDED_FAST_COMMIT=true: a commit returns before its WAL is on disk;",
+            "# a server crash can lose the last moments of confirmed work",
+            "synchronous_commit = off",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_server_config(cluster: EmbeddedCluster, settings: Settings) -> None:
+    """Write qlarius.conf and make postgresql.conf include it (once)."""
+    text = server_config(cluster, settings)
+    main_conf = cluster.datadir / "postgresql.conf"
+    include = f"include_if_exists = '{CONFIG_FILE}'"
+    config = cluster.datadir / CONFIG_FILE
+    script = (
+        f"cat > {shlex.quote(str(config))} <<'QLARIUS_EOF'\n{text}QLARIUS_EOF\n"
+        f"grep -qxF {shlex.quote(include)} {shlex.quote(str(main_conf))} || "
+        f"printf '%s\\n' {shlex.quote(include)} >> {shlex.quote(str(main_conf))}"
+    )
+    result = _run(cluster, ["sh", "-c", script], check=False)
+    if result.returncode != 0:
+        raise DatabaseUnavailable(
+            f"could not write {config}: {result.stderr.strip() or result.returncode}"
+        )
 
 
 def _create_database(cluster: EmbeddedCluster) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
 import structlog
 from procrastinate import JobContext, jobs, retry, types
 from psycopg import AsyncConnection
@@ -28,6 +29,8 @@ from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
+
+LIVE_CONNECTION_TRIES = 3
 
 
 class InvalidJobArguments(ValueError):
@@ -112,14 +115,28 @@ class JobRun:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A pooled connection inside one transaction: committed at the end, or rolled back."""
-        async with app.connector.pool.connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             yield conn
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        """A pooled connection of its own, for work spanning several transactions."""
-        async with app.connector.pool.connection() as conn:
-            yield conn
+        """A live pooled connection of its own. Checked first: after a database restart the
+        pool may still hold dead connections, and a job should not spend an attempt on one."""
+        pool = app.connector.pool
+        for _ in range(LIVE_CONNECTION_TRIES):
+            conn = await pool.getconn()
+            try:
+                await pool.check_connection(conn)
+            except psycopg.OperationalError:
+                await conn.close()
+                await pool.putconn(conn)  # the pool replaces a closed connection
+                continue
+            try:
+                yield conn
+            finally:
+                await pool.putconn(conn)
+            return
+        raise psycopg.OperationalError("no live connection to the database")
 
 
 # The argument model of every task, by name: one source of truth for the worker's check and

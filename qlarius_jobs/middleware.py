@@ -69,17 +69,46 @@ async def record_job_error(
     )
 
 
+class JobAborted(Exception):
+    """How an attempt ended by cancellation is recorded (an abort, or a forced shutdown)."""
+
+
 async def error_history(call_next: Any, context: JobContext, worker: Any) -> Any:
-    """Record every failed attempt (number, time, type, message, traceback excerpt)."""
+    """Record every attempt that ended without success (number, time, type, message,
+    traceback excerpt): failed, timed out, or aborted (cancelled). A history row waits for a
+    lost database (the job's own status does too; see resilience.py)."""
     try:
         return await call_next()
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
+        recorded: BaseException = exc
+        if isinstance(exc, asyncio.CancelledError):
+            recorded = JobAborted(
+                f"{context.job.task_name} job {context.job.id} was aborted (an operator's "
+                "abort, or a shutdown past its grace period)"
+            )
         try:
-            async with context.app.connector.pool.connection() as conn, conn.transaction():
-                await record_job_error(conn, context, exc)
+            async with asyncio.timeout(HISTORY_WAIT_SECONDS):
+                await _record(context, recorded)
         except Exception as record_exc:  # never let the history hide the job's own error
             log.error("could not record job error", job_id=context.job.id, error=repr(record_exc))
         raise
+
+
+HISTORY_WAIT_SECONDS = 60.0
+
+
+async def _record(context: JobContext, exc: BaseException) -> None:
+    manager = context.app.job_manager
+    availability = getattr(manager, "availability", None)
+
+    async def write() -> None:
+        async with context.app.connector.pool.connection() as conn, conn.transaction():
+            await record_job_error(conn, context, exc)
+
+    if availability is not None:
+        await availability.call(write)
+    else:
+        await write()
 
 
 # Outermost first: the history sees the timeout's error.

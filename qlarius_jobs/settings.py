@@ -6,11 +6,13 @@ When neither is set, the project starts its own PostgreSQL cluster (see ``databa
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveInt
+import croniter
+from pydantic import AliasChoices, Field, PositiveInt, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +30,11 @@ class Settings(BaseSettings):
         default=None, description="where the embedded cluster lives (.pgdata/); default: autodetect"
     )
     embedded_database: str = "qlarius_jobs"
+    embedded_fast_commit: bool = Field(
+        default=False,
+        description="embedded cluster only: synchronous_commit=off (faster commits; a server "
+        "crash can lose the last confirmed work). Off: durable.",
+    )
 
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -38,6 +45,14 @@ class Settings(BaseSettings):
     )
     pool_min_size: PositiveInt = 1
     pool_max_size: PositiveInt = 40
+    pool_max_idle_seconds: float = Field(
+        default=60.0, gt=0, description="a pooled connection idle this long is closed"
+    )
+    database_outage_limit_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="a worker rides out a lost database this long, then exits non-zero",
+    )
 
     retry_backoff_seconds: float = Field(
         default=10.0, ge=0, description="first retry delay; doubles at each attempt"
@@ -94,7 +109,38 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-task time limits, e.g. {"populate_target": 600}'
     )
 
+    @field_validator("backfill_cron", "rescue_cron", "prune_cron")
+    @classmethod
+    def _cron_fires(cls, value: str) -> str:
+        """A schedule that is not a cron expression, or never fires, would stop every worker
+        when its periodic deferrer fails: refuse it when the settings are read."""
+        if not croniter.croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression")
+        try:
+            croniter.croniter(value, dt.datetime.now(dt.UTC)).get_next(dt.datetime)
+        except (croniter.CroniterBadDateError, croniter.CroniterError) as exc:
+            raise ValueError(f"{value!r} never fires ({exc})") from None
+        return value
+
+
+class SettingsError(ValueError):
+    """A setting is wrong; the message names it in one line."""
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming each wrong setting, e.g. ``QLARIUS_BACKFILL_CRON: 'banana' is not...``."""
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        name = "QLARIUS_" + field.upper()
+        message = str(err.get("ctx", {}).get("error", "")) or err["msg"]
+        parts.append(f"{name}: {message}")
+    return "invalid setting: " + "; ".join(parts)
+
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe_error(exc)) from None

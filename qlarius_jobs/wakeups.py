@@ -20,6 +20,7 @@ import psycopg_pool
 
 from qlarius_jobs import drains
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.resilience import Availability, is_connection_error
 
 log = get_logger(__name__)
 
@@ -34,13 +35,14 @@ class Wakeups:
         *,
         listen: bool,
         sweep_seconds: float,
+        availability: Availability | None = None,
     ) -> None:
         self.pool = pool
         self.conninfo = conninfo
         self.listen = listen
         self.sweep_seconds = sweep_seconds
+        self.availability = availability or Availability(float("inf"))
         self.deferred = 0  # drain jobs this process deferred (for tests and logs)
-        self._failures = 0
 
     async def _ensure(self, kinds: set[str]) -> None:
         for name in sorted(kinds & set(drains.KINDS)):
@@ -89,9 +91,7 @@ class Wakeups:
                 if time.monotonic() >= next_sweep:
                     kinds |= await self._sweep()
                     next_sweep = time.monotonic() + self.sweep_seconds
-                    if self._failures:
-                        log.info("wake-ups: database available again")
-                        self._failures = 0
+                    self.availability.succeeded()
                 await self._ensure(kinds)
                 kinds = await self._wait_for_notifications(
                     listener, max(0.0, next_sweep - time.monotonic())
@@ -102,15 +102,17 @@ class Wakeups:
                 await listener.close()
 
     async def run(self) -> None:
-        """Until cancelled. A lost database is retried with backoff and jitter."""
+        """Until cancelled. A lost database is waited for with backoff and jitter (past the
+        outage limit, ``DatabaseGone``)."""
+        delay = 0.2
         while True:
             try:
                 await self._serve()
-            except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-                self._failures += 1
-                if self._failures == 1:
-                    log.warning("wake-ups: database unavailable; retrying", error=str(exc).strip())
-                delay = min(10.0, 0.25 * 2**self._failures)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.availability.failed(exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 5.0)
             else:  # pragma: no cover - _serve only returns by raising
                 return

@@ -220,3 +220,84 @@ async def test_a_run_leaves_rows_to_chunks_still_queued(app, sync_conn, caplog, 
         ).fetchone()[0]
         == 3
     )
+
+
+async def test_a_fanned_out_run_finishes_with_its_last_chunk_and_counts_orphans_once(
+    app, sync_conn, caplog, settings
+):
+    settings.set(backfill_chunk_size=2, backfill_batch_size=1)
+    s = _legacy_data(sync_conn)  # 5 offers (1 orphan, id 5), 2 ad events (1 orphan)
+    # one more fixable legacy offer, id 100: chunks of 2 are [1, 2] [3, 4] [5, 100], so its
+    # chunk counts the orphan (id 5) in its first batch, then fails once on id 100 and is
+    # retried: it must resume after id 5, not count that orphan again
+    w = s["w"]
+    late = w.me_file([s["female"]])
+    w.legacy_populations(s["outer"], [late])
+    campaign, run = w.conn.execute(
+        "SELECT campaign_id, media_run_id FROM offers LIMIT 1"
+    ).fetchone()
+    w.conn.execute(
+        "INSERT INTO offers (id, campaign_id, me_file_id, media_run_id, target_band_id, "
+        "offer_amt, marketer_cost_amt) VALUES (100, %s, %s, %s, %s, 1, 2)",
+        (campaign, late, run, s["outer"]),
+    )
+    _forget_pending_work(sync_conn)
+    sync_conn.execute("CREATE SEQUENCE test_failures")
+    sync_conn.execute(
+        "CREATE FUNCTION test_fail_once() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.id = 100 AND nextval('test_failures') = 1 THEN "
+        "RAISE EXCEPTION 'transient'; END IF; RETURN NEW; END $$"
+    )
+    sync_conn.execute(
+        "CREATE TRIGGER test_fail_once BEFORE UPDATE ON offers FOR EACH ROW "
+        "EXECUTE FUNCTION test_fail_once()"
+    )
+    try:
+        async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as conn:
+            await defer_job(conn, "backfill_missing_snapshots")
+            await conn.commit()
+        await drain(queues={"maintenance"})
+    finally:
+        sync_conn.execute("DROP TRIGGER test_fail_once ON offers")
+        sync_conn.execute("DROP FUNCTION test_fail_once()")
+        sync_conn.execute("DROP SEQUENCE test_failures")
+    retried = [j for j in jobs(sync_conn, "backfill_snapshot_chunk") if j["attempts"] > 1]
+    assert len(retried) == 1  # the transient failure really happened, once
+    row = sync_conn.execute(
+        "SELECT updated_populations, updated_offers, updated_ad_events, orphan_offers, "
+        "orphan_ad_events, chunks_deferred, chunks_pending, chunks_failed, "
+        "finished_at IS NOT NULL, elapsed_ms > 0 FROM backfill_runs"
+    ).fetchone()
+    assert row == (4, 5, 1, 1, 1, 5, 0, 0, True, True)
+    finished = [
+        e for e in log_events(caplog) if e["event"].endswith("finished") and "run" in e["event"]
+    ]
+    assert [e["event"] for e in finished] == [f"{WORKER}: run 1 finished"]
+    assert finished[0]["orphan_offers"] == 1 and finished[0]["updated_offers"] == 5
+
+
+async def test_a_run_with_chunks_left_is_not_finished_yet(app, sync_conn, settings):
+    settings.set(backfill_chunk_size=2)
+    _legacy_data(sync_conn)
+    async with await psycopg.AsyncConnection.connect(TEST_CONNINFO) as conn:
+        await defer_job(conn, "backfill_missing_snapshots")
+        await conn.commit()
+    # the chunks are deferred for later: the run itself ends, the run does not
+    sync_conn.execute(
+        "CREATE FUNCTION test_later() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.task_name = 'backfill_snapshot_chunk' THEN "
+        "NEW.scheduled_at := now() + interval '1 hour'; END IF; RETURN NEW; END $$"
+    )
+    sync_conn.execute(
+        "CREATE TRIGGER test_later BEFORE INSERT ON procrastinate_jobs FOR EACH ROW "
+        "EXECUTE FUNCTION test_later()"
+    )
+    try:
+        await drain(queues={"maintenance"})
+    finally:
+        sync_conn.execute("DROP TRIGGER test_later ON procrastinate_jobs")
+        sync_conn.execute("DROP FUNCTION test_later()")
+    row = sync_conn.execute(
+        "SELECT chunks_deferred, chunks_pending, finished_at FROM backfill_runs"
+    ).fetchone()
+    assert row[0] >= 1 and row[1] == row[0] and row[2] is None

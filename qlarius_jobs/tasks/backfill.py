@@ -71,11 +71,18 @@ async def fill_table_range(
 ) -> None:
     """Fill the NULL snapshots of ``table`` with ids in [first_id, last_id], batch by batch.
 
-    With ``run_id``, each batch adds its counts to that backfill run in its own transaction,
-    so the history stays exact whichever chunk crashes where.
+    With ``run_id`` (a chunk), each batch adds its counts to that backfill run and records how
+    far the chunk got, in its own transaction: a retried chunk resumes there, so the history
+    stays exact whichever chunk crashes where (orphans, which stay NULL, are counted once).
     """
     settings = get_settings()
     after_id = first_id - 1
+    chunk = {"run_id": run_id, "table_name": table, "first_id": first_id}
+    if run_id is not None:
+        async with run.transaction() as conn:
+            resume = await sql_files.fetch_one(conn, "chunk_done_through", **chunk)
+        if resume and resume["done_through"] is not None:
+            after_id = resume["done_through"]
     while True:
         if deadline is not None and time.monotonic() >= deadline:
             progress.budget_exhausted = True
@@ -108,6 +115,7 @@ async def fill_table_range(
                 await sql_files.execute(
                     conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
                 )
+                await sql_files.execute(conn, "chunk_progress", done_through=ids[-1], **chunk)
         for name in TABLES:
             progress.updated[name] += batch.updated[name]
             progress.orphans[name] += batch.orphans[name]
@@ -143,6 +151,13 @@ async def _share_out(run: JobRun, table: Table, run_id: int) -> int:
                 }
                 for b in bounds
             )
+        )
+        await sql_files.execute(
+            conn,
+            "register_backfill_chunks",
+            run_id=run_id,
+            table_name=table,
+            first_ids=[b["first_id"] for b in bounds],
         )
     run.log.info(
         f"{WORKER}: shared out {len(bounds)} chunk jobs for {table}",
@@ -227,7 +242,6 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
                 else:
                     await fill_table_range(run, table, progress, deadline=deadline)
     drift = await _audit_a_sample(run)
-    elapsed_ms = int((time.monotonic() - started) * 1000)
     orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
     if orphan_total:
         run.log.warning(
@@ -236,15 +250,22 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             orphan_ad_events=progress.orphans["ad_events"],
         )
     async with run.transaction() as conn:
-        await sql_files.execute(
+        ended = await sql_files.fetch_one(
             conn,
             "finish_backfill_run",
             run_id=run_row["id"],
-            chunks_deferred=chunks,
             budget_exhausted=progress.budget_exhausted,
-            elapsed_ms=elapsed_ms,
             **progress.counters(),
             **drift,
+        )
+    if ended and ended["run_finished"]:
+        await _log_run_finished(run, run_row["id"])
+    elif chunks:
+        run.log.info(
+            f"{WORKER}: run {run_row['id']} continues in its chunk jobs; it is finished "
+            "(and logged) when the last of them is",
+            backfill_run_id=run_row["id"],
+            chunks_deferred=chunks,
         )
     return {
         "backfill_run_id": run_row["id"],
@@ -279,9 +300,28 @@ async def backfill_snapshot_chunk(run: JobRun, args: ChunkArgs) -> dict[str, Any
         last_id=args.last_id,
         run_id=args.run_id,
     )
+    async with run.transaction() as conn:
+        ended = await sql_files.fetch_one(
+            conn,
+            "chunk_ended",
+            run_id=args.run_id,
+            table_name=args.table,
+            first_id=args.first_id,
+        )
+    if ended and ended["run_finished"]:
+        await _log_run_finished(run, args.run_id)
     return {
         "table": args.table,
         "first_id": args.first_id,
         "last_id": args.last_id,
         **progress.counters(),
     }
+
+
+async def _log_run_finished(run: JobRun, run_id: int) -> None:
+    """The one line of a run's end, with what the whole run (its chunks too) really did."""
+    async with run.transaction() as conn:
+        totals = await sql_files.fetch_one(conn, "backfill_run_totals", run_id=run_id)
+    assert totals is not None
+    counts = {k: v for k, v in totals.items() if k != "id"}
+    run.log.info(f"{WORKER}: run {run_id} finished", backfill_run_id=run_id, **counts)

@@ -1,14 +1,17 @@
--- The run's own counts (inline batches) are added: chunks may already have added theirs.
+-- The run's own part ends: its counts (inline batches) are added, chunks may already have
+-- added theirs. The last part to end (this one, or its last chunk) finishes the run.
 UPDATE backfill_runs
-SET finished_at = now(),
+SET chunks_pending = chunks_pending - 1,
+    finished_at = CASE WHEN chunks_pending = 1 THEN now() END,
+    elapsed_ms = CASE WHEN chunks_pending = 1
+                      THEN (extract(epoch FROM now() - started_at) * 1000)::bigint END,
     updated_populations = updated_populations + %(updated_populations)s,
     updated_offers = updated_offers + %(updated_offers)s,
     updated_ad_events = updated_ad_events + %(updated_ad_events)s,
     orphan_offers = orphan_offers + %(orphan_offers)s,
     orphan_ad_events = orphan_ad_events + %(orphan_ad_events)s,
     batches = batches + %(batches)s,
-    chunks_deferred = %(chunks_deferred)s,
-    budget_exhausted = %(budget_exhausted)s, elapsed_ms = %(elapsed_ms)s,
+    budget_exhausted = %(budget_exhausted)s,
     audited_me_files = %(audited_me_files)s,
     drifted_populations = %(drifted_population)s,
     stale_snapshots = %(stale_snapshot)s,
@@ -16,3 +19,4 @@ SET finished_at = now(),
     eligible_without_offer = %(eligible_without_offer)s,
     stale_offer_snapshots = %(stale_offer_snapshot)s
 WHERE id = %(run_id)s
+RETURNING chunks_pending = 0 AS run_finished

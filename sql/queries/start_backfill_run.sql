@@ -1,3 +1,6 @@
-INSERT INTO backfill_runs (job_id, found_populations, found_offers, found_ad_events)
-VALUES (%(job_id)s, %(found_populations)s, %(found_offers)s, %(found_ad_events)s)
+-- A run's row; the run itself is its first pending part (its chunks are the others): whoever
+-- ends last finishes it.
+INSERT INTO backfill_runs (job_id, found_populations, found_offers, found_ad_events,
+                           chunks_pending)
+VALUES (%(job_id)s, %(found_populations)s, %(found_offers)s, %(found_ad_events)s, 1)
 RETURNING id
