@@ -120,22 +120,20 @@ class JobRun:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        """A live pooled connection of its own. Checked first: after a database restart the
-        pool may still hold dead connections, and a job should not spend an attempt on one."""
+        """A live pooled connection of its own (like the pool's ``connection()``: a
+        transaction left open is committed at the end, rolled back on an exception). Checked
+        first: after a database restart the pool may still hold dead connections, and a job
+        should not spend an attempt on one."""
         pool = app.connector.pool
         for _ in range(LIVE_CONNECTION_TRIES):
-            conn = await pool.getconn()
-            try:
-                await pool.check_connection(conn)
-            except psycopg.OperationalError:
-                await conn.close()
-                await pool.putconn(conn)  # the pool replaces a closed connection
-                continue
-            try:
+            async with pool.connection() as conn:
+                try:
+                    await pool.check_connection(conn)
+                except psycopg.OperationalError:
+                    await conn.close()  # the pool replaces a closed connection
+                    continue
                 yield conn
-            finally:
-                await pool.putconn(conn)
-            return
+                return
         raise psycopg.OperationalError("no live connection to the database")
 
 
