@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint stop install clean-db bench storm
+.PHONY: run test lint stop install clean-db bench storm faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,9 @@ bench: $(STAMP)
 STORM_SECONDS ?= 180
 storm: $(STAMP)
 	$(BIN)/qlarius-jobs storm --seconds $(STORM_SECONDS)
+
+# The fault tests (README "Operations"): restart, crash and starve a throwaway server under
+# real workers, kill workers mid-job; each scenario prints its figures. `make test` runs the
+# short version.
+faults: $(STAMP)
+	$(BIN)/qlarius-jobs faults

@@ -6,6 +6,7 @@ the project's embedded cluster first (see ``database.py``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,10 @@ def _open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
     return psycopg_pool.AsyncConnectionPool(**kwargs)
 
 
+def application_name() -> str:
+    return f"qlarius-jobs:{os.getpid()}"
+
+
 def make_app() -> App:
     settings = get_settings()
     connector = PsycopgConnector(
@@ -57,9 +62,14 @@ def make_app() -> App:
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         max_idle=settings.pool_max_idle_seconds,  # idle connections go back to the server
+        timeout=settings.pool_timeout_seconds,
         pool_factory=_open_pool,
-        # A transaction pooler cannot keep server-side prepared statements across transactions.
-        kwargs={"prepare_threshold": None} if settings.behind_pooler else {},
+        kwargs={
+            # which process a connection belongs to, for pg_stat_activity
+            "application_name": application_name(),
+            # A transaction pooler cannot keep prepared statements across transactions.
+            **({"prepare_threshold": None} if settings.behind_pooler else {}),
+        },
     )
     from qlarius_jobs.middleware import WORKER_MIDDLEWARE
 

@@ -171,6 +171,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1 if result.total() else 0
 
 
+def cmd_faults(args: argparse.Namespace) -> int:
+    from qlarius_jobs.dev import faults
+
+    return faults.main(short=args.short)
+
+
 def cmd_storm(args: argparse.Namespace) -> int:
     from qlarius_jobs.dev import storm
 
@@ -258,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--me-file", type=int, action="append", help="only this MeFile (repeatable)")
     audit.add_argument("--repair", action="store_true", help="queue syncs and reconciles for drift")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
+    faults = sub.add_parser(
+        "faults", help="restart, crash and starve a throwaway server under workers; kill them"
+    )
+    faults.add_argument("--short", action="store_true", help="shorter outages and waits")
     storm = sub.add_parser(
         "storm", help="concurrent load and a killed worker, then every invariant checked"
     )
@@ -299,6 +309,7 @@ COMMANDS = {
     "seed": cmd_seed,
     "storm": cmd_storm,
     "audit": cmd_audit,
+    "faults": cmd_faults,
 }
 
 

@@ -396,14 +396,36 @@ def _create_database(cluster: EmbeddedCluster) -> None:
             )
 
 
-def stop_cluster(cluster: EmbeddedCluster) -> bool:
-    """Stop the cluster if it runs; return whether it was running."""
+def stop_cluster(cluster: EmbeddedCluster, mode: str = "fast") -> bool:
+    """Stop the cluster if it runs (``mode``: fast, or immediate: a crash, as pg_ctl means it);
+    return whether it was running."""
     if not is_running(cluster):
         return False
     bindir = _require_bindir(cluster)
     with _cluster_lock(cluster):
         _run(
             cluster,
-            [str(bindir / "pg_ctl"), "stop", "-D", str(cluster.datadir), "-m", "fast", "-w"],
+            [str(bindir / "pg_ctl"), "stop", "-D", str(cluster.datadir), "-m", mode, "-w"],
         )
     return True
+
+
+def restart_cluster(cluster: EmbeddedCluster) -> None:
+    """A fast restart (every connection is cut), as an operator would do it."""
+    bindir = _require_bindir(cluster)
+    with _cluster_lock(cluster):
+        _write_server_config(cluster, get_settings())
+        _run(
+            cluster,
+            [
+                str(bindir / "pg_ctl"),
+                "restart",
+                "-D",
+                str(cluster.datadir),
+                "-m",
+                "fast",
+                "-w",
+                "-l",
+                str(cluster.logfile),
+            ],
+        )

@@ -74,6 +74,7 @@ class Availability:
         self.lost_since: float | None = None
         self.outages = 0
         self.gone: str | None = None  # why the process gave up on the database, if it did
+        self.stopping = False  # the process was asked to stop: stop waiting for the database
         self._checking: asyncio.Task[None] | None = None
 
     def _check_pool(self) -> None:
@@ -83,7 +84,9 @@ class Availability:
 
     def failed(self, exc: BaseException) -> float:
         """A call failed for want of the database; returns seconds lost so far, or raises
-        ``DatabaseGone`` past the limit."""
+        ``DatabaseGone`` past the limit (at once once the process gave up)."""
+        if self.gone:
+            raise DatabaseGone(self.gone)
         now = time.monotonic()
         if self.lost_since is None:
             self.lost_since = now
@@ -143,6 +146,8 @@ class ResilientJobManager(manager.JobManager):
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> jobs.Job | None:
         while True:
+            if self.availability.stopping and self.availability.lost_since is not None:
+                return None  # asked to stop while the database is away: no job, stop now
             try:
                 if worker_id in self._suspect_workers:
                     # a fetch of ours failed with its connection: it may have claimed a job on
@@ -220,6 +225,8 @@ class ResilientJobManager(manager.JobManager):
         return await self.availability.call(super().prune_stalled_workers, seconds_since_heartbeat)
 
     async def unregister_worker(self, worker_id: int) -> None:
+        if self.availability.gone or self.availability.lost_since is not None:
+            return  # a worker row left behind is pruned by the others' heartbeat check
         try:
             await super().unregister_worker(worker_id)
         except exceptions.ConnectorException as exc:

@@ -166,6 +166,7 @@ async def run_workers(
             nonlocal signals_seen
             signals_seen += 1
             stop_requested.set()
+            availability.stopping = True
             if signals_seen == 1:
                 log.info(
                     "stop requested: no new jobs; waiting for running jobs",
@@ -236,6 +237,7 @@ async def _supervise(
                 error = None if task.cancelled() else task.exception()
                 ended_on_its_own = wait and not stop_requested.is_set()
                 if failure is None and (error is not None or ended_on_its_own):
+                    availability.stopping = True
                     failure = availability.gone or (
                         _one_line(error)
                         if error is not None
@@ -244,10 +246,13 @@ async def _supervise(
                     for worker in workers:
                         worker.stop()
     finally:
-        if helper is not None:
-            helper.cancel()
+        # Cancelled ourselves (an embedding application, a test): the workers are cancelled
+        # too, as asyncio.gather would do, and waited for; none is left running unseen.
+        for task in names:
+            task.cancel()
+        for task in names:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await helper
+                await task
     return failure
 
 

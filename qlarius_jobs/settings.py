@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     )
     pool_min_size: PositiveInt = 1
     pool_max_size: PositiveInt = 40
+    pool_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="how long a caller waits for a pooled connection"
+    )
     pool_max_idle_seconds: float = Field(
         default=60.0, gt=0, description="a pooled connection idle this long is closed"
     )

@@ -119,8 +119,10 @@ async def fill_missing_copied_snapshots(
     """Fill NULL snapshots of offers or ad events from their (me_file, band) population.
 
     The population's own snapshot is filled first when it is NULL too, so a row is repaired
-    whether or not its population was repaired before. Rows whose pair has no population stay
-    NULL; each is logged (the seed note's ``No snapshot found for ...`` line) and returned.
+    whether or not its population was repaired before; when that population is being written
+    by another job right now, the row gets the snapshot computed from the tags instead. Rows
+    whose pair has no population stay NULL; each is logged (the seed note's
+    ``No snapshot found for ...`` line) and returned.
     """
     if not ids:
         return CopyFill(0, 0, [])
@@ -134,6 +136,10 @@ async def fill_missing_copied_snapshots(
     )
     updated = len(
         await sql_files.fetch_all(conn, "copy_population_snapshots", tables=tables, ids=ids)
+    )
+    # a population another job is writing right now: compute what it will hold
+    updated += len(
+        await sql_files.fetch_all(conn, "compute_copy_snapshots", tables=tables, ids=ids)
     )
     orphans = await sql_files.fetch_all(conn, "copies_without_snapshot", tables=tables, ids=ids)
     kind = "offer" if table == "offers" else "ad_event"

@@ -11,6 +11,7 @@ this loop; it reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ class Wakeups:
         self.listen = listen
         self.sweep_seconds = sweep_seconds
         self.availability = availability or Availability(float("inf"))
+        self.application_name = f"qlarius-jobs:{os.getpid()}"
         self.deferred = 0  # drain jobs this process deferred (for tests and logs)
 
     async def _ensure(self, kinds: set[str]) -> None:
@@ -82,7 +84,9 @@ class Wakeups:
         listener: psycopg.AsyncConnection | None = None
         try:
             if self.listen:
-                listener = await psycopg.AsyncConnection.connect(self.conninfo(), autocommit=True)
+                listener = await psycopg.AsyncConnection.connect(
+                    self.conninfo(), autocommit=True, application_name=self.application_name
+                )
                 await listener.execute(f"LISTEN {CHANNEL}")
             # A fresh listener may have missed notifications: sweep at once.
             next_sweep = 0.0

@@ -52,6 +52,21 @@ migrations.migrate(TEST_CONNINFO)
 _KEEP = ("qlarius_schema_migrations", "qlarius_procrastinate_schema")
 
 
+def _guard_against_hangs(conn: psycopg.Connection) -> None:
+    """A transaction a test leaves open (a task it forgot) must fail the suite, not hang it:
+    the test database ends sessions idle in a transaction for a minute."""
+    dbname = conn.info.dbname
+    conn.execute(
+        psycopg.sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '60s'").format(
+            psycopg.sql.Identifier(dbname)
+        )
+    )
+
+
+with psycopg.connect(TEST_CONNINFO, autocommit=True) as _conn:
+    _guard_against_hangs(_conn)
+
+
 def _clean(conn: psycopg.Connection) -> None:
     tables = [
         row[0]
@@ -61,6 +76,7 @@ def _clean(conn: psycopg.Connection) -> None:
             (list(_KEEP),),
         )
     ]
+    conn.execute("SET lock_timeout = '30s'")  # a lock left behind fails the test, loudly
     conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
 
 

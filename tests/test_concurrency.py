@@ -717,3 +717,24 @@ async def test_the_sweep_ignores_work_that_waits_for_a_busy_target(app, sync_con
     with TargetRowHolder(sync_conn, s["target"]):
         assert "sync" not in await wakeups._sweep()
     assert "sync" in await wakeups._sweep()
+
+
+async def test_a_bid_removed_while_its_target_is_repopulated_takes_its_offers_away(app, sync_conn):
+    """Found by the storm: the campaign's re-offer waited for the re-populate to end (3 min),
+    as if the target had never been populated."""
+    s = _market(sync_conn)
+    w = s["w"]
+    outer = w.me_file([s["female"]])
+    await _trigger(s["target"])
+    await drain()
+    assert w.count("SELECT count(*) FROM offers WHERE me_file_id = %s", (outer,)) == 1
+    with TargetRowHolder(sync_conn, s["target"]):  # a re-populate waiting to run
+        await _trigger(s["target"])
+        w.conn.execute(
+            "DELETE FROM bids WHERE campaign_id = %s AND target_band_id = %s",
+            (s["campaign"], s["outer"]),
+        )
+        await drain(queues={"default", "offers"})
+        assert w.count("SELECT count(*) FROM offers WHERE me_file_id = %s", (outer,)) == 0
+    await drain()
+    assert_all_invariants(sync_conn)

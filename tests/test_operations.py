@@ -321,7 +321,7 @@ def test_behind_a_transaction_pooler_workers_poll_and_never_prepare(sync_conn, s
     settings.set(behind_pooler=True)
     pooled = make_app()
     assert pooled.worker_defaults["listen_notify"] is False
-    assert pooled.connector._pool_args["kwargs"] == {"prepare_threshold": None}
+    assert pooled.connector._pool_args["kwargs"]["prepare_threshold"] is None
     subprocess.run(
         [
             str(BIN / "procrastinate"),

@@ -68,19 +68,20 @@ async def fill_table_range(
     last_id: int | None = None,
     deadline: float | None = None,
     run_id: int | None = None,
+    chunk: bool = False,
 ) -> None:
     """Fill the NULL snapshots of ``table`` with ids in [first_id, last_id], batch by batch.
 
-    With ``run_id`` (a chunk), each batch adds its counts to that backfill run and records how
-    far the chunk got, in its own transaction: a retried chunk resumes there, so the history
-    stays exact whichever chunk crashes where (orphans, which stay NULL, are counted once).
+    With ``run_id``, each batch adds its counts to that backfill run in its own transaction,
+    so the history is exact whoever dies where; a ``chunk`` also records how far it got, and a
+    retried chunk resumes there (orphans, which stay NULL, are counted once).
     """
     settings = get_settings()
     after_id = first_id - 1
-    chunk = {"run_id": run_id, "table_name": table, "first_id": first_id}
-    if run_id is not None:
+    place = {"run_id": run_id, "table_name": table, "first_id": first_id}
+    if chunk:
         async with run.transaction() as conn:
-            resume = await sql_files.fetch_one(conn, "chunk_done_through", **chunk)
+            resume = await sql_files.fetch_one(conn, "chunk_done_through", **place)
         if resume and resume["done_through"] is not None:
             after_id = resume["done_through"]
     while True:
@@ -115,7 +116,8 @@ async def fill_table_range(
                 await sql_files.execute(
                     conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
                 )
-                await sql_files.execute(conn, "chunk_progress", done_through=ids[-1], **chunk)
+                if chunk:
+                    await sql_files.execute(conn, "chunk_progress", done_through=ids[-1], **place)
         for name in TABLES:
             progress.updated[name] += batch.updated[name]
             progress.orphans[name] += batch.orphans[name]
@@ -207,7 +209,9 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
         counts = await sql_files.fetch_one(conn, "null_snapshot_counts")
         assert counts is not None
         found = {t: int(counts[t]) for t in TABLES}
-        pending_chunks = await sql_files.fetch_one(conn, "pending_backfill_chunks") or {}
+        chunked = {
+            r["table_name"] for r in await sql_files.fetch_all(conn, "pending_backfill_chunks")
+        }
         run_row = await sql_files.fetch_one(
             conn,
             "start_backfill_run",
@@ -228,19 +232,21 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             found_offers=found["offers"],
             found_ad_events=found["ad_events"],
         )
-        if pending_chunks.get("pending"):
-            run.log.info(
-                f"{WORKER}: {pending_chunks['pending']} chunk jobs of an earlier run are still "
-                "queued or running; leaving the rows to them",
-            )
-        else:
-            for table in TABLES:
-                if progress.budget_exhausted or not found[table]:
-                    continue
-                if found[table] > settings.backfill_chunk_size:
-                    chunks += await _share_out(run, table, run_row["id"])
-                else:
-                    await fill_table_range(run, table, progress, deadline=deadline)
+        for table in TABLES:
+            if progress.budget_exhausted or not found[table]:
+                continue
+            if table in chunked:
+                run.log.info(
+                    f"{WORKER}: chunk jobs for {table} are still queued or running; leaving "
+                    "its rows to them",
+                    table=table,
+                )
+            elif found[table] > settings.backfill_chunk_size:
+                chunks += await _share_out(run, table, run_row["id"])
+            else:
+                await fill_table_range(
+                    run, table, progress, deadline=deadline, run_id=run_row["id"]
+                )
     drift = await _audit_a_sample(run)
     orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
     if orphan_total:
@@ -255,7 +261,6 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             "finish_backfill_run",
             run_id=run_row["id"],
             budget_exhausted=progress.budget_exhausted,
-            **progress.counters(),
             **drift,
         )
     if ended and ended["run_finished"]:
@@ -299,6 +304,7 @@ async def backfill_snapshot_chunk(run: JobRun, args: ChunkArgs) -> dict[str, Any
         first_id=args.first_id,
         last_id=args.last_id,
         run_id=args.run_id,
+        chunk=True,
     )
     async with run.transaction() as conn:
         ended = await sql_files.fetch_one(

@@ -131,7 +131,9 @@ async def create_initial_pending_offers(run: JobRun, args: CampaignArgs) -> dict
             next_job_id=next_job,
         )
         return {"campaign_id": args.campaign_id, "created": 0, "rescheduled": True}
-    if campaign["population_status"] != "populated":
+    if "populated" not in (campaign["population_status"], campaign["status_before_populating"]):
+        # never populated yet: nothing to offer on. (A target being re-populated keeps its
+        # populations meanwhile, and its populate records the reconciles of what it changes.)
         return await _wait_for_population(run, args.campaign_id, campaign)
     async with run.transaction() as conn:
         # The campaign, then the target's offers scope: reconcile batches leave this target's

@@ -49,3 +49,7 @@ CREATE TRIGGER qlarius_backfill_chunk_failed AFTER UPDATE OF status ON procrasti
           AND qlarius_positive_id(NEW.args, 'run_id') IS NOT NULL
           AND qlarius_positive_id(NEW.args, 'first_id') IS NOT NULL)
     EXECUTE FUNCTION qlarius_backfill_chunk_job_ended();
+
+-- A retried run (its job rescued from a dead worker, or failed for a moment) continues its own
+-- row: its chunks and its part of the pending count are there.
+CREATE UNIQUE INDEX backfill_runs_job_idx ON backfill_runs (job_id) WHERE job_id IS NOT NULL;

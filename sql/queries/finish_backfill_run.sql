@@ -1,16 +1,10 @@
--- The run's own part ends: its counts (inline batches) are added, chunks may already have
--- added theirs. The last part to end (this one, or its last chunk) finishes the run.
+-- The run's own part ends (every batch, its own and its chunks', added its counts as it
+-- committed). The last part to end (this one, or its last chunk) finishes the run.
 UPDATE backfill_runs
 SET chunks_pending = chunks_pending - 1,
     finished_at = CASE WHEN chunks_pending = 1 THEN now() END,
     elapsed_ms = CASE WHEN chunks_pending = 1
                       THEN (extract(epoch FROM now() - started_at) * 1000)::bigint END,
-    updated_populations = updated_populations + %(updated_populations)s,
-    updated_offers = updated_offers + %(updated_offers)s,
-    updated_ad_events = updated_ad_events + %(updated_ad_events)s,
-    orphan_offers = orphan_offers + %(orphan_offers)s,
-    orphan_ad_events = orphan_ad_events + %(orphan_ad_events)s,
-    batches = batches + %(batches)s,
     budget_exhausted = %(budget_exhausted)s,
     audited_me_files = %(audited_me_files)s,
     drifted_populations = %(drifted_population)s,

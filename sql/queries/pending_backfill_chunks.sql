@@ -1,3 +1,3 @@
--- Chunk jobs of an earlier run still waiting or running: their rows are taken care of.
-SELECT count(*) AS pending FROM procrastinate_jobs
+-- Tables with chunk jobs (of any run) still waiting or running: their rows are taken care of.
+SELECT DISTINCT args ->> 'table' AS table_name FROM procrastinate_jobs
 WHERE task_name = 'backfill_snapshot_chunk' AND status IN ('todo', 'doing')

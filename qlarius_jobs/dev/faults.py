@@ -1,0 +1,615 @@
+"""Faults: what survives what, measured.
+
+``qlarius-jobs faults`` (``make faults``) and a short version in the tests. Each scenario runs
+real ``qlarius-jobs worker`` processes against a throwaway PostgreSQL cluster of its own (so it
+can be restarted, crashed and starved freely), and prints its figures:
+
+- restart: ``pg_ctl restart -m fast`` under a worker and a client deferring all the time;
+- crash: ``pg_ctl stop -m immediate``, the server back after an outage;
+- gone: the server stays away: the worker exits non-zero, with one line, past the limit;
+- kill populate / kill backfill: SIGKILL a worker mid-job; the server stops the dead client's
+  statement within seconds, the job is rescued and re-run without overlapping;
+- connections: ``max_connections`` 20 and two worker processes of pool 40;
+- time limit and abort: a populate that ends without success leaves its target as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from qlarius_jobs import database, migrations, seed
+from qlarius_jobs.dev import reference
+from qlarius_jobs.enqueue import trigger_population
+from qlarius_jobs.jobs import defer_job
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Scenario:
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def expect(self, ok: bool, problem: str) -> None:
+        if not ok:
+            self.problems.append(problem)
+
+    def line(self) -> str:
+        figures = ", ".join(f"{k} {v}" for k, v in self.figures.items())
+        verdict = "OK" if not self.problems else "FAILED: " + "; ".join(self.problems)
+        return f"{self.name}: {figures} -> {verdict}"
+
+
+# --- a cluster of its own --------------------------------------------------------------------
+
+
+class Throwaway:
+    """A PostgreSQL cluster in a temporary folder, seeded, for one scenario."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cluster = database.EmbeddedCluster(
+            bindir=database.find_bindir(),
+            datadir=folder / "data",
+            socket_dir=folder / "run",
+            server_user=database._server_user(),
+            database="faults",
+        )
+
+    @property
+    def conninfo(self) -> str:
+        return self.cluster.conninfo
+
+    def start(self) -> None:
+        database.start_cluster(self.cluster)
+
+    def restart(self) -> None:
+        database.restart_cluster(self.cluster)
+
+    def crash(self) -> None:
+        database.stop_cluster(self.cluster, mode="immediate")
+
+    def stop(self) -> None:
+        database.stop_cluster(self.cluster)
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def job_status(self, job_id: int | None) -> str:
+        rows = self.sql("SELECT status::text FROM procrastinate_jobs WHERE id = %s", (job_id,))
+        return rows[0][0] if rows else "missing"
+
+    def client_backends(self, application_name: str | None = None) -> int:
+        return int(
+            self.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND (%(name)s::text IS NULL OR application_name = %(name)s::text)",
+                {"name": application_name},
+            )[0][0]
+        )
+
+    def prepare(self, **sizes: Any) -> None:
+        self.start()
+        migrations.migrate(self.conninfo)
+        # no legacy NULL snapshots unless asked: a scenario checks what its jobs did
+        defaults = {"me_files": 300, "targets": 2, "null_share": 0.0}
+        seed.seed(self.conninfo, seed.SeedSizes(**{**defaults, **sizes}))
+
+    def quiet(self) -> bool:
+        """Nothing due, running or pending."""
+        return not self.sql(
+            "SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+            "AND (scheduled_at IS NULL OR scheduled_at <= now()) "
+            "UNION ALL SELECT 1 FROM qlarius_pending_syncs "
+            "UNION ALL SELECT 1 FROM qlarius_pending_reconciles"
+        )
+
+
+@contextlib.contextmanager
+def throwaway() -> Any:
+    folder = Path(tempfile.mkdtemp(prefix="qlarius-faults-"))
+    if os.geteuid() == 0:
+        os.chmod(folder, 0o755)  # the server user must reach its folders
+    cluster = Throwaway(folder)
+    try:
+        yield cluster
+    finally:
+        with contextlib.suppress(Exception):
+            cluster.stop()
+
+
+class Worker:
+    """``qlarius-jobs worker`` against the throwaway cluster; output to a file."""
+
+    def __init__(self, conninfo: str, log: Path, *args: str, **env: str) -> None:
+        self.log = log
+        settings = {
+            "QLARIUS_DATABASE_URL": conninfo,
+            "QLARIUS_LOG_FORMAT": "json",
+            "QLARIUS_BACKFILL_CRON": "0 0 1 1 *",
+            "QLARIUS_PRUNE_CRON": "0 0 1 1 *",
+            "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
+            **env,
+        }
+        with log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [str(BIN / "qlarius-jobs"), "worker", *args],
+                env={**os.environ, **settings},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def last_line(self) -> str:
+        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
+        return lines[-1] if lines else ""
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until ``predicate()`` held (polled), or None."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        with contextlib.suppress(psycopg.Error):
+            if predicate():
+                return time.monotonic() - started
+        await asyncio.sleep(0.1)
+    return None
+
+
+# --- a client that keeps deferring --------------------------------------------------------
+
+
+@dataclass
+class Client:
+    """Defers a cheap real job every few ms; remembers what the server confirmed."""
+
+    conninfo: str
+    band_id: int
+    confirmed: list[int] = field(default_factory=list)
+    refused: int = 0
+
+    async def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.conninfo, autocommit=True, connect_timeout=2
+                ) as conn:
+                    while time.monotonic() < deadline:
+                        job = await defer_job(
+                            conn, "snapshot_band_populations", band_id=self.band_id
+                        )
+                        if job is not None:
+                            self.confirmed.append(job)
+                        await asyncio.sleep(0.02)
+            except psycopg.Error:
+                self.refused += 1
+                await asyncio.sleep(0.1)
+
+
+def _settled(cluster: Throwaway, ids: list[int]) -> tuple[int, int]:
+    """(confirmed jobs missing from the table, confirmed jobs not succeeded)."""
+    rows = dict(
+        cluster.sql("SELECT id, status::text FROM procrastinate_jobs WHERE id = ANY(%s)", (ids,))
+    )
+    return (
+        sum(1 for i in ids if i not in rows),
+        sum(1 for i in ids if rows.get(i) != "succeeded"),
+    )
+
+
+async def _outage(folder: Path, name: str, *, crash_for: float | None, load: float) -> Scenario:
+    """A worker and a deferring client; the server restarts (or crashes and comes back)."""
+    scenario = Scenario(name)
+    with throwaway() as cluster:
+        cluster.prepare()
+        band = cluster.sql("SELECT min(id) FROM target_bands")[0][0]
+        worker = Worker(cluster.conninfo, folder / f"{name}.log")
+        client = Client(cluster.conninfo, band)
+        load_task = asyncio.create_task(client.run(load))
+        await asyncio.sleep(2)
+        succeeded_before = [
+            r[0]
+            for r in cluster.sql("SELECT id FROM procrastinate_jobs WHERE status = 'succeeded'")
+        ]
+        if crash_for is None:
+            await asyncio.to_thread(cluster.restart)
+        else:
+            await asyncio.to_thread(cluster.crash)
+            await asyncio.sleep(crash_for)
+            await asyncio.to_thread(cluster.start)
+        back_at = cluster.sql("SELECT now()")[0][0]
+        flow = await wait_for(
+            lambda: bool(
+                cluster.sql(
+                    "SELECT 1 FROM procrastinate_events WHERE type = 'succeeded' AND at > %s",
+                    (back_at,),
+                )
+            ),
+            60,
+        )
+        await load_task
+        settle = await wait_for(lambda: _settled(cluster, client.confirmed)[1] == 0, 90)
+        lost, unsettled = _settled(cluster, client.confirmed)
+        rerun = cluster.sql(
+            "SELECT count(DISTINCT job_id) FROM procrastinate_events "
+            "WHERE type = 'started' AND at > %s AND job_id = ANY(%s)",
+            (back_at, succeeded_before),
+        )[0][0]
+        stuck = cluster.sql(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
+            "AND (scheduled_at IS NULL OR scheduled_at <= now())"
+        )[0][0]
+        alive = worker.alive
+        code = worker.stop()
+        scenario.figures = {
+            "jobs flow again after (s)": None if flow is None else round(flow, 1),
+            "confirmed deferrals": len(client.confirmed),
+            "confirmed deferrals lost": lost,
+            "succeeded jobs run again": rerun,
+            "jobs stuck": stuck + unsettled,
+            "refused while down": client.refused,
+            "worker restarted": not alive,
+            "worker exit on SIGTERM": code,
+        }
+        scenario.expect(flow is not None and flow <= 10, "jobs did not flow again within 10 s")
+        scenario.expect(lost == 0, f"{lost} confirmed deferrals lost")
+        scenario.expect(rerun == 0, f"{rerun} succeeded jobs ran again")
+        scenario.expect(stuck + unsettled == 0 and settle is not None, "jobs stuck")
+        scenario.expect(alive, "the worker process did not survive")
+        scenario.expect(code == 0, f"the worker exited {code} on SIGTERM")
+    return scenario
+
+
+async def restart(folder: Path, short: bool) -> Scenario:
+    return await _outage(folder, "restart (pg_ctl restart -m fast)", crash_for=None, load=8)
+
+
+async def crash(folder: Path, short: bool) -> Scenario:
+    outage = 5.0 if short else 20.0
+    return await _outage(
+        folder, f"crash (stop -m immediate, back after {outage:g} s)", crash_for=outage, load=12
+    )
+
+
+async def gone(folder: Path, short: bool) -> Scenario:
+    """The server stays away: the worker gives up past the limit, non-zero, one line."""
+    limit = 4.0 if short else 30.0
+    scenario = Scenario(f"gone (server down past the {limit:g} s limit)")
+    with throwaway() as cluster:
+        cluster.prepare()
+        worker = Worker(
+            cluster.conninfo,
+            folder / "gone.log",
+            QLARIUS_DATABASE_OUTAGE_LIMIT_SECONDS=str(limit),
+            QLARIUS_HEARTBEAT_SECONDS="1",
+        )
+        await asyncio.sleep(2)
+        await asyncio.to_thread(cluster.stop)
+        exited = await wait_for(lambda: not worker.alive, limit + 60)
+        code = worker.stop()
+        last = worker.last_line()
+        scenario.figures = {
+            "exited after (s)": None if exited is None else round(exited, 1),
+            "exit code": code,
+            "last line": last[:160],
+        }
+        scenario.expect(exited is not None, "the worker never exited")
+        scenario.expect(code not in (0, None), f"exit code {code}")
+        scenario.expect("unreachable" in last, "no one-line reason as the last line")
+    return scenario
+
+
+async def kill_populate(folder: Path, short: bool) -> Scenario:
+    """SIGKILL a worker while its populate waits on a row: the server ends the dead client's
+    statement within seconds; the rescued run never overlaps it and gets the target right."""
+    scenario = Scenario("kill -9 mid-populate")
+    fast = {"QLARIUS_HEARTBEAT_SECONDS": "1", "QLARIUS_STALLED_AFTER_SECONDS": "5"}
+    rescue = {**fast, "QLARIUS_RESCUE_CRON": "* * * * * */2"} if short else {}
+    with throwaway() as cluster:
+        cluster.prepare()
+        target = cluster.sql("SELECT min(id) FROM targets")[0][0]
+        of_target = "target_band_id IN (SELECT id FROM target_bands WHERE target_id = %s)"
+        # stale snapshots for the populate to refresh, one of them held by this connection
+        cluster.sql(
+            f"UPDATE target_populations SET matching_tags_snapshot = '{{\"tags\": 1}}' "
+            f"WHERE {of_target}",
+            (target,),
+        )
+        held = psycopg.connect(cluster.conninfo)
+        held.execute(
+            f"SELECT id FROM target_populations WHERE {of_target} ORDER BY id LIMIT 1 FOR UPDATE",
+            (target,),
+        )
+        doomed = Worker(
+            cluster.conninfo, folder / "populate-doomed.log", "--queues", "targets", **fast
+        )
+        async with await psycopg.AsyncConnection.connect(cluster.conninfo) as conn:
+            job = await defer_job(conn, "populate_target", target_id=target)
+            await conn.commit()
+        waiting = await wait_for(
+            lambda: bool(
+                cluster.sql(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%%target_populations%%'"
+                )
+            ),
+            30,
+        )
+        backend = cluster.sql(
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE '%%target_populations%%'"
+        )
+        doomed.kill()
+        killed_at = time.monotonic()
+        pid = backend[0][0] if backend else None
+        ended = await wait_for(
+            lambda: not cluster.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)), 30
+        )
+        held.rollback()
+        held.close()
+        rescuer = Worker(
+            cluster.conninfo,
+            folder / "populate-rescuer.log",
+            "--queues",
+            "targets,offers,maintenance",
+            **rescue,
+        )
+        done = await wait_for(lambda: cluster.job_status(job) == "succeeded", 150)
+        rescued_after = None if done is None else round(time.monotonic() - killed_at, 1)
+        await wait_for(cluster.quiet, 60)
+        rescuer.stop()
+        with psycopg.connect(cluster.conninfo) as conn:
+            found = reference.check(conn)
+            violations = found.total()
+        errors = cluster.sql(
+            "SELECT error_type FROM qlarius_job_errors WHERE job_id = %s ORDER BY attempt", (job,)
+        )
+        scenario.figures = {
+            "killed backend's statement ended after (s)": None
+            if ended is None
+            else round(ended, 1),
+            "rescued and done after (s)": rescued_after,
+            "attempts recorded": [e[0] for e in errors],
+            "violations": violations,
+        }
+        if violations:
+            scenario.figures["examples"] = found.examples[:3]
+        scenario.expect(waiting is not None and pid is not None, "the populate never ran")
+        scenario.expect(ended is not None and ended <= 5, "the dead client's statement ran on")
+        scenario.expect(done is not None and rescued_after <= 90, "not rescued within 90 s")
+        scenario.expect(violations == 0, f"{violations} invariant violations")
+    return scenario
+
+
+async def kill_backfill(folder: Path, short: bool) -> Scenario:
+    """SIGKILL one of two workers while a chunked backfill runs: nothing lost, nothing counted
+    twice, the run finishes."""
+    scenario = Scenario("kill -9 mid-backfill (2 workers, chunks)")
+    env = {
+        "QLARIUS_HEARTBEAT_SECONDS": "1",
+        "QLARIUS_STALLED_AFTER_SECONDS": "5",
+        "QLARIUS_RESCUE_CRON": "* * * * * */2",
+        "QLARIUS_BACKFILL_CHUNK_SIZE": "100",
+        "QLARIUS_BACKFILL_BATCH_SIZE": "20",
+        "QLARIUS_AUDIT_SAMPLE_SIZE": "0",
+    }
+    with throwaway() as cluster:
+        cluster.prepare(me_files=600, null_share=0.5)
+        cluster.sql("DELETE FROM qlarius_pending_syncs; DELETE FROM qlarius_pending_reconciles")
+        found = cluster.sql(
+            "SELECT (SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL)"
+            " + (SELECT count(*) FROM offers WHERE matching_tags_snapshot IS NULL)"
+            " + (SELECT count(*) FROM ad_events WHERE matching_tags_snapshot IS NULL)"
+        )[0][0]
+        workers = [
+            Worker(
+                cluster.conninfo, folder / f"backfill-{i}.log", "--queues", "maintenance=2", **env
+            )
+            for i in range(2)
+        ]
+        await asyncio.sleep(2)
+        async with await psycopg.AsyncConnection.connect(cluster.conninfo, autocommit=True) as c:
+            await defer_job(c, "backfill_missing_snapshots")
+        started = await wait_for(
+            lambda: bool(
+                cluster.sql(
+                    "SELECT 1 FROM procrastinate_jobs WHERE task_name = 'backfill_snapshot_chunk' "
+                    "AND status = 'succeeded'"
+                )
+            ),
+            60,
+        )
+        workers[0].kill()
+        finished = await wait_for(
+            lambda: (
+                cluster.sql("SELECT bool_and(finished_at IS NOT NULL) FROM backfill_runs")[0][0]
+                is True
+            ),
+            120,
+        )
+        workers[1].stop()
+        left, orphans, updated, failed = cluster.sql(
+            "SELECT (SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL) "
+            "+ (SELECT count(*) FROM offers o WHERE matching_tags_snapshot IS NULL AND EXISTS "
+            "   (SELECT 1 FROM target_populations tp WHERE tp.me_file_id = o.me_file_id "
+            "    AND tp.target_band_id = o.target_band_id)), "
+            "sum(orphan_offers + orphan_ad_events), "
+            "sum(updated_populations + updated_offers + updated_ad_events), sum(chunks_failed) "
+            "FROM backfill_runs"
+        )[0]
+        scenario.figures = {
+            "NULL snapshots found": found,
+            "fixed": int(updated or 0),
+            "orphans": int(orphans or 0),
+            "left": left,
+            "chunks failed": int(failed or 0),
+            "run finished": finished is not None,
+        }
+        scenario.expect(started is not None, "no chunk ever ran")
+        scenario.expect(finished is not None, "the run never finished")
+        scenario.expect(left == 0, f"{left} NULL snapshots a population explains were left")
+        scenario.expect(
+            int(updated or 0) + int(orphans or 0) <= found, "rows counted twice in the history"
+        )
+    return scenario
+
+
+async def connections(folder: Path, short: bool) -> Scenario:
+    """max_connections 20, two worker processes asking for 40 each: both fit or say so, the
+    reserved slots stay free for an operator, jobs flow, idle connections go back."""
+    scenario = Scenario("out of connections (max_connections 20, two workers of pool 40)")
+    with throwaway() as cluster:
+        cluster.prepare()
+        cluster.sql("ALTER SYSTEM SET max_connections = 20")
+        await asyncio.to_thread(cluster.restart)
+        env = {"QLARIUS_POOL_MAX_IDLE_SECONDS": "2"}
+        first = Worker(
+            cluster.conninfo, folder / "conn-1.log", "--queues", "default,targets", **env
+        )
+        await asyncio.sleep(3)
+        second = Worker(
+            cluster.conninfo, folder / "conn-2.log", "--queues", "default,targets", **env
+        )
+        await asyncio.sleep(3)
+        operator = True
+        try:
+            with psycopg.connect(cluster.conninfo) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            operator = False
+        band = cluster.sql("SELECT min(id) FROM target_bands")[0][0]
+        client = Client(cluster.conninfo, band)
+        await client.run(3)
+        settled = await wait_for(lambda: _settled(cluster, client.confirmed)[1] == 0, 60)
+        mine = f"qlarius-jobs:{first.proc.pid}"
+        busy = cluster.client_backends(mine)
+        await asyncio.sleep(6)  # 3 x its QLARIUS_POOL_MAX_IDLE_SECONDS
+        idle = cluster.client_backends(mine)
+        floor = 2 + 1 + 1  # its LISTEN connections (2 queues + wake-ups), its pool's minimum
+        first_text = first.log.read_text(errors="replace")
+        second_alive = second.alive
+        codes = (first.stop(), second.stop())
+        capped = "connection pool capped" in first_text
+        scenario.figures = {
+            "first worker capped its pool": capped,
+            "second worker": "ran"
+            if second_alive
+            else f"exited {codes[1]}: " + second.last_line()[:120],
+            "operator could connect": operator,
+            "jobs flowed": settled is not None,
+            "first worker's connections busy -> idle": f"{busy} -> {idle} (floor {floor})",
+        }
+        scenario.expect(capped, "the first worker took more than the free connections")
+        scenario.expect(second_alive or codes[1] not in (0, None), "the second worker exited 0")
+        scenario.expect(operator, "an operator could not connect")
+        scenario.expect(settled is not None, "jobs did not flow")
+        scenario.expect(idle <= floor + 1, "idle connections were not released")
+    return scenario
+
+
+async def time_limit_and_abort(folder: Path, short: bool) -> Scenario:
+    """A populate past its time limit (every attempt), and one aborted by an operator: the
+    target's status goes back, and each attempt has its error history row."""
+    scenario = Scenario("populate timed out / aborted")
+    with throwaway() as cluster:
+        cluster.prepare()
+        target = cluster.sql("SELECT min(id) FROM targets")[0][0]
+        worker = Worker(
+            cluster.conninfo,
+            folder / "limits.log",
+            "--queues",
+            "targets",
+            QLARIUS_TASK_TIMEOUTS=json.dumps({"populate_target": 1}),
+            QLARIUS_RETRY_BACKOFF_SECONDS="0",
+        )
+        results: dict[str, Any] = {}
+        for ending in ("time limit", "abort"):
+            held = psycopg.connect(cluster.conninfo)
+            held.execute(
+                "SELECT 1 FROM qlarius_target_locks WHERE target_id = %s AND scope = 'populations' "
+                "FOR UPDATE",
+                (target,),
+            )
+            async with await psycopg.AsyncConnection.connect(cluster.conninfo) as conn:
+                job = await trigger_population(conn, target)
+                await conn.commit()
+            if ending == "abort":
+                await wait_for(lambda job=job: cluster.job_status(job) == "doing", 30)
+                cluster.sql("SELECT procrastinate_cancel_job_v1(%s, true, false)", (job,))
+            await wait_for(lambda job=job: cluster.job_status(job) in ("failed", "aborted"), 60)
+            held.rollback()
+            held.close()
+            status = cluster.sql("SELECT population_status FROM targets WHERE id = %s", (target,))
+            errors = cluster.sql(
+                "SELECT error_type FROM qlarius_job_errors WHERE job_id = %s ORDER BY attempt",
+                (job,),
+            )
+            results[ending] = (status[0][0], [e[0] for e in errors])
+        worker.stop()
+        scenario.figures = {
+            f"{k}: status, history": f"{v[0]}, {'/'.join(v[1])}" for k, v in results.items()
+        }
+        scenario.expect(
+            results["time limit"] == ("populated", ["JobTimeout"] * 3),
+            f"time limit: {results['time limit']}",
+        )
+        scenario.expect(
+            results["abort"][0] == "populated" and results["abort"][1][-1:] == ["JobAborted"],
+            f"abort: {results['abort']}",
+        )
+    return scenario
+
+
+SCENARIOS = (restart, crash, gone, kill_populate, kill_backfill, connections, time_limit_and_abort)
+
+
+async def run_all(short: bool, folder: Path | None = None) -> list[Scenario]:
+    folder = folder or Path(tempfile.mkdtemp(prefix="qlarius-faults-logs-"))
+    results = []
+    for scenario in SCENARIOS:
+        results.append(await scenario(folder, short))
+        print(results[-1].line(), flush=True)
+    return results
+
+
+def main(short: bool = False) -> int:
+    """``qlarius-jobs faults``: every scenario; exits 1 when any failed."""
+    folder = Path(tempfile.mkdtemp(prefix="qlarius-faults-logs-"))
+    results = asyncio.run(run_all(short, folder))
+    print(f"worker logs: {folder}")
+    return 0 if all(not s.problems for s in results) else 1
