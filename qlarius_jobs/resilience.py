@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
+import psycopg_pool.base
 from procrastinate import exceptions, jobs, manager
 
 from qlarius_jobs import sql_files
@@ -36,6 +37,18 @@ from qlarius_jobs.logs import get_logger
 log = get_logger(__name__)
 
 T = TypeVar("T")
+
+# Retries while the database is away back off up to this (x 0.5-1.5 jitter): once it is back,
+# work resumes within about 3 s.
+MAX_BACKOFF_SECONDS = 2.0
+
+
+def steady_pool_reconnects() -> None:
+    """psycopg_pool retries a failed connection with a delay that doubles from 1 s (1, 2, 4,
+    8, 16 s...): after a 20 s outage its next attempt could come 10 s after the server is back,
+    and every job waits for it. Workers retry every second instead (the class is named
+    directly by the pool's code, so this is process-wide; a worker process is ours)."""
+    psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 class DatabaseGone(RuntimeError):
@@ -122,7 +135,7 @@ class Availability:
                     raise
                 self.failed(exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
                 continue
             self.succeeded()
             return result
@@ -266,4 +279,4 @@ class ResilientJobManager(manager.JobManager):
                     raise
                 self.availability.failed(exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)

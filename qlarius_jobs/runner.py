@@ -22,7 +22,7 @@ from procrastinate import worker as procrastinate_worker
 from qlarius_jobs import sql_files
 from qlarius_jobs.app import POOL_LIMIT, app
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.resilience import Availability, ResilientJobManager
+from qlarius_jobs.resilience import Availability, ResilientJobManager, steady_pool_reconnects
 from qlarius_jobs.settings import get_settings
 from qlarius_jobs.wakeups import Wakeups
 
@@ -124,6 +124,7 @@ async def run_workers(
         except procrastinate_exceptions.AppNotOpen:
             await stack.enter_async_context(app.open_async())
         pool = app.connector.pool
+        steady_pool_reconnects()
         availability = Availability(settings.database_outage_limit_seconds, pool)
         base_manager = app.job_manager
         job_manager = ResilientJobManager(base_manager, availability)

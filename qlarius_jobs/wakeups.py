@@ -21,7 +21,7 @@ import psycopg_pool
 
 from qlarius_jobs import drains
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.resilience import Availability, is_connection_error
+from qlarius_jobs.resilience import MAX_BACKOFF_SECONDS, Availability, is_connection_error
 
 log = get_logger(__name__)
 
@@ -117,6 +117,6 @@ class Wakeups:
                     raise
                 self.availability.failed(exc)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
             else:  # pragma: no cover - _serve only returns by raising
                 return
