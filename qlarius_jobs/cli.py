@@ -12,8 +12,9 @@ from typing import Any
 
 import psycopg
 
-from qlarius_jobs import database, migrations
+from qlarius_jobs.db import connection, migrate
 from qlarius_jobs.logs import configure_logging, get_logger
+from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -33,21 +34,21 @@ def format_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
 
 def _ready_database() -> str:
     """The database, started if it is the embedded one, and migrated."""
-    conninfo = database.ensure_database()
-    migrations.migrate(conninfo)
+    conninfo = connection.ready_conninfo()
+    migrate.migrate(conninfo)
     return conninfo
 
 
 def _print_status(conninfo: str, limit: int = 10) -> None:
-    from qlarius_jobs import status
+    from qlarius_jobs.ops import status
 
     for key, rows in status.collect(conninfo, limit=limit).items():
         print(format_table(status.SECTION_TITLES.get(key, key), rows))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    conninfo = database.ensure_database()
-    report = migrations.migrate(conninfo)
+    conninfo = connection.ready_conninfo()
+    report = migrate.migrate(conninfo)
     print(
         f"procrastinate schema: {report.procrastinate}; "
         f"applied {len(report.applied)} migration(s): {', '.join(report.applied) or 'none'}"
@@ -56,7 +57,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from qlarius_jobs import status
+    from qlarius_jobs.ops import status
 
     conninfo = _ready_database()
     if args.json:
@@ -67,29 +68,34 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    settings_url = database.get_settings().database_url
-    if args.action == "url":
-        print(database.conninfo())
-        return 0
+    from qlarius_jobs.dev import embedded
+
+    settings_url = get_settings().database_url
     if settings_url:
-        print(f"DATABASE_URL is set ({database.describe(settings_url)}): nothing to {args.action}")
+        if args.action == "url":
+            print(settings_url)
+        else:
+            where = connection.describe(settings_url)
+            print(f"DATABASE_URL is set ({where}): nothing to {args.action}")
         return 0
-    cluster = database.locate_cluster()
-    if args.action == "start":
-        database.start_cluster(cluster)
+    cluster = embedded.locate_cluster()
+    if args.action == "url":
+        print(cluster.conninfo)
+    elif args.action == "start":
+        embedded.start_cluster(cluster)
         print(f"embedded PostgreSQL running: {cluster.datadir} (socket {cluster.socket_dir})")
     elif args.action == "stop":
-        was = database.stop_cluster(cluster)
+        was = embedded.stop_cluster(cluster)
         print("embedded PostgreSQL stopped" if was else "embedded PostgreSQL was not running")
     else:
-        running = database.is_running(cluster)
+        running = embedded.is_running(cluster)
         print(f"{'running' if running else 'stopped'}: {cluster.datadir}")
         return 0 if running else 3
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from qlarius_jobs import runner
+    from qlarius_jobs.jobs import runner
 
     queues = runner.parse_queues(args.queues)
     conninfo = _ready_database()
@@ -105,7 +111,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from qlarius_jobs import seed
+    from qlarius_jobs.dev import seed
 
     conninfo = _ready_database()
     sizes = seed.SeedSizes(
@@ -122,9 +128,9 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from qlarius_jobs import bench
+    from qlarius_jobs.bench import harness
 
-    return bench.main(
+    return harness.main(
         args.sizes,
         args.output,
         sample=args.sample,
@@ -138,7 +144,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit every MeFile (or the given ones); exit 1 when drift was found."""
-    from qlarius_jobs import audit
+    from qlarius_jobs.jobs import audit
 
     conninfo = _ready_database()
 
@@ -194,11 +200,12 @@ def cmd_storm(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The demo: database, migrations, demo data when empty, the jobs it triggers, workers."""
-    from qlarius_jobs import runner, seed
+    from qlarius_jobs.dev import seed
+    from qlarius_jobs.jobs import runner
 
     conninfo = _ready_database()
     if seed.database_is_empty(conninfo):
-        seed.seed(conninfo, seed.SeedSizes(me_files=database.get_settings().demo_me_files))
+        seed.seed(conninfo, seed.SeedSizes(me_files=get_settings().demo_me_files))
         asyncio.run(seed.kick_off_demo())
     _print_status(conninfo)
     print("workers running on every queue; Ctrl-C stops them cleanly", file=sys.stderr)
@@ -211,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("migrate", help="apply Procrastinate's schema and sql/migrations (idempotent)")
+    sub.add_parser(
+        "migrate", help="apply Procrastinate's schema and qlarius_jobs/db/migrations (idempotent)"
+    )
     status = sub.add_parser("status", help="NULL-snapshot counts, jobs, backfill runs, errors")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=10, help="rows of runs and errors")
@@ -318,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure_logging(fmt=args.log_format)
         return COMMANDS[args.command](args)
-    except (database.DatabaseUnavailable, ValueError) as exc:
+    except (connection.DatabaseUnavailable, ValueError) as exc:
         print(f"qlarius-jobs: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

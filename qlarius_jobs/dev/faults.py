@@ -31,10 +31,10 @@ from typing import Any
 
 import psycopg
 
-from qlarius_jobs import database, migrations, seed
-from qlarius_jobs.dev import reference
-from qlarius_jobs.enqueue import trigger_population
-from qlarius_jobs.jobs import defer_job
+from qlarius_jobs.api import trigger_population
+from qlarius_jobs.db import migrate
+from qlarius_jobs.dev import embedded, reference, seed
+from qlarius_jobs.jobs.catalog import defer_job
 
 BIN = Path(sys.executable).parent
 
@@ -63,11 +63,11 @@ class Throwaway:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.cluster = database.EmbeddedCluster(
-            bindir=database.find_bindir(),
+        self.cluster = embedded.EmbeddedCluster(
+            bindir=embedded.find_bindir(),
             datadir=folder / "data",
             socket_dir=folder / "run",
-            server_user=database._server_user(),
+            server_user=embedded._server_user(),
             database="faults",
         )
 
@@ -76,16 +76,16 @@ class Throwaway:
         return self.cluster.conninfo
 
     def start(self) -> None:
-        database.start_cluster(self.cluster)
+        embedded.start_cluster(self.cluster)
 
     def restart(self) -> None:
-        database.restart_cluster(self.cluster)
+        embedded.restart_cluster(self.cluster)
 
     def crash(self) -> None:
-        database.stop_cluster(self.cluster, mode="immediate")
+        embedded.stop_cluster(self.cluster, mode="immediate")
 
     def stop(self) -> None:
-        database.stop_cluster(self.cluster)
+        embedded.stop_cluster(self.cluster)
 
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
@@ -107,7 +107,7 @@ class Throwaway:
 
     def prepare(self, **sizes: Any) -> None:
         self.start()
-        migrations.migrate(self.conninfo)
+        migrate.migrate(self.conninfo)
         # no legacy NULL snapshots unless asked: a scenario checks what its jobs did
         defaults = {"me_files": 300, "targets": 2, "null_share": 0.0}
         seed.seed(self.conninfo, seed.SeedSizes(**{**defaults, **sizes}))
@@ -270,9 +270,13 @@ async def _outage(folder: Path, name: str, *, crash_for: float | None, load: flo
             "WHERE type = 'started' AND at > %s AND job_id = ANY(%s)",
             (back_at, succeeded_before),
         )[0][0]
+        # stuck: due and not done, and nothing happened to it for a while (a periodic job
+        # deferred or started a moment ago is not stuck)
         stuck = cluster.sql(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-            "AND (scheduled_at IS NULL OR scheduled_at <= now())"
+            "SELECT count(*) FROM procrastinate_jobs j WHERE status IN ('todo', 'doing') "
+            "AND (scheduled_at IS NULL OR scheduled_at <= now() - interval '10 seconds') "
+            "AND NOT EXISTS (SELECT 1 FROM procrastinate_events e WHERE e.job_id = j.id "
+            "                AND e.at > now() - interval '10 seconds')"
         )[0][0]
         alive = worker.alive
         code = worker.stop()

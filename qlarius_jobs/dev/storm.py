@@ -25,10 +25,11 @@ from typing import Any
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from qlarius_jobs import database, enqueue
-from qlarius_jobs.ad_events import record_ad_event
-from qlarius_jobs.dev import reference
-from qlarius_jobs.jobs import defer_job
+from qlarius_jobs import api
+from qlarius_jobs.api import record_ad_event
+from qlarius_jobs.db import connection, migrate
+from qlarius_jobs.dev import embedded, reference, seed
+from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
@@ -123,7 +124,7 @@ def _ms(value: int | None) -> str:
 
 
 def storm_conninfo() -> str:
-    base = database.ensure_database()
+    base = connection.ready_conninfo()
     name = pg_conninfo.conninfo_to_dict(base).get("dbname", "qlarius_jobs")
     return pg_conninfo.make_conninfo(base, dbname=f"{name}_storm")
 
@@ -281,11 +282,11 @@ class Application:
                     "WHERE me_file_id = %s AND trait_id = %s",
                     (self.rng.choice(["x", "y", None]), me_file, self.rng.choice(current)),
                 )
-        await enqueue.notify_tags_changed(conn, me_file)
+        await api.notify_tags_changed(conn, me_file)
         return True
 
     async def repopulate(self, conn: psycopg.AsyncConnection) -> bool:
-        await enqueue.trigger_population(conn, self.rng.choice(self.world.targets))
+        await api.trigger_population(conn, self.rng.choice(self.world.targets))
         return True
 
     async def offer(self, conn: psycopg.AsyncConnection) -> bool:
@@ -307,7 +308,7 @@ class Application:
                     "DO UPDATE SET offer_amt = EXCLUDED.offer_amt",
                     (campaign, self.rng.choice(bands), self.rng.randint(1, 9), 10),
                 )
-        await enqueue.offer_campaign(conn, campaign)
+        await api.offer_campaign(conn, campaign)
         return True
 
     async def ad_event(self, conn: psycopg.AsyncConnection) -> bool:
@@ -451,7 +452,6 @@ async def run_storm(
 
 def run_in_fresh_database(config: StormConfig) -> StormReport:
     """A fresh ``<db>_storm``, seeded and stormed; its report."""
-    from qlarius_jobs import migrations, seed
 
     conninfo = storm_conninfo()
     name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
@@ -460,7 +460,7 @@ def run_in_fresh_database(config: StormConfig) -> StormReport:
         ident = psycopg.sql.Identifier(name)
         conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident))
-    migrations.migrate(conninfo)
+    migrate.migrate(conninfo)
     seed.seed(
         conninfo,
         seed.SeedSizes(
@@ -469,7 +469,7 @@ def run_in_fresh_database(config: StormConfig) -> StormReport:
     )
     log_dir = Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
     report = asyncio.run(
-        run_storm(conninfo, config, log_dir, database.embedded_server_log(conninfo))
+        run_storm(conninfo, config, log_dir, embedded.embedded_server_log(conninfo))
     )
     report.log_dir = log_dir
     return report

@@ -1,0 +1,1 @@
+"""Benchmarks (``qlarius-jobs bench``), outside the job runtime: nothing in it imports them."""

@@ -1,0 +1,167 @@
+"""Benchmark 1: the backfill of NULL snapshots (populations, offers, ad events).
+
+Ours: the real ``backfill_missing_snapshots`` job, chunked, taken by one ``qlarius-jobs
+worker`` process and then by two (each with maintenance concurrency 1, so the second process
+is the only added parallelism). Baselines: the floor (one plain UPDATE per table writing a
+constant snapshot of median size) and the row-by-row way of the replaced system (one query to
+read the tags and one update per row, on a sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from qlarius_jobs.bench.base import (
+    COPY_TABLES,
+    SQL,
+    BenchConfig,
+    Result,
+    against_baselines,
+    timed,
+    worker_env,
+)
+from qlarius_jobs.jobs.backfill import backfill_missing_snapshots
+
+
+def old_way_snapshot(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The replaced system's way: build one snapshot in the application, from its own query."""
+    parents: dict[int, list[Any]] = {}
+    for r in rows:
+        entry = parents.setdefault(
+            r["parent_id"], [r["parent_id"], r["parent_name"], r["parent_order"], []]
+        )
+        entry[3].append([r["child_id"], r["value"], r["child_order"]])
+    for entry in parents.values():
+        entry[3].sort(key=lambda c: (c[2], c[0]))
+    return {"tags": sorted(parents.values(), key=lambda e: (e[2], e[0]))}
+
+
+def _saved(table: str) -> dict[str, str]:
+    return {"table": table, "saved": f"bench_null_{table}"}
+
+
+def reset_nulls(conninfo: str) -> None:
+    """The rows that were NULL before a measurement are NULL again; no job, no run left."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in COPY_TABLES:
+            SQL.execute_sync(conn, "bench_reset_null_rows", tables=_saved(table))
+        SQL.execute_sync(conn, "bench_clear_jobs")
+        SQL.execute_sync(conn, "bench_clear_backfill_runs")
+        SQL.execute_sync(conn, "bench_vacuum_analyze")
+
+
+async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for table in COPY_TABLES:
+            SQL.execute_sync(conn, "bench_save_null_rows", tables=_saved(table))
+        typical = SQL.one_sync(conn, "bench_typical_snapshot")
+        assert typical is not None
+        snapshot = Jsonb(typical["snapshot"])
+        SQL.execute_sync(conn, "bench_vacuum_analyze")
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        floor_rows, floor_seconds = 0, 0.0
+        for table in COPY_TABLES:
+            rows, seconds = timed(
+                lambda t=table: SQL.count_sync(
+                    conn, "bench_floor_fill", tables={"table": t}, snapshot=snapshot
+                )
+            )
+            floor_rows, floor_seconds = floor_rows + rows, floor_seconds + seconds
+    reset_nulls(conninfo)
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        sample = SQL.many_sync(conn, "bench_sample_null_populations", sample=cfg.sample)
+        started = time.perf_counter()
+        for row in sample:
+            tags = SQL.many_sync(
+                conn,
+                "bench_old_way_read_tags",
+                me_file_id=row["me_file_id"],
+                band_id=row["target_band_id"],
+            )
+            SQL.execute_sync(
+                conn, "bench_old_way_update", id=row["id"], snapshot=Jsonb(old_way_snapshot(tags))
+            )
+        old_seconds = time.perf_counter() - started
+    reset_nulls(conninfo)
+
+    runs = {}
+    for processes in (1, 2):
+        runs[processes] = await backfill_with_processes(conninfo, processes)
+        reset_nulls(conninfo)
+    for processes, (rows, seconds) in runs.items():
+        common = dict(
+            size=size,
+            populations=pops,
+            unit="rows",
+            ours_count=rows,
+            ours_seconds=seconds,
+            benchmark=f"backfill NULL snapshots, {processes} worker process"
+            + ("es" if processes > 1 else ""),
+        )
+        against_baselines(
+            cfg,
+            common,
+            ("floor: one UPDATE per table, constant JSON", floor_rows, floor_seconds),
+            ("row by row: read + update per row (sample)", len(sample), old_seconds),
+        )
+    cfg.results.append(
+        Result(
+            size=size,
+            populations=pops,
+            benchmark="chunked backfill, 2 worker processes",
+            unit="rows",
+            ours_count=runs[2][0],
+            ours_seconds=runs[2][1],
+            baseline="the same, 1 worker process",
+            baseline_count=runs[1][0],
+            baseline_seconds=runs[1][1],
+        )
+    )
+
+
+async def backfill_with_processes(conninfo: str, processes: int) -> tuple[int, float]:
+    """The real backfill job, taken by ``processes`` ``qlarius-jobs worker`` processes."""
+    exe = str(Path(sys.executable).parent / "qlarius-jobs")
+    workers = [
+        subprocess.Popen(
+            [exe, "worker", "--queues", "maintenance=1"],
+            env=worker_env(conninfo),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            while _count(SQL.one_sync(conn, "bench_worker_count"), "n") < processes:
+                await asyncio.sleep(0.1)  # every process is up and listening
+            started = time.perf_counter()
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+                await backfill_missing_snapshots.defer(aconn)
+            while _count(
+                SQL.one_sync(conn, "bench_jobs_pending", queues=["maintenance"]), "pending"
+            ):
+                await asyncio.sleep(0.02)
+            seconds = time.perf_counter() - started
+            rows = _count(SQL.one_sync(conn, "bench_updated_by_backfill"), "rows")
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=60)
+    return rows, seconds
+
+
+def _count(row: dict[str, Any] | None, key: str) -> int:
+    return int(row[key]) if row else 0

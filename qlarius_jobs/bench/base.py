@@ -1,0 +1,169 @@
+"""What every benchmark shares: its results, its configuration, its queries (``bench.sql``),
+timing, and in-process workers that run until a queue is empty."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import runner
+
+SQL = QueryFile(Path(__file__).with_name("bench.sql"))
+
+COPY_TABLES = ("target_populations", "offers", "ad_events")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Result:
+    size: int
+    populations: int
+    benchmark: str
+    unit: str
+    ours_count: int
+    ours_seconds: float
+    baseline: str = ""
+    baseline_count: int = 0
+    baseline_seconds: float = 0.0
+    target: str = ""
+    target_ratio: float | None = None  # ours/baseline must reach this
+    target_rate: float | None = None  # and ours must reach this many units a second
+    latency: bool = False  # ours_count is a latency in ms (lower is better), not a count
+    latency_limit_ms: int | None = None
+    clean: bool = True  # for the storm: no invariant broken
+
+    @property
+    def ours_rate(self) -> float:
+        return self.ours_count / self.ours_seconds if self.ours_seconds else 0.0
+
+    @property
+    def baseline_rate(self) -> float:
+        return self.baseline_count / self.baseline_seconds if self.baseline_seconds else 0.0
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours_rate / self.baseline_rate if self.baseline_rate else None
+
+    @property
+    def passed(self) -> bool | None:
+        if self.latency:
+            return self.clean and self.ours_count < (self.latency_limit_ms or 0)
+        if self.target_ratio is None or self.ratio is None:
+            return None
+        return self.ratio >= self.target_ratio and self.ours_rate >= (self.target_rate or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(
+            ours_rate=round(self.ours_rate, 1),
+            baseline_rate=round(self.baseline_rate, 1),
+            ratio=None if self.ratio is None else round(self.ratio, 3),
+            passed=self.passed,
+            us_per_unit=round(1e6 / self.ours_rate, 2) if self.ours_rate else None,
+        )
+        return data
+
+
+@dataclass
+class BenchConfig:
+    sizes: list[int]
+    targets: int = 6
+    null_share: float = 0.3
+    sample: int = 500
+    noop_jobs: int = 3000
+    concurrency: int = 10
+    sync_backlogs: tuple[int, ...] = (1000, 100_000)
+    rounds: int = 3
+    storm_seconds: float = 60.0  # 0: no storm
+    storm_me_files: int = 3000
+    storm_workers: int = 3
+    storm_lines: list[str] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+async def atimed(awaitable: Awaitable[T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = await awaitable
+    return value, time.perf_counter() - started
+
+
+def against_baselines(
+    cfg: BenchConfig,
+    common: dict[str, Any],
+    floor: tuple[str, int, float],
+    row_by_row: tuple[str, int, float],
+) -> None:
+    """The issue's two targets: a quarter of the floor's rate, 100 times the row-by-row way."""
+    for (name, count, seconds), target, ratio in (
+        (floor, ">= 0.25x", 0.25),
+        (row_by_row, ">= 100x", 100.0),
+    ):
+        cfg.results.append(
+            Result(
+                **common,
+                baseline=name,
+                baseline_count=count,
+                baseline_seconds=seconds,
+                target=target,
+                target_ratio=ratio,
+            )
+        )
+
+
+def analyze_sync_tables(conninfo: str) -> None:
+    """Fresh statistics for the tables a sync reads, before either side of its comparison."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        SQL.execute_sync(conn, "bench_analyze_sync_tables")
+
+
+def analyze_jobs(conninfo: str) -> None:
+    """Fresh statistics for the job table, before either stack drains it."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        SQL.execute_sync(conn, "bench_analyze_jobs")
+
+
+def worker_env(conninfo: str) -> dict[str, str]:
+    never = "0 0 1 1 *"  # no periodic job in the measurement
+    return {
+        **os.environ,
+        "QLARIUS_DATABASE_URL": conninfo,
+        "QLARIUS_LOG_FORMAT": "json",
+        "QLARIUS_LOG_LEVEL": "WARNING",
+        "QLARIUS_BACKFILL_CRON": never,
+        "QLARIUS_RESCUE_CRON": never,
+        "QLARIUS_PRUNE_CRON": never,
+    }
+
+
+async def run_until_done(
+    conninfo: str, queues: dict[str, int], queues_filter: list[str] | None = None
+) -> None:
+    """In-process workers on ``queues`` until nothing is pending there."""
+
+    for _ in range(1000):
+        await runner.run_workers(
+            queues,
+            wait=False,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+            periodic=False,
+        )
+        with psycopg.connect(conninfo) as conn:
+            pending = SQL.one_sync(conn, "bench_jobs_pending", queues=queues_filter or list(queues))
+            if not pending or not pending["pending"]:
+                return
+    raise RuntimeError("jobs still pending after the benchmark's worker runs")

@@ -1,0 +1,144 @@
+-- The benchmarks' own statements: baselines, resets, samples.
+
+-- name: bench_server_version :one
+SELECT current_setting('server_version') AS version
+
+-- name: bench_target_ids :one
+SELECT array_agg(id ORDER BY id) AS ids FROM targets
+
+-- name: bench_typical_snapshot :one
+-- Benchmark: a snapshot of median size, the constant the floors write (same bytes per row).
+SELECT matching_tags_snapshot AS snapshot
+FROM target_populations WHERE matching_tags_snapshot IS NOT NULL
+ORDER BY pg_column_size(matching_tags_snapshot)
+OFFSET (SELECT count(*) / 2 FROM target_populations WHERE matching_tags_snapshot IS NOT NULL)
+LIMIT 1
+
+-- name: bench_save_null_rows :exec
+-- Benchmark: remember which rows of {table} have a NULL snapshot, to reset them between runs.
+CREATE TABLE IF NOT EXISTS {saved} AS
+SELECT id FROM {table} WHERE matching_tags_snapshot IS NULL
+
+-- name: bench_reset_null_rows :exec
+-- Benchmark: make the remembered rows of {table} NULL again.
+UPDATE {table} t SET matching_tags_snapshot = NULL FROM {saved} s WHERE t.id = s.id
+
+-- name: bench_updated_by_backfill :one
+SELECT COALESCE(sum(updated_populations + updated_offers + updated_ad_events), 0)::bigint AS rows
+FROM backfill_runs
+
+-- name: bench_sample_null_populations :many
+-- Benchmark: the row-by-row way's sample.
+SELECT id, me_file_id, target_band_id FROM target_populations
+WHERE matching_tags_snapshot IS NULL ORDER BY id LIMIT %(sample)s
+
+-- name: bench_old_way_read_tags :many
+-- Benchmark, the old way: one query per row to read the tags that satisfy its band.
+SELECT parent.id AS parent_id, parent.trait_name AS parent_name,
+       parent.display_order AS parent_order, child.id AS child_id,
+       COALESCE(NULLIF(t.tag_value, ''), child.trait_name) AS value,
+       child.display_order AS child_order
+FROM me_file_tags t
+JOIN traits child ON child.id = t.trait_id
+JOIN traits parent ON parent.id = child.parent_trait_id
+WHERE t.me_file_id = %(me_file_id)s
+  AND t.trait_id IN (SELECT trait_id FROM qlarius_band_traits WHERE band_id = %(band_id)s)
+
+-- name: bench_old_way_update :exec
+-- Benchmark, the old way: one update per row.
+UPDATE target_populations SET matching_tags_snapshot = %(snapshot)s
+WHERE id = %(id)s AND matching_tags_snapshot IS NULL
+
+-- name: bench_old_way_insert :exec
+-- Benchmark, the old way: one insert per population row.
+INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+VALUES (%(band_id)s, %(me_file_id)s, %(snapshot)s)
+ON CONFLICT (target_band_id, me_file_id) DO NOTHING
+
+-- name: bench_floor_fill :count
+-- Benchmark floor: one plain UPDATE writing a constant snapshot to every NULL row of {table}.
+UPDATE {table} SET matching_tags_snapshot = %(snapshot)s WHERE matching_tags_snapshot IS NULL
+
+-- name: bench_floor_populate :count
+-- Benchmark floor: one INSERT ... SELECT of the same pairs, with a constant snapshot.
+INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+SELECT band_id, me_file_id, %(snapshot)s FROM qlarius_band_memberships
+WHERE target_id = ANY(%(target_ids)s::bigint[])
+
+-- name: bench_clear_populations :exec
+-- Benchmark: empty the targets' populations (and mark them not populated) before a populate.
+WITH cleared AS (
+    DELETE FROM target_populations tp USING target_bands b
+    WHERE b.id = tp.target_band_id AND b.target_id = ANY(%(target_ids)s::bigint[])
+)
+UPDATE targets SET population_status = 'not_populated' WHERE id = ANY(%(target_ids)s::bigint[])
+
+-- name: bench_sample_memberships :many
+SELECT me_file_id, band_id FROM qlarius_band_memberships
+WHERE target_id = ANY(%(target_ids)s::bigint[]) ORDER BY me_file_id LIMIT %(sample)s
+
+-- name: bench_change_tags :many
+-- Benchmark: give many MeFiles a new answer that some target looks for, as the app would.
+WITH picked AS (
+    SELECT m.id AS me_file_id,
+           (SELECT tgt.trait_id FROM trait_group_traits tgt
+            ORDER BY random() + m.id * 0 LIMIT 1) AS trait_id
+    FROM me_files m ORDER BY random() LIMIT %(count)s
+)
+INSERT INTO me_file_tags (me_file_id, trait_id)
+SELECT me_file_id, trait_id FROM picked
+ON CONFLICT (me_file_id, trait_id) DO UPDATE SET updated_at = now()
+RETURNING me_file_id
+
+-- name: bench_change_tags_of :exec
+-- Benchmark: give the given MeFiles another answer that some target looks for (the same kind
+-- of change as bench_change_tags, for the floor to redo the same work).
+INSERT INTO me_file_tags (me_file_id, trait_id)
+SELECT m.id, (SELECT tgt.trait_id FROM trait_group_traits tgt ORDER BY random() + m.id * 0 LIMIT 1)
+FROM unnest(%(me_file_ids)s::bigint[]) m(id)
+ON CONFLICT (me_file_id, trait_id) DO UPDATE SET tag_value = 'again', updated_at = now()
+
+-- name: bench_forget_pending :exec
+-- Benchmark: the floor applies changes directly; drop the pending rows they recorded.
+DELETE FROM qlarius_pending_syncs
+
+-- name: bench_synced_targets :many
+SELECT target_id FROM qlarius_synced_targets ORDER BY target_id
+
+-- name: bench_jobs_pending :one
+-- Benchmark: work left for the given queues (all when NULL): jobs waiting or running, and the
+-- pending syncs (queue targets) or reconciles (queue offers) their drains would take.
+SELECT (SELECT count(*) FROM procrastinate_jobs
+        WHERE status IN ('todo', 'doing')
+          AND (%(queues)s::text[] IS NULL OR queue_name = ANY(%(queues)s::text[])))
+     + (SELECT count(*) FROM qlarius_pending_syncs
+        WHERE %(queues)s::text[] IS NULL OR 'targets' = ANY(%(queues)s::text[]))
+     + (SELECT count(*) FROM qlarius_pending_reconciles
+        WHERE %(queues)s::text[] IS NULL OR 'offers' = ANY(%(queues)s::text[])) AS pending
+
+-- name: bench_clear_jobs :exec
+DELETE FROM procrastinate_jobs WHERE status NOT IN ('todo', 'doing')
+
+-- name: bench_vacuum_analyze :exec
+-- After a bulk change: every side of a comparison starts from the same clean tables.
+VACUUM ANALYZE
+
+-- name: bench_vacuum_analyze_populations :exec
+VACUUM ANALYZE target_populations
+
+-- name: bench_analyze_sync_tables :exec
+ANALYZE me_file_tags, qlarius_pending_syncs, target_populations
+
+-- name: bench_analyze_jobs :exec
+-- Statistics for a job table that just went from empty to thousands of rows; without them the
+-- fetch query plans as if the table were empty (autovacuum would catch up within a minute).
+ANALYZE procrastinate_jobs
+
+-- name: bench_population_count :one
+SELECT count(*) AS n FROM target_populations
+
+-- name: bench_clear_backfill_runs :exec
+DELETE FROM backfill_runs
+
+-- name: bench_worker_count :one
+SELECT count(*) AS n FROM procrastinate_workers

@@ -1,0 +1,202 @@
+"""``qlarius-jobs bench`` (``make bench``): this project's speed, side by side with baselines
+measured in the same run, on the same rows, in a database of its own (``<db>_bench``).
+
+For each size (MeFiles; populations are about twice that):
+
+1. backfill of NULL snapshots (populations, offers, ad events) through the real job, against
+   the floor (one plain UPDATE per table writing a constant snapshot of median size) and the
+   row-by-row way (one query to read the tags and one update per row, on a sample);
+2. ``populate_target`` for every target through the worker, against the floor (one
+   INSERT ... SELECT of the same pairs with a constant snapshot) and row by row (a sample);
+3. ``sync_me_file_to_target_populations``: syncs per second over many MeFiles and targets;
+4. the job runner: no-op jobs per second through this project's worker stack (middleware,
+   argument validation, summary log, error history) against bare Procrastinate at equal
+   concurrency, and deferral by batch against one job at a time;
+5. (largest size) a chunked backfill taken by one worker process, then by two.
+
+Figures are ratios to baselines from the same run, since these machines are noisy. One module
+per benchmark (``backfill``, ``populate``, ``sync``, ``runner``, ``storm``); this one drives
+them. The benchmarks live outside the job runtime: nothing in it imports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import conninfo as pg_conninfo
+
+from qlarius_jobs.app import app
+from qlarius_jobs.bench.backfill import bench_backfill
+from qlarius_jobs.bench.base import SQL, BenchConfig, Result
+from qlarius_jobs.bench.populate import bench_populate
+from qlarius_jobs.bench.runner import bench_runner
+from qlarius_jobs.bench.storm import bench_storm
+from qlarius_jobs.bench.sync import bench_sync
+from qlarius_jobs.db import connection, migrate
+from qlarius_jobs.dev import seed
+from qlarius_jobs.settings import get_settings
+
+
+def bench_conninfo() -> str:
+    base = connection.ready_conninfo()
+    name = pg_conninfo.conninfo_to_dict(base).get("dbname", "qlarius_jobs")
+    return pg_conninfo.make_conninfo(base, dbname=f"{name}_bench")
+
+
+def recreate_database(conninfo: str) -> None:
+    name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
+    admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psycopg.sql.Identifier(name)
+            )
+        )
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    migrate.migrate(conninfo)
+
+
+def _point_app_at(conninfo: str) -> None:
+    # the app resolves its database when it opens: from here on, the bench database
+    os.environ["QLARIUS_DATABASE_URL"] = conninfo
+    get_settings.cache_clear()
+
+
+def run(cfg: BenchConfig) -> list[Result]:
+    conninfo = bench_conninfo()
+    _point_app_at(conninfo)
+
+    for size in cfg.sizes:
+        recreate_database(conninfo)
+        counts = seed.seed(
+            conninfo,
+            seed.SeedSizes(
+                me_files=size,
+                targets=cfg.targets,
+                campaigns_per_target=1,
+                populate=True,
+                null_share=cfg.null_share,
+                ad_event_share=0.2,
+            ),
+        )
+        pops = int(counts["populations"])
+
+        async def measure(size: int = size, pops: int = pops) -> None:
+            async with app.open_async():
+                await bench_backfill(conninfo, cfg, size, pops)
+                await bench_populate(conninfo, cfg, size, pops)
+                await bench_sync(conninfo, cfg, size, pops)
+            # A fresh pool, as the bare app gets: the steps above grew this one to dozens of
+            # connections, which alone cost the worker stack ~10% (statements prepared per
+            # connection, caches per backend).
+            async with app.open_async():
+                await bench_runner(conninfo, cfg, size, pops)
+
+        asyncio.run(measure())
+    return cfg.results
+
+
+def machine(conninfo: str) -> dict[str, Any]:
+    cpu = ""
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with psycopg.connect(conninfo) as conn:
+        row = SQL.one_sync(conn, "bench_server_version")
+        version = row["version"] if row else "?"
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "postgresql": version,
+        "platform": platform.platform(),
+    }
+
+
+def format_results(results: Sequence[Result]) -> str:
+    header = (
+        "size",
+        "benchmark",
+        "ours/s",
+        "baseline",
+        "baseline/s",
+        "ratio",
+        "target",
+        "ok",
+        "us/unit",
+    )
+    rows = [header]
+    for r in results:
+        rows.append(
+            (
+                f"{r.size:,} MeFiles / {r.populations:,} pops",
+                r.benchmark,
+                f"p99 <= {r.ours_count:,} ms" if r.latency else f"{r.ours_rate:,.0f} {r.unit}",
+                r.baseline or "-",
+                f"{r.baseline_rate:,.0f}" if r.baseline else "-",
+                f"{r.ratio:.2f}x" if r.ratio is not None else "-",
+                r.target or "-",
+                {True: "yes", False: "NO", None: "-"}[r.passed],
+                f"{1e6 / r.ours_rate:.1f}" if r.ours_rate and not r.latency else "-",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def results_json(results: Sequence[Result], conninfo: str) -> dict[str, Any]:
+    return {"machine": machine(conninfo), "results": [r.as_dict() for r in results]}
+
+
+def _sizes(spec: str) -> Iterator[int]:
+    for part in spec.split(","):
+        value = int(part.strip().replace("_", ""))
+        if value < 50:
+            raise ValueError("each size needs at least 50 MeFiles")
+        yield value
+
+
+def main(
+    sizes: str,
+    output: Path,
+    *,
+    sample: int,
+    noop_jobs: int,
+    sync_backlogs: str,
+    rounds: int,
+    storm_seconds: float,
+    storm_me_files: int,
+) -> int:
+    cfg = BenchConfig(
+        sizes=list(_sizes(sizes)),
+        sample=sample,
+        noop_jobs=noop_jobs,
+        sync_backlogs=tuple(int(n.replace("_", "")) for n in sync_backlogs.split(",")),
+        rounds=rounds,
+        storm_seconds=storm_seconds,
+        storm_me_files=storm_me_files,
+    )
+    results = run(cfg)
+    if storm_seconds:
+        asyncio.run(bench_storm(cfg))
+    print(format_results(results))
+    for line in cfg.storm_lines:
+        print(line)
+    data = results_json(results, get_settings().database_url or "")
+    output.write_text(json.dumps(data, indent=2, default=str))
+    print(
+        f"\nmachine: {data['machine']['cpus']} cpus, {data['machine']['cpu']}, "
+        f"PostgreSQL {data['machine']['postgresql']}; JSON written to {output}"
+    )
+    return 0

@@ -1,0 +1,77 @@
+"""Benchmark 2: ``populate_target`` for every target through the worker, against the floor
+(one INSERT ... SELECT of the same pairs with a constant snapshot) and the row-by-row way of the
+replaced system (a sample)."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from qlarius_jobs.bench.backfill import old_way_snapshot
+from qlarius_jobs.bench.base import SQL, BenchConfig, against_baselines, run_until_done, timed
+from qlarius_jobs.jobs.populations import populate_target
+
+
+async def _populate_all(conninfo: str, target_ids: list[int]) -> None:
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+        for target_id in target_ids:
+            await populate_target.defer(aconn, target_id=target_id)
+    await run_until_done(conninfo, {"targets": 5})
+
+
+async def bench_populate(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        targets = SQL.one_sync(conn, "bench_target_ids")
+        typical = SQL.one_sync(conn, "bench_typical_snapshot")
+        assert targets is not None and typical is not None
+        target_ids: list[int] = targets["ids"]
+        snapshot = Jsonb(typical["snapshot"])
+        sample = SQL.many_sync(
+            conn, "bench_sample_memberships", target_ids=target_ids, sample=cfg.sample
+        )
+        SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+        SQL.execute_sync(conn, "bench_clear_jobs")
+        SQL.execute_sync(conn, "bench_vacuum_analyze_populations")
+
+    started = time.perf_counter()
+    await _populate_all(conninfo, target_ids)
+    ours_seconds = time.perf_counter() - started
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        counted = SQL.one_sync(conn, "bench_population_count")
+        inserted = int(counted["n"]) if counted else 0
+        SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+        SQL.execute_sync(conn, "bench_vacuum_analyze_populations")
+        floor_rows, floor_seconds = timed(
+            lambda: SQL.count_sync(
+                conn, "bench_floor_populate", snapshot=snapshot, target_ids=target_ids
+            )
+        )
+        SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+        SQL.execute_sync(conn, "bench_vacuum_analyze_populations")
+        started = time.perf_counter()
+        for pair in sample:
+            tags = SQL.many_sync(conn, "bench_old_way_read_tags", **pair)
+            SQL.execute_sync(
+                conn, "bench_old_way_insert", **pair, snapshot=Jsonb(old_way_snapshot(tags))
+            )
+        old_seconds = time.perf_counter() - started
+        SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+
+    await _populate_all(conninfo, target_ids)  # populated again for what follows
+
+    common = dict(
+        size=size,
+        populations=pops,
+        benchmark="populate_target (all targets)",
+        unit="rows",
+        ours_count=inserted,
+        ours_seconds=ours_seconds,
+    )
+    against_baselines(
+        cfg,
+        common,
+        ("floor: one INSERT ... SELECT, constant JSON", floor_rows, floor_seconds),
+        ("row by row: read + insert per row (sample)", len(sample), old_seconds),
+    )

@@ -1,0 +1,1 @@
+"""The database: which one (connection), its schema (migrate, migrations/), named queries."""

@@ -1,0 +1,100 @@
+"""Which database the process talks to, and how the job runtime's connections are set up.
+
+With ``DATABASE_URL`` (or ``QLARIUS_DATABASE_URL``) that database is used as it is, and
+nothing else is loaded. Without one, the project's own embedded cluster is used
+(``qlarius_jobs/dev/embedded.py``): the command line starts it before anything connects, and
+a process started some other way (``procrastinate --app=qlarius_jobs.app.app ...``) starts it
+when its pool opens. Only then is the embedded-cluster code imported: a production worker
+never carries it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo as pg_conninfo
+
+from qlarius_jobs.settings import Settings, get_settings
+
+DEFAULT_PORT = 5432
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or started; the message says how to fix it."""
+
+
+def describe(info: str) -> str:
+    """``database "x" on host y`` for messages, without the password."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(info)
+    except psycopg.ProgrammingError:
+        return "the configured database (unparsable DATABASE_URL)"
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = params.get("port") or DEFAULT_PORT
+    return f'database "{params.get("dbname", "?")}" on {host}:{port}'
+
+
+def check_connection(info: str) -> None:
+    """Raise ``DatabaseUnavailable`` with one clear line when ``info`` cannot be reached."""
+    try:
+        with psycopg.connect(info, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to {describe(info)}: {reason}") from exc
+
+
+def ready_conninfo(settings: Settings | None = None) -> str:
+    """A reachable database: the configured one (checked), else the embedded cluster,
+    created and started if needed."""
+    settings = settings or get_settings()
+    if settings.database_url:
+        check_connection(settings.database_url)
+        return settings.database_url
+    # Deliberately imported here: only a process with no database configured loads it.
+    from qlarius_jobs.dev import embedded
+
+    return embedded.start(settings)
+
+
+def application_name() -> str:
+    """How this process's connections are named in ``pg_stat_activity``."""
+    return f"qlarius-jobs:{os.getpid()}"
+
+
+async def configure_connection(conn: psycopg.AsyncConnection) -> None:
+    """Every pooled connection of the job runtime, when the pool opens it."""
+    # The jobs' locking protocol relies on READ COMMITTED (each statement sees what committed
+    # before it: see jobs/drains.py), whatever the server's default_transaction_isolation says.
+    await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+    if not get_settings().behind_pooler:  # a session setting would leak to a pooler's others
+        # A killed worker's statement is cancelled (and its locks released) within seconds,
+        # not when it would have finished: the server checks that the client is still there.
+        await conn.execute("SET client_connection_check_interval = '2s'")
+        if not conn.autocommit:
+            await conn.commit()
+
+
+@dataclass
+class PoolLimit:
+    """A cap on the pool, set by a worker process that found too few connections free."""
+
+    max_size: int | None = None
+
+
+POOL_LIMIT = PoolLimit()
+
+
+def open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+    """Procrastinate's pool factory: the database is resolved when the app opens, not at
+    import, and the pool honours the worker's cap."""
+    kwargs["conninfo"] = ready_conninfo()
+    kwargs["configure"] = configure_connection
+    if POOL_LIMIT.max_size is not None:
+        kwargs["max_size"] = min(kwargs["max_size"], POOL_LIMIT.max_size)
+        kwargs["min_size"] = min(kwargs["min_size"], kwargs["max_size"])
+    return psycopg_pool.AsyncConnectionPool(**kwargs)

@@ -1,0 +1,146 @@
+"""``qlarius-jobs migrate``: Procrastinate's schema, then the numbered migrations of
+``db/migrations/``, then the operators' views of ``db/monitoring.sql``.
+
+Each migration runs once, in its own transaction, and is recorded in
+``qlarius_schema_migrations``. Procrastinate's schema is applied once on a fresh database and
+its version recorded; after a Procrastinate upgrade, the upgrade's own migration files (those
+newer than the recorded version) are applied in order. Running ``migrate`` again is a no-op.
+An advisory lock keeps two concurrent ``migrate`` runs from interleaving.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import LiteralString, cast
+
+import psycopg
+from procrastinate import schema as procrastinate_schema
+
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.logs import get_logger
+
+log = get_logger(__name__)
+
+SQL = QueryFile.beside(__file__)
+_HERE = Path(__file__).resolve().parent
+_MIGRATE_LOCK_KEY = 7_361_201_001  # arbitrary, constant: one migrate at a time per database
+_PROCRASTINATE_MIGRATION = re.compile(r"^(\d+)\.(\d+)\.(\d+)_(\d+)_.*\.sql$")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: LiteralString
+
+
+def migrations() -> list[Migration]:
+    """The numbered files of ``db/migrations/``, in order."""
+    found: list[Migration] = []
+    for path in sorted((_HERE / "migrations").iterdir()):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            continue
+        found.append(
+            Migration(int(match[1]), match[2], cast(LiteralString, path.read_text("utf-8")))
+        )
+    versions = [m.version for m in found]
+    if len(versions) != len(set(versions)):
+        raise ValueError(f"duplicate migration numbers in {_HERE / 'migrations'}")
+    return found
+
+
+def monitoring() -> LiteralString:
+    """``db/monitoring.sql``: the operators' views, re-applied by every ``migrate``."""
+    return cast(LiteralString, (_HERE / "monitoring.sql").read_text(encoding="utf-8"))
+
+
+@dataclass
+class MigrationReport:
+    procrastinate: str = "unchanged"
+    applied: list[str] = field(default_factory=list)
+    elapsed_ms: int = 0
+
+
+def _version_tuple(version: str) -> tuple[int, int, int]:
+    major, minor, patch = [*(int(p) for p in re.findall(r"\d+", version)[:3]), 0, 0, 0][:3]
+    return major, minor, patch
+
+
+def _procrastinate_upgrades(since: str, until: str) -> list[tuple[tuple[int, int, int, int], Path]]:
+    """Procrastinate's migration files for versions in (since, until], in order."""
+    low, high = _version_tuple(since), _version_tuple(until)
+    found = []
+    for path in Path(procrastinate_schema.SchemaManager.get_migrations_path()).iterdir():
+        match = _PROCRASTINATE_MIGRATION.match(path.name)
+        if not match:
+            continue
+        version = (int(match[1]), int(match[2]), int(match[3]))
+        if low < version <= high:
+            found.append(((*version, int(match[4])), path))
+    return sorted(found)
+
+
+def _apply_procrastinate(conn: psycopg.Connection, report: MigrationReport) -> None:
+    installed = importlib.metadata.version("procrastinate")
+    recorded = SQL.one_sync(conn, "procrastinate_schema_version")
+    has_tables = SQL.one_sync(conn, "procrastinate_tables_exist")
+    if recorded is None:
+        with conn.transaction():
+            if not (has_tables and has_tables["present"]):
+                conn.execute(cast(LiteralString, procrastinate_schema.SchemaManager.get_schema()))
+                report.procrastinate = f"installed {installed}"
+            else:
+                # Applied by hand (procrastinate schema --apply): assume it matches this version.
+                report.procrastinate = f"adopted existing schema as {installed}"
+            SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
+        return
+    current = recorded["version"]
+    if _version_tuple(current) >= _version_tuple(installed):
+        return
+    with conn.transaction():
+        for _, path in _procrastinate_upgrades(current, installed):
+            conn.execute(cast(LiteralString, path.read_text("utf-8")))
+        SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
+    report.procrastinate = f"upgraded {current} -> {installed}"
+
+
+def migrate(conninfo: str) -> MigrationReport:
+    started = time.monotonic()
+    report = MigrationReport()
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        SQL.execute_sync(conn, "lock_migrations", key=_MIGRATE_LOCK_KEY)
+        try:
+            SQL.execute_sync(conn, "quiet_notices")
+            SQL.execute_sync(conn, "create_bookkeeping")
+            _apply_procrastinate(conn, report)
+            done = {row["version"] for row in SQL.many_sync(conn, "applied_migrations")}
+            for migration in migrations():
+                if migration.version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(migration.sql)
+                    SQL.execute_sync(
+                        conn, "record_migration", version=migration.version, name=migration.name
+                    )
+                report.applied.append(f"{migration.version:04d}_{migration.name}")
+            with conn.transaction():
+                conn.execute(monitoring())  # views: re-applied every time
+            # Fresh, unanalysed job tables make the fetch query pick bad plans.
+            SQL.execute_sync(conn, "analyze")
+        finally:
+            SQL.execute_sync(conn, "unlock_migrations", key=_MIGRATE_LOCK_KEY)
+    report.elapsed_ms = int((time.monotonic() - started) * 1000)
+    log.info(
+        "migrations applied",
+        procrastinate=report.procrastinate,
+        applied=report.applied,
+        applied_count=len(report.applied),
+        elapsed_ms=report.elapsed_ms,
+    )
+    return report

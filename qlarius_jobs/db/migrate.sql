@@ -1,0 +1,47 @@
+-- The bookkeeping of `qlarius-jobs migrate` (db/migrate.py). The schema itself is in
+-- db/migrations/ and the operators' views in db/monitoring.sql.
+
+-- name: lock_migrations :exec
+-- One migrate at a time per database (released by unlock_migrations).
+SELECT pg_advisory_lock(%(key)s)
+
+-- name: unlock_migrations :exec
+SELECT pg_advisory_unlock(%(key)s)
+
+-- name: quiet_notices :exec
+-- "relation already exists, skipping" and the like are not news.
+SET client_min_messages = warning
+
+-- name: create_bookkeeping :exec
+CREATE TABLE IF NOT EXISTS qlarius_schema_migrations (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS qlarius_procrastinate_schema (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: procrastinate_schema_version :one
+-- The Procrastinate version whose schema is applied (no row: none recorded yet).
+SELECT version FROM qlarius_procrastinate_schema
+
+-- name: procrastinate_tables_exist :one
+-- Whether Procrastinate's tables exist (applied by hand, before any migrate).
+SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present
+
+-- name: record_procrastinate_schema_version :exec
+INSERT INTO qlarius_procrastinate_schema (version) VALUES (%(version)s)
+ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, applied_at = now()
+
+-- name: applied_migrations :many
+-- Columns: version.
+SELECT version FROM qlarius_schema_migrations
+
+-- name: record_migration :exec
+INSERT INTO qlarius_schema_migrations (version, name) VALUES (%(version)s, %(name)s)
+
+-- name: analyze :exec
+ANALYZE

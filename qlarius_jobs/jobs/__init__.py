@@ -1,0 +1,1 @@
+"""The job runtime: what every job shares (base), the jobs, and the worker processes."""

@@ -1,0 +1,112 @@
+-- The drift audit (audit.py).
+
+-- name: audit_sample :many
+-- A random sample of MeFile ids (uniform over the id range, index probes, no sort of the
+-- table). The draw refers to the series row, so it is drawn again for each one (an
+-- uncorrelated subquery would be evaluated once: one id, size times).
+WITH bounds AS (SELECT min(id) AS lo, max(id) AS hi FROM me_files)
+SELECT DISTINCT m.id
+FROM bounds, generate_series(1, %(size)s * 2) g
+CROSS JOIN LATERAL (
+    SELECT id FROM me_files
+    WHERE id >= bounds.lo + floor(random() * (bounds.hi - bounds.lo + 1)) + 0 * g
+    ORDER BY id LIMIT 1
+) m
+LIMIT %(size)s
+
+-- name: audit_free_targets :many
+-- The populated targets an audit may judge now: no scope job holds either of their scopes (a
+-- populate or an offers job in flight is not drift). Share-locked for the audit's transaction,
+-- so none starts before the audit's statement has read.
+WITH locked AS MATERIALIZED (
+    SELECT l.target_id
+    FROM qlarius_target_locks l
+    WHERE l.target_id IN (SELECT id FROM targets WHERE population_status = 'populated')
+    ORDER BY l.target_id, l.scope
+    FOR SHARE SKIP LOCKED
+)
+SELECT target_id FROM locked GROUP BY target_id HAVING count(*) = 2 ORDER BY target_id
+
+-- name: audit_drift :many
+-- Drift of the given MeFiles (NULL: all) against a fresh computation, in one snapshot:
+--   drifted_population    a population row band matching does not explain, or a missing one
+--   stale_snapshot        a population snapshot that is not what the tags give now
+--   offer_without_eligibility, eligible_without_offer, stale_offer_snapshot: offers of live
+--                         campaigns against the eligible set
+-- Only in the given (free, populated) targets; MeFiles with pending syncs or reconciles, and
+-- campaigns with an offers job due or running, are in flight, not drifted.
+WITH scope AS MATERIALIZED (
+    SELECT id AS me_file_id FROM me_files m
+    WHERE (%(me_file_ids)s::bigint[] IS NULL OR m.id = ANY(%(me_file_ids)s::bigint[]))
+      AND NOT EXISTS (SELECT 1 FROM qlarius_pending_syncs p WHERE p.me_file_id = m.id)
+      AND NOT EXISTS (SELECT 1 FROM qlarius_pending_reconciles p WHERE p.me_file_id = m.id)
+),
+wanted AS MATERIALIZED (
+    SELECT b.target_id, b.me_file_id, b.band_id
+    FROM qlarius_band_memberships b
+    WHERE b.target_id = ANY(%(target_ids)s::bigint[])
+      AND b.me_file_id IN (SELECT me_file_id FROM scope)
+),
+have AS MATERIALIZED (
+    SELECT tb.target_id, tp.me_file_id, tp.target_band_id AS band_id, tp.matching_tags_snapshot
+    FROM target_populations tp
+    JOIN target_bands tb ON tb.id = tp.target_band_id
+    WHERE tb.target_id = ANY(%(target_ids)s::bigint[])
+      AND tp.me_file_id IN (SELECT me_file_id FROM scope)
+),
+fresh AS (
+    SELECT s.me_file_id, s.band_id, s.snapshot
+    FROM (SELECT array_agg(me_file_id) AS m, array_agg(band_id) AS b FROM have
+          WHERE matching_tags_snapshot IS NOT NULL) pairs,
+         qlarius_matching_tags_snapshots(pairs.m, pairs.b) s
+),
+quiet_campaigns AS MATERIALIZED (
+    SELECT c.id FROM campaigns c
+    WHERE c.target_id = ANY(%(target_ids)s::bigint[])
+      AND c.deactivated_at IS NULL AND c.launched_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                      WHERE j.task_name = 'create_initial_pending_offers'
+                        AND (j.status = 'doing' OR (j.status = 'todo'
+                             AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())))
+                        AND j.args ->> 'campaign_id' = c.id::text)
+),
+eligible AS MATERIALIZED (
+    SELECT e.* FROM qlarius_eligible_offers e
+    WHERE e.campaign_id IN (SELECT id FROM quiet_campaigns)
+      AND e.me_file_id IN (SELECT me_file_id FROM scope)
+),
+live_offers AS MATERIALIZED (
+    SELECT o.* FROM offers o
+    WHERE o.campaign_id IN (SELECT id FROM quiet_campaigns)
+      AND o.me_file_id IN (SELECT me_file_id FROM scope)
+)
+SELECT 'drifted_population' AS kind, me_file_id, target_id AS about
+FROM ((SELECT target_id, me_file_id, band_id FROM wanted
+       EXCEPT SELECT target_id, me_file_id, band_id FROM have)
+      UNION
+      (SELECT target_id, me_file_id, band_id FROM have
+       EXCEPT SELECT target_id, me_file_id, band_id FROM wanted)) d
+UNION ALL
+SELECT 'stale_snapshot', h.me_file_id, h.band_id
+FROM have h JOIN fresh f ON f.me_file_id = h.me_file_id AND f.band_id = h.band_id
+WHERE h.matching_tags_snapshot IS DISTINCT FROM f.snapshot
+UNION ALL
+SELECT 'offer_without_eligibility', o.me_file_id, o.id
+FROM live_offers o
+WHERE NOT EXISTS (SELECT 1 FROM eligible e
+                  WHERE e.campaign_id = o.campaign_id AND e.me_file_id = o.me_file_id
+                    AND e.target_band_id = o.target_band_id AND e.media_run_id = o.media_run_id)
+UNION ALL
+SELECT 'eligible_without_offer', e.me_file_id, e.campaign_id
+FROM eligible e
+WHERE NOT EXISTS (SELECT 1 FROM offers o
+                  WHERE o.campaign_id = e.campaign_id AND o.me_file_id = e.me_file_id
+                    AND o.media_run_id = e.media_run_id)
+UNION ALL
+SELECT 'stale_offer_snapshot', o.me_file_id, o.id
+FROM live_offers o
+JOIN eligible e ON e.campaign_id = o.campaign_id AND e.me_file_id = o.me_file_id
+               AND e.target_band_id = o.target_band_id AND e.media_run_id = o.media_run_id
+WHERE o.matching_tags_snapshot IS NOT NULL AND e.matching_tags_snapshot IS NOT NULL
+  AND o.matching_tags_snapshot IS DISTINCT FROM e.matching_tags_snapshot
+ORDER BY 1, 2

@@ -1,0 +1,339 @@
+"""The hourly safety net of the seed note: find NULL snapshots and fill them.
+
+With snapshots written inline by populate and sync, a run should find 0-10 rows. Each run
+walks the partial NULL indexes of populations, offers and ad events by keyset, in batches that
+are each their own transaction (compute set-based, update guarded by IS NULL, count the rows
+really updated), stops cleanly when its time budget is spent, and records itself in
+``backfill_runs``. A table with more NULL rows than one chunk is shared out instead: the run
+defers ``backfill_snapshot_chunk`` jobs over id ranges, which every maintenance worker, on
+every machine, takes from the queue; each adds what it updated to the run's history row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import PositiveInt
+
+from qlarius_jobs import snapshots
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import audit
+from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun, NoArgs
+from qlarius_jobs.settings import get_settings
+
+SQL = QueryFile.beside(__file__)
+blueprint = JobBlueprint()
+
+WORKER = "BackfillMissingSnapshotsWorker"  # the name operators grep for, from the seed note
+TABLES = ("target_populations", "offers", "ad_events")
+Table = Literal["target_populations", "offers", "ad_events"]
+
+
+@dataclass
+class BackfillProgress:
+    updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    orphans: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    batches: int = 0
+    budget_exhausted: bool = False
+
+    def counters(self) -> dict[str, int]:
+        """The columns of backfill_runs this progress adds to."""
+        return {
+            "updated_populations": self.updated["target_populations"],
+            "updated_offers": self.updated["offers"],
+            "updated_ad_events": self.updated["ad_events"],
+            "orphan_offers": self.orphans["offers"],
+            "orphan_ad_events": self.orphans["ad_events"],
+            "batches": self.batches,
+        }
+
+
+async def _fill_batch(conn: Any, table: Table, ids: list[int], progress: BackfillProgress) -> int:
+    if table == "target_populations":
+        updated = len(await snapshots.fill_missing_population_snapshots(conn, ids))
+    else:
+        result = await snapshots.fill_missing_copied_snapshots(conn, table, ids)
+        updated = result.updated
+        progress.orphans[table] += len(result.orphans)
+        # Populations filled on the way count as population repairs.
+        progress.updated["target_populations"] += result.populations_filled
+    progress.updated[table] += updated
+    return updated
+
+
+async def fill_table_range(
+    run: JobRun,
+    table: Table,
+    progress: BackfillProgress,
+    *,
+    first_id: int = 1,
+    last_id: int | None = None,
+    deadline: float | None = None,
+    run_id: int | None = None,
+    chunk: bool = False,
+) -> None:
+    """Fill the NULL snapshots of ``table`` with ids in [first_id, last_id], batch by batch.
+
+    With ``run_id``, each batch adds its counts to that backfill run in its own transaction,
+    so the history is exact whoever dies where; a ``chunk`` also records how far it got, and a
+    retried chunk resumes there (orphans, which stay NULL, are counted once).
+    """
+    settings = get_settings()
+    after_id = first_id - 1
+    place = {"run_id": run_id, "table_name": table, "first_id": first_id}
+    if chunk:
+        async with run.transaction() as conn:
+            resume = await SQL.one(conn, "chunk_done_through", **place)
+        if resume and resume["done_through"] is not None:
+            after_id = resume["done_through"]
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            progress.budget_exhausted = True
+            run.log.warning(
+                f"{WORKER}: time budget of {settings.backfill_time_budget_seconds:g} s spent; "
+                "the rest is left to the next run",
+                table=table,
+                after_id=after_id,
+            )
+            return
+        batch_started = time.monotonic()
+        batch = BackfillProgress()
+        async with run.transaction() as conn:
+            ids = [
+                r["id"]
+                for r in await SQL.many(
+                    conn,
+                    "next_missing_snapshot_ids",
+                    tables={"table": table},
+                    after_id=after_id,
+                    last_id=last_id,
+                    batch_size=settings.backfill_batch_size,
+                )
+            ]
+            if not ids:
+                return
+            updated = await _fill_batch(conn, table, ids, batch)
+            batch.batches = 1
+            if run_id is not None:
+                await SQL.execute(
+                    conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
+                )
+                if chunk:
+                    await SQL.execute(conn, "chunk_progress", done_through=ids[-1], **place)
+        for name in TABLES:
+            progress.updated[name] += batch.updated[name]
+            progress.orphans[name] += batch.orphans[name]
+        progress.batches += 1
+        after_id = ids[-1]
+        run.log.info(
+            f"{WORKER}: batch of {table} done",
+            table=table,
+            batch=progress.batches,
+            rows=len(ids),
+            updated=updated,
+            elapsed_ms=int((time.monotonic() - batch_started) * 1000),
+        )
+
+
+async def _share_out(run: JobRun, table: Table, run_id: int) -> int:
+    """Defer chunk jobs covering ``table``'s NULL rows; return how many."""
+    settings = get_settings()
+    async with run.transaction() as conn:
+        bounds = await SQL.many(
+            conn,
+            "backfill_chunk_bounds",
+            tables={"table": table},
+            chunk_size=settings.backfill_chunk_size,
+        )
+        await backfill_snapshot_chunk.defer_many(
+            conn,
+            [
+                {
+                    "run_id": run_id,
+                    "table": table,
+                    "first_id": b["first_id"],
+                    "last_id": b["last_id"],
+                }
+                for b in bounds
+            ],
+        )
+        await SQL.execute(
+            conn,
+            "register_backfill_chunks",
+            run_id=run_id,
+            table_name=table,
+            first_ids=[b["first_id"] for b in bounds],
+        )
+    run.log.info(
+        f"{WORKER}: shared out {len(bounds)} chunk jobs for {table}",
+        table=table,
+        chunks=len(bounds),
+        rows=sum(b["rows"] for b in bounds),
+    )
+    return len(bounds)
+
+
+async def _audit_a_sample(run: JobRun) -> dict[str, int]:
+    """The safety net also catches drift: a sample of MeFiles against a fresh computation;
+    what differs is handed to the drains (see ``audit.py``) and logged for alerting."""
+    size = get_settings().audit_sample_size
+    if not size:
+        return {"audited_me_files": 0, **dict.fromkeys(audit.FINDINGS, 0)}
+    async with run.connection() as conn:
+        result = await audit.audit(conn, await audit.sample(conn, size))
+        if result.total():
+            await audit.repair(conn, result)
+    for kind, words in audit.FINDINGS.items():
+        found = result.found.get(kind, [])
+        if found:
+            run.log.warning(
+                f"{WORKER}: {words}: {len(found)} found in a sample of {result.audited} "
+                "MeFiles; repair queued",
+                finding=kind,
+                count=len(found),
+                me_file_ids=sorted({m for m, _ in found})[:20],
+            )
+    return {"audited_me_files": result.audited or 0, **result.counts()}
+
+
+@blueprint.job(
+    name="backfill_missing_snapshots",
+    queue="maintenance",
+    args_model=NoArgs,
+    schedule=lambda settings: settings.backfill_cron,
+    # above the default 600 s budget, so the budget ends a run cleanly before the limit does
+    time_limit_seconds=900,
+)
+async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any]:
+    settings = get_settings()
+    started = time.monotonic()
+    deadline = started + settings.backfill_time_budget_seconds
+    async with run.transaction() as conn:
+        counts = await SQL.one(conn, "null_snapshot_counts")
+        assert counts is not None
+        found = {t: int(counts[t]) for t in TABLES}
+        chunked = {r["table_name"] for r in await SQL.many(conn, "pending_backfill_chunks")}
+        run_row = await SQL.one(
+            conn,
+            "start_backfill_run",
+            job_id=run.job_id,
+            found_populations=found["target_populations"],
+            found_offers=found["offers"],
+            found_ad_events=found["ad_events"],
+        )
+    assert run_row is not None
+    progress = BackfillProgress()
+    chunks = 0
+    if not any(found.values()):
+        run.log.info(f"{WORKER}: No missing snapshots found")
+    else:
+        run.log.info(
+            f"{WORKER}: Found {found['target_populations']} populations with missing snapshots",
+            found_populations=found["target_populations"],
+            found_offers=found["offers"],
+            found_ad_events=found["ad_events"],
+        )
+        for table in TABLES:
+            if progress.budget_exhausted or not found[table]:
+                continue
+            if table in chunked:
+                run.log.info(
+                    f"{WORKER}: chunk jobs for {table} are still queued or running; leaving "
+                    "its rows to them",
+                    table=table,
+                )
+            elif found[table] > settings.backfill_chunk_size:
+                chunks += await _share_out(run, table, run_row["id"])
+            else:
+                await fill_table_range(
+                    run, table, progress, deadline=deadline, run_id=run_row["id"]
+                )
+    drift = await _audit_a_sample(run)
+    orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
+    if orphan_total:
+        run.log.warning(
+            f"{WORKER}: {orphan_total} offers/ad_events have no population to take a snapshot from",
+            orphan_offers=progress.orphans["offers"],
+            orphan_ad_events=progress.orphans["ad_events"],
+        )
+    async with run.transaction() as conn:
+        ended = await SQL.one(
+            conn,
+            "finish_backfill_run",
+            run_id=run_row["id"],
+            budget_exhausted=progress.budget_exhausted,
+            **drift,
+        )
+    if ended and ended["run_finished"]:
+        await _log_run_finished(run, run_row["id"])
+    elif chunks:
+        run.log.info(
+            f"{WORKER}: run {run_row['id']} continues in its chunk jobs; it is finished "
+            "(and logged) when the last of them is",
+            backfill_run_id=run_row["id"],
+            chunks_deferred=chunks,
+        )
+    return {
+        "backfill_run_id": run_row["id"],
+        **{k: v for k, v in drift.items() if v},
+        "found_populations": found["target_populations"],
+        "found_offers": found["offers"],
+        "found_ad_events": found["ad_events"],
+        **progress.counters(),
+        "chunks_deferred": chunks,
+        "budget_exhausted": progress.budget_exhausted,
+    }
+
+
+class ChunkArgs(JobArgs):
+    run_id: PositiveInt
+    table: Table
+    first_id: PositiveInt
+    last_id: PositiveInt
+
+
+@blueprint.job(
+    name="backfill_snapshot_chunk",
+    queue="maintenance",
+    args_model=ChunkArgs,
+    time_limit_seconds=900,
+)
+async def backfill_snapshot_chunk(run: JobRun, args: ChunkArgs) -> dict[str, Any]:
+    """One id range of a large backlog; any maintenance worker may take it."""
+    progress = BackfillProgress()
+    await fill_table_range(
+        run,
+        args.table,
+        progress,
+        first_id=args.first_id,
+        last_id=args.last_id,
+        run_id=args.run_id,
+        chunk=True,
+    )
+    async with run.transaction() as conn:
+        ended = await SQL.one(
+            conn,
+            "chunk_ended",
+            run_id=args.run_id,
+            table_name=args.table,
+            first_id=args.first_id,
+        )
+    if ended and ended["run_finished"]:
+        await _log_run_finished(run, args.run_id)
+    return {
+        "table": args.table,
+        "first_id": args.first_id,
+        "last_id": args.last_id,
+        **progress.counters(),
+    }
+
+
+async def _log_run_finished(run: JobRun, run_id: int) -> None:
+    """The one line of a run's end, with what the whole run (its chunks too) really did."""
+    async with run.transaction() as conn:
+        totals = await SQL.one(conn, "backfill_run_totals", run_id=run_id)
+    assert totals is not None
+    counts = {k: v for k, v in totals.items() if k != "id"}
+    run.log.info(f"{WORKER}: run {run_id} finished", backfill_run_id=run_id, **counts)

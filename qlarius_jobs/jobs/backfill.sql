@@ -1,0 +1,98 @@
+-- The hourly safety net (backfill.py): runs, chunks, and the NULL snapshots they fill.
+
+-- name: null_snapshot_counts :one
+-- The seed note's health check (the view lives in sql/monitoring.sql).
+SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
+
+-- name: pending_backfill_chunks :many
+-- Tables with chunk jobs (of any run) still waiting or running: their rows are taken care of.
+SELECT DISTINCT args ->> 'table' AS table_name FROM procrastinate_jobs
+WHERE task_name = 'backfill_snapshot_chunk' AND status IN ('todo', 'doing')
+
+-- name: start_backfill_run :one
+-- A run's row; the run itself is its first pending part (its chunks are the others): whoever
+-- ends last finishes it. A retry of the same job continues the same row.
+INSERT INTO backfill_runs (job_id, found_populations, found_offers, found_ad_events,
+                           chunks_pending)
+VALUES (%(job_id)s, %(found_populations)s, %(found_offers)s, %(found_ad_events)s, 1)
+ON CONFLICT (job_id) WHERE job_id IS NOT NULL DO UPDATE SET job_id = EXCLUDED.job_id
+RETURNING id, xmax <> 0 AS continued
+
+-- name: next_missing_snapshot_ids :many
+-- The next batch of {table} rows with a NULL snapshot, by keyset over the partial index,
+-- up to last_id when given (a chunk's range).
+SELECT id FROM {table}
+WHERE matching_tags_snapshot IS NULL AND id > %(after_id)s
+  AND (%(last_id)s::bigint IS NULL OR id <= %(last_id)s::bigint)
+ORDER BY id
+LIMIT %(batch_size)s
+
+-- name: add_backfill_run_counts :exec
+-- A chunk adds what it really updated to its run, in the batch's own transaction.
+UPDATE backfill_runs
+SET updated_populations = updated_populations + %(updated_populations)s,
+    updated_offers = updated_offers + %(updated_offers)s,
+    updated_ad_events = updated_ad_events + %(updated_ad_events)s,
+    orphan_offers = orphan_offers + %(orphan_offers)s,
+    orphan_ad_events = orphan_ad_events + %(orphan_ad_events)s,
+    batches = batches + %(batches)s
+WHERE id = %(run_id)s
+
+-- name: chunk_done_through :one
+-- Where a chunk resumes (NULL: from its first id).
+SELECT done_through FROM qlarius_backfill_chunks
+WHERE run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
+
+-- name: chunk_progress :exec
+-- A chunk's batch is done (in the batch's own transaction, with its counts).
+UPDATE qlarius_backfill_chunks SET done_through = %(done_through)s
+WHERE run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
+
+-- name: backfill_chunk_bounds :many
+-- Split the NULL-snapshot rows of {table} into id ranges of at most chunk_size rows each.
+SELECT min(id) AS first_id, max(id) AS last_id, count(*) AS rows
+FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / %(chunk_size)s AS chunk
+      FROM {table} WHERE matching_tags_snapshot IS NULL) numbered
+GROUP BY chunk
+ORDER BY first_id
+
+-- name: register_backfill_chunks :exec
+-- A run shares out chunks of {table}: they are pending until each ends.
+WITH chunks AS (
+    INSERT INTO qlarius_backfill_chunks (run_id, table_name, first_id)
+    SELECT %(run_id)s, %(table_name)s, unnest(%(first_ids)s::bigint[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+UPDATE backfill_runs
+SET chunks_pending = chunks_pending + (SELECT count(*) FROM chunks),
+    chunks_deferred = chunks_deferred + (SELECT count(*) FROM chunks)
+WHERE id = %(run_id)s
+
+-- name: finish_backfill_run :one
+-- The run's own part ends (every batch, its own and its chunks', added its counts as it
+-- committed). The last part to end (this one, or its last chunk) finishes the run.
+UPDATE backfill_runs
+SET chunks_pending = chunks_pending - 1,
+    finished_at = CASE WHEN chunks_pending = 1 THEN now() END,
+    elapsed_ms = CASE WHEN chunks_pending = 1
+                      THEN (extract(epoch FROM now() - started_at) * 1000)::bigint END,
+    budget_exhausted = %(budget_exhausted)s,
+    audited_me_files = %(audited_me_files)s,
+    drifted_populations = %(drifted_population)s,
+    stale_snapshots = %(stale_snapshot)s,
+    offers_without_eligibility = %(offer_without_eligibility)s,
+    eligible_without_offer = %(eligible_without_offer)s,
+    stale_offer_snapshots = %(stale_offer_snapshot)s
+WHERE id = %(run_id)s
+RETURNING chunks_pending = 0 AS run_finished
+
+-- name: chunk_ended :one
+-- A chunk succeeded; true when it was its run's last.
+SELECT run_finished FROM qlarius_end_backfill_chunk(%(run_id)s, %(table_name)s, %(first_id)s, false)
+
+-- name: backfill_run_totals :one
+SELECT id, found_populations, found_offers, found_ad_events, updated_populations,
+       updated_offers, updated_ad_events, orphan_offers, orphan_ad_events, batches,
+       chunks_deferred, chunks_failed, elapsed_ms
+FROM backfill_runs WHERE id = %(run_id)s

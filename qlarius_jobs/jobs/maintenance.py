@@ -1,0 +1,98 @@
+"""Operations plugins, as Oban's: rescue of stalled jobs (Lifeline) and pruning (Pruner)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from procrastinate import App
+
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs.base import Backoff, JobBlueprint, JobRun, NoArgs
+from qlarius_jobs.settings import get_settings
+
+SQL = QueryFile.beside(__file__)
+blueprint = JobBlueprint()
+
+
+def _attempt_limits(app: App) -> tuple[list[str], list[int]]:
+    """Each task's total attempts, so a rescued job that used its last one fails instead."""
+    names, limits = [], []
+    for name, task in app.tasks.items():
+        strategy = task.retry_strategy
+        names.append(name)
+        limits.append(strategy.attempts if isinstance(strategy, Backoff) else 1)
+    return names, limits
+
+
+@blueprint.job(
+    name="rescue_stalled_jobs",
+    queue="maintenance",
+    args_model=NoArgs,
+    attempts=1,
+    time_limit_seconds=60,
+    schedule=lambda settings: settings.rescue_cron,
+)
+async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
+    """Requeue the jobs of workers whose heartbeat stopped (SIGKILL, lost machine)."""
+    settings = get_settings()
+    assert run.context.app is not None
+    names, limits = _attempt_limits(run.context.app)
+    async with run.transaction() as conn:
+        rescued = await SQL.many(
+            conn,
+            "rescue_stalled_jobs",
+            stalled_after_seconds=settings.stalled_after_seconds,
+            task_names=names,
+            max_attempts=limits,
+        )
+        pruned = await SQL.many(
+            conn, "prune_stalled_workers", stalled_after_seconds=settings.stalled_after_seconds
+        )
+    for job in rescued:
+        run.log.warning(
+            f"stalled job {job['id']} ({job['task_name']}) "
+            + ("queued again" if job["retry"] else "failed: no attempt left"),
+            rescued_job_id=job["id"],
+            rescued_task=job["task_name"],
+            requeued=job["retry"],
+        )
+    return {
+        "requeued": sum(1 for j in rescued if j["retry"]),
+        "failed": sum(1 for j in rescued if not j["retry"]),
+        "workers_pruned": len(pruned),
+    }
+
+
+@blueprint.job(
+    name="prune_finished_jobs",
+    queue="maintenance",
+    args_model=NoArgs,
+    attempts=3,
+    time_limit_seconds=1800,
+    schedule=lambda settings: settings.prune_cron,
+)
+async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
+    """Delete finished jobs (with their events and errors) older than the retention, in
+    bounded batches, each its own short transaction."""
+    settings = get_settings()
+    after_id, deleted, batches = 0, 0, 0
+    while True:
+        async with run.transaction() as conn:
+            row = await SQL.one(
+                conn,
+                "prune_finished_jobs",
+                after_id=after_id,
+                batch_size=settings.prune_batch_size,
+                retention_days=settings.prune_after_days,
+            )
+        assert row is not None
+        if row["last_candidate"] is None:
+            break
+        after_id = row["last_candidate"]
+        deleted += row["deleted"]
+        batches += 1
+    async with run.transaction() as conn:
+        runs = await SQL.count(
+            conn, "prune_backfill_runs", retention_days=settings.backfill_history_days
+        )
+    return {"jobs_deleted": deleted, "batches": batches, "backfill_runs_deleted": runs}

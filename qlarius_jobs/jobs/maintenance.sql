@@ -1,0 +1,70 @@
+-- Rescue and pruning (maintenance.py), after Oban's Lifeline and Pruner.
+
+-- name: rescue_stalled_jobs :many
+-- Oban's Lifeline: running jobs whose worker stopped sending heartbeats go back to the queue
+-- (or fail, when that was their last attempt), once: the row lock and SKIP LOCKED keep two
+-- rescuers from taking the same job. A killed run counts as an attempt and is recorded in the
+-- error history. Live workers heartbeat every few seconds, so their jobs are never touched.
+WITH stalled AS (
+    SELECT j.id, j.task_name, j.attempts
+    FROM procrastinate_jobs j
+    LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+    WHERE j.status = 'doing'
+      AND (w.id IS NULL
+           OR w.last_heartbeat < now() - make_interval(secs => %(stalled_after_seconds)s))
+    ORDER BY j.id
+    FOR UPDATE OF j SKIP LOCKED
+),
+decided AS (
+    SELECT s.id, s.task_name, s.attempts,
+           s.attempts + 1 < COALESCE(l.max_attempts, 1) AS retry
+    FROM stalled s
+    LEFT JOIN unnest(%(task_names)s::text[], %(max_attempts)s::int[]) AS l(task_name, max_attempts)
+      ON l.task_name = s.task_name
+),
+recorded AS (
+    INSERT INTO qlarius_job_errors (job_id, task_name, attempt, error_type, message)
+    SELECT id, task_name, attempts + 1, 'WorkerLost',
+           'the worker running this job stopped sending heartbeats (killed or lost); '
+           || CASE WHEN retry THEN 'rescued: queued again' ELSE 'no attempt left: failed' END
+    FROM decided
+)
+SELECT d.id, d.task_name, d.retry,
+       CASE WHEN d.retry
+            THEN procrastinate_retry_job_v2(d.id, now(), NULL, NULL, NULL)::text
+            ELSE procrastinate_finish_job_v1(d.id, 'failed', false)::text END AS done
+FROM decided d
+ORDER BY d.id
+
+-- name: prune_stalled_workers :many
+-- Worker rows without a heartbeat for long: their jobs were rescued above.
+DELETE FROM procrastinate_workers
+WHERE last_heartbeat < now() - make_interval(secs => %(stalled_after_seconds)s)
+RETURNING id
+
+-- name: prune_finished_jobs :one
+-- One bounded batch of finished jobs whose last event is older than the retention, by keyset
+-- over ids (events and error history go with them: ON DELETE CASCADE). Short transactions,
+-- short locks: the caller loops.
+WITH candidates AS (
+    SELECT j.id
+    FROM procrastinate_jobs j
+    WHERE j.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+      AND j.id > %(after_id)s
+    ORDER BY j.id
+    LIMIT %(batch_size)s
+),
+doomed AS (
+    SELECT c.id FROM candidates c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM procrastinate_events e
+        WHERE e.job_id = c.id AND e.at >= now() - make_interval(days => %(retention_days)s))
+),
+deleted AS (
+    DELETE FROM procrastinate_jobs j USING doomed d WHERE j.id = d.id RETURNING j.id
+)
+SELECT (SELECT max(id) FROM candidates) AS last_candidate, (SELECT count(*) FROM deleted) AS deleted
+
+-- name: prune_backfill_runs :count
+DELETE FROM backfill_runs
+WHERE started_at < now() - make_interval(days => %(retention_days)s)

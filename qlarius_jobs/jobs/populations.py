@@ -1,0 +1,154 @@
+"""Populations: populate a target, sync changed MeFiles, fill one band's NULL snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from qlarius_jobs import snapshots
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import drains
+from qlarius_jobs.jobs.base import BandArgs, JobBlueprint, JobRun, MeFileArgs, NoArgs, TargetArgs
+from qlarius_jobs.settings import get_settings
+
+SQL = QueryFile.beside(__file__)
+blueprint = JobBlueprint()
+
+
+@blueprint.job(
+    name="populate_target",
+    queue="targets",
+    args_model=TargetArgs,
+    time_limit_seconds=1800,
+)
+async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
+    """Recompute a target's populations, snapshots inline, then mark it populated.
+
+    One transaction: a crash leaves the previous populations as they were, and a trigger on
+    the job's final state puts the status back when it ends without success, however it ends. The
+    snapshots exist before the status says 'populated' (the seed note's main fix). It holds
+    the target's populations scope: sync batches skip this target meanwhile and leave its part
+    of each change for afterwards (see ``drains.py``); it never waits for a whole drain.
+    Every population it changes records a reconcile of that MeFile's offers (a trigger).
+    """
+    async with run.transaction() as conn:
+        await drains.ensure_target_locks(conn, args.target_id)
+    async with (
+        run.transaction() as conn,
+        drains.scope_locked(conn, drains.SYNC, args.target_id) as found,
+    ):
+        if not found:
+            run.log.warning(
+                f"target {args.target_id} not found; nothing to populate",
+                target_id=args.target_id,
+            )
+            return {"target_id": args.target_id, "found": False}
+        changes = await snapshots.apply_band_memberships(conn, [args.target_id])
+        await SQL.execute(conn, "mark_target_populated", target_id=args.target_id)
+        # syncs left this target's part of their changes for now: wake them at commit
+        await drains.wake_drains(conn, drains.SYNC)
+    return {
+        "target_id": args.target_id,
+        "members": changes.members,
+        "inserted": changes.inserted,
+        "deleted": changes.deleted,
+        "refreshed": changes.refreshed,
+    }
+
+
+async def apply_pending_syncs(
+    conn: AsyncConnection, claimed: drains.Claimed
+) -> drains.BatchOutcome:
+    """A sync batch: the claimed MeFiles, across every target whose populations syncs keep
+    (read after the scope rows were locked, so a populate that just finished is included)."""
+    targets = [
+        r["target_id"]
+        for r in await SQL.many(conn, "synced_targets_among", target_ids=claimed.free_targets)
+    ]
+    changes = await snapshots.apply_band_memberships(conn, targets, claimed.me_file_ids)
+    return drains.BatchOutcome(
+        counts={
+            "inserted": changes.inserted,
+            "deleted": changes.deleted,
+            "refreshed": changes.refreshed,
+        }
+    )
+
+
+async def drain_pending_syncs(run: JobRun) -> drains.DrainReport:
+    settings = get_settings()
+    async with run.connection() as conn:
+        return await drains.drain(
+            conn,
+            drains.SYNC,
+            apply_pending_syncs,
+            batch_size=settings.sync_batch_size,
+            budget_seconds=settings.drain_time_budget_seconds,
+        )
+
+
+@blueprint.job(
+    name="sync_pending_me_files", queue="targets", args_model=NoArgs, time_limit_seconds=300
+)
+async def sync_pending_me_files(run: JobRun, args: NoArgs) -> dict[str, Any]:
+    """Bring every MeFile whose tags changed into the right band of every populated target,
+    in batches of ``QLARIUS_SYNC_BATCH_SIZE``, one set-based statement each."""
+    return (await drain_pending_syncs(run)).summary()
+
+
+@blueprint.job(
+    name="sync_me_file_to_target_populations",
+    queue="targets",
+    args_model=MeFileArgs,
+    time_limit_seconds=300,
+)
+async def sync_me_file_to_target_populations(run: JobRun, args: MeFileArgs) -> dict[str, Any]:
+    """Sync one MeFile (from code or ``procrastinate defer``): record it as changed, then drain
+    like ``sync_pending_me_files`` (or leave it to the drainer already at work). Populations
+    that change record the reconcile of its offers."""
+    async with run.transaction() as conn:
+        recorded = await drains.record_pending(conn, drains.SYNC, args.me_file_id)
+    if not recorded:
+        run.log.warning(
+            f"me_file {args.me_file_id} not found; nothing to sync", me_file_id=args.me_file_id
+        )
+        return {"me_file_id": args.me_file_id, "found": False}
+    return {"me_file_id": args.me_file_id, **(await drain_pending_syncs(run)).summary()}
+
+
+@blueprint.job(
+    name="snapshot_band_populations", queue="targets", args_model=BandArgs, time_limit_seconds=1800
+)
+async def snapshot_band_populations(run: JobRun, args: BandArgs) -> dict[str, Any]:
+    """Fill the NULL snapshots of one band's populations (legacy data, manual repair).
+
+    Batches by keyset, each batch its own guarded transaction: a crash keeps what was done.
+    """
+    batch_size = get_settings().snapshot_band_batch_size
+    async with run.transaction() as conn:
+        if await SQL.one(conn, "band_exists", band_id=args.band_id) is None:
+            run.log.warning(
+                f"band {args.band_id} not found; nothing to snapshot", band_id=args.band_id
+            )
+            return {"band_id": args.band_id, "found": False}
+    after_id, found, updated, batches = 0, 0, 0, 0
+    while True:
+        async with run.transaction() as conn:
+            ids = [
+                r["id"]
+                for r in await SQL.many(
+                    conn,
+                    "missing_population_ids_of_band",
+                    band_id=args.band_id,
+                    after_id=after_id,
+                    batch_size=batch_size,
+                )
+            ]
+            if not ids:
+                break
+            updated += len(await snapshots.fill_missing_population_snapshots(conn, ids))
+        found += len(ids)
+        batches += 1
+        after_id = ids[-1]
+    return {"band_id": args.band_id, "found": found, "updated": updated, "batches": batches}

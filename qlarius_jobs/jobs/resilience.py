@@ -1,0 +1,293 @@
+"""Workers that ride out a lost database.
+
+A database restart, failover or network cut breaks every connection of a worker process at
+once. Procrastinate's worker treats any database error in its fetch loop or side tasks
+(heartbeat, LISTEN, periodic deferrer) as fatal: it stops, and the process used to exit with
+status 0. Here, in worker processes only, Procrastinate's job manager is replaced by one whose
+calls wait for the database instead, with backoff and jitter:
+
+- one line when the database goes away, one when it is back (``Availability``), and a check
+  of the pool's idle connections then, so that dead ones are not handed out;
+- a job's final status (or its retry) is written once the database is back: a job whose
+  transaction committed is recorded as succeeded, one that failed with the connection is
+  retried. The write is guarded by the job's worker: if another worker rescued the job in the
+  meantime, this one's late result is dropped, never written over the other run;
+- a fetch whose answer was lost with the connection may have claimed a job on the server:
+  such jobs (``doing`` for this worker, not running here) are put back before fetching again;
+- past ``QLARIUS_DATABASE_OUTAGE_LIMIT_SECONDS`` the worker gives up: ``DatabaseGone``, and
+  the process exits non-zero with one line saying why (see ``runner.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+import psycopg_pool.base
+from procrastinate import exceptions, jobs, manager
+
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.logs import get_logger
+
+log = get_logger(__name__)
+
+SQL = QueryFile.beside(__file__)
+
+T = TypeVar("T")
+
+# Retries while the database is away back off up to this (x 0.5-1.5 jitter): once it is back,
+# work resumes within about 3 s.
+MAX_BACKOFF_SECONDS = 2.0
+
+
+def steady_pool_reconnects() -> None:
+    """psycopg_pool retries a failed connection with a delay that doubles from 1 s (1, 2, 4,
+    8, 16 s...): after a 20 s outage its next attempt could come 10 s after the server is back,
+    and every job waits for it. Workers retry every second instead (the class is named
+    directly by the pool's code, so this is process-wide; a worker process is ours)."""
+    psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
+
+
+class DatabaseGone(RuntimeError):
+    """The database stayed unreachable past the outage limit."""
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """A lost or refused connection (not a bug in a query), seen through Procrastinate's
+    wrapping: the database is away, and the same call can succeed once it is back."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(
+            seen,
+            psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolTimeout,
+        ) and not isinstance(seen, psycopg.errors.QueryCanceled):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc.__cause__ or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class Availability:
+    """Whether this process can reach the database; one per process."""
+
+    def __init__(
+        self, limit_seconds: float, pool: psycopg_pool.AsyncConnectionPool | None = None
+    ) -> None:
+        self.limit_seconds = limit_seconds
+        self.pool = pool
+        self.lost_since: float | None = None
+        self.outages = 0
+        self.gone: str | None = None  # why the process gave up on the database, if it did
+        self.stopping = False  # the process was asked to stop: stop waiting for the database
+        self._checking: asyncio.Task[None] | None = None
+
+    def _check_pool(self) -> None:
+        """Weed out the pool's dead connections (all of them, after a restart)."""
+        if self.pool is not None and (self._checking is None or self._checking.done()):
+            self._checking = asyncio.get_running_loop().create_task(self.pool.check())
+
+    def failed(self, exc: BaseException) -> float:
+        """A call failed for want of the database; returns seconds lost so far, or raises
+        ``DatabaseGone`` past the limit (at once once the process gave up)."""
+        if self.gone:
+            raise DatabaseGone(self.gone)
+        now = time.monotonic()
+        if self.lost_since is None:
+            self.lost_since = now
+            self.outages += 1
+            log.warning("database unavailable; waiting for it", error=_reason(exc))
+            self._check_pool()
+        lost = now - self.lost_since
+        if lost > self.limit_seconds:
+            self.gone = (
+                f"the database has been unreachable for {lost:.0f} s "
+                f"(QLARIUS_DATABASE_OUTAGE_LIMIT_SECONDS={self.limit_seconds:g}): {_reason(exc)}"
+            )
+            raise DatabaseGone(self.gone)
+        return lost
+
+    def succeeded(self) -> None:
+        if self.lost_since is not None:
+            log.info(
+                "database available again",
+                unavailable_s=round(time.monotonic() - self.lost_since, 1),
+            )
+            self.lost_since = None
+            self._check_pool()
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``fn(...)``, again and again (backoff with jitter) while the database is away."""
+        delay = 0.1
+        while True:
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.failed(exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+                continue
+            self.succeeded()
+            return result
+
+
+RunningJobs = Callable[[int], set[int]]  # worker id -> ids of the jobs it runs now
+
+
+class ResilientJobManager(manager.JobManager):
+    """Procrastinate's job manager, as workers use it, riding out a lost database."""
+
+    def __init__(self, base: manager.JobManager, availability: Availability) -> None:
+        super().__init__(base.connector)
+        self.availability = availability
+        self.running_jobs: RunningJobs = lambda _worker_id: set()
+        self._suspect_workers: set[int] = set()
+
+    async def _in_transaction(
+        self, statement: Callable[[psycopg.AsyncConnection], Awaitable[T]]
+    ) -> T:
+        async with self.connector.pool.connection() as conn, conn.transaction():
+            return await statement(conn)
+
+    async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> jobs.Job | None:
+        while True:
+            if self.availability.stopping and self.availability.lost_since is not None:
+                return None  # asked to stop while the database is away: no job, stop now
+            try:
+                if worker_id in self._suspect_workers:
+                    # a fetch of ours failed with its connection: it may have claimed a job on
+                    # the server that we never got. Nothing else of this worker is fetching.
+                    running = sorted(self.running_jobs(worker_id))
+                    row = await self._in_transaction(
+                        lambda conn, running=running: SQL.one(
+                            conn, "requeue_unclaimed_jobs", worker_id=worker_id, running=running
+                        )
+                    )
+                    if row and row["requeued"]:
+                        log.warning(
+                            "jobs claimed by a fetch whose answer was lost are queued again",
+                            jobs=row["requeued"],
+                        )
+                    self._suspect_workers.discard(worker_id)
+                job = await super().fetch_job(queues=queues, worker_id=worker_id)
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self._suspect_workers.add(worker_id)
+                self.availability.failed(exc)
+                await asyncio.sleep(random.uniform(0.2, 1.0))
+                continue
+            self.availability.succeeded()
+            return job
+
+    async def finish_job(self, job: jobs.Job, status: jobs.Status, delete_job: bool) -> None:
+        row = await self.availability.call(
+            self._in_transaction,
+            lambda conn: SQL.one(
+                conn,
+                "finish_job_of_worker",
+                job_id=job.id,
+                worker_id=job.worker_id,
+                status=status.value,
+                delete_job=delete_job,
+            ),
+        )
+        if not (row and row["finished"]):
+            log.warning(
+                "job was rescued by another worker while this one lost the database; "
+                "its result here is dropped",
+                job_id=job.id,
+                status=status.value,
+            )
+
+    async def retry_job(
+        self,
+        job: jobs.Job,
+        retry_at: Any = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        lock: str | None = None,
+    ) -> None:
+        from procrastinate import utils
+
+        row = await self.availability.call(
+            self._in_transaction,
+            lambda conn: SQL.one(
+                conn,
+                "retry_job_of_worker",
+                job_id=job.id,
+                worker_id=job.worker_id,
+                retry_at=retry_at or utils.utcnow(),
+                priority=priority,
+                queue=queue,
+                lock=lock,
+            ),
+        )
+        if not (row and row["retried"]):
+            log.warning(
+                "job was rescued by another worker while this one lost the database; "
+                "its retry here is dropped",
+                job_id=job.id,
+            )
+
+    async def register_worker(self) -> int:
+        return await self.availability.call(super().register_worker)
+
+    async def prune_stalled_workers(self, seconds_since_heartbeat: float) -> list[int]:
+        return await self.availability.call(super().prune_stalled_workers, seconds_since_heartbeat)
+
+    async def unregister_worker(self, worker_id: int) -> None:
+        if self.availability.gone or self.availability.lost_since is not None:
+            return  # a worker row left behind is pruned by the others' heartbeat check
+        try:
+            await super().unregister_worker(worker_id)
+        except exceptions.ConnectorException as exc:
+            if not is_connection_error(exc):
+                raise
+            # a worker row left behind is pruned by the others' heartbeat check
+
+    async def update_heartbeat(self, worker_id: int) -> None:
+        try:
+            await super().update_heartbeat(worker_id)
+        except exceptions.ConnectorException as exc:
+            if not is_connection_error(exc):
+                raise
+            self.availability.failed(exc)  # DatabaseGone past the limit stops the worker
+            return
+        self.availability.succeeded()
+
+    async def list_jobs_to_abort_async(self, queue: str | None = None) -> Iterable[int]:
+        try:
+            return await super().list_jobs_to_abort_async(queue)
+        except exceptions.ConnectorException as exc:
+            if not is_connection_error(exc):
+                raise
+            self.availability.failed(exc)
+            return []
+
+    async def defer_periodic_job(self, *args: Any, **kwargs: Any) -> int | None:
+        return await self.availability.call(super().defer_periodic_job, *args, **kwargs)
+
+    async def listen_for_jobs(self, *, on_notification: Any, queues: Any = None) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await super().listen_for_jobs(on_notification=on_notification, queues=queues)
+            except exceptions.ConnectorException as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.availability.failed(exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)

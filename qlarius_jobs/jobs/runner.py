@@ -1,0 +1,264 @@
+"""Running workers: every queue in one process, each with its own concurrency (Oban's
+``queues:``). Several such processes, on several machines, may share one database.
+
+SIGTERM or SIGINT stops fetching and lets running jobs finish within the grace period; a
+second signal exits at once (the jobs it leaves are rescued later, see ``maintenance``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+
+import psycopg
+from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate import worker as procrastinate_worker
+
+from qlarius_jobs.app import app
+from qlarius_jobs.db.connection import POOL_LIMIT
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs.resilience import Availability, ResilientJobManager, steady_pool_reconnects
+from qlarius_jobs.jobs.wakeups import Wakeups
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
+
+log = get_logger(__name__)
+
+SQL = QueryFile.beside(__file__)
+
+
+def configured_queues() -> dict[str, int]:
+    """The ``QLARIUS_QUEUES`` setting (default ``default=10,targets=5,offers=10,maintenance=3``)."""
+    return parse_queues(get_settings().queues, defaults={})
+
+
+def parse_queues(spec: str | None, defaults: Mapping[str, int] | None = None) -> dict[str, int]:
+    """``"targets,offers=4"`` -> ``{"targets": 5, "offers": 4}`` (unlisted concurrency: default)."""
+    if defaults is None:
+        defaults = configured_queues()
+    if not spec:
+        return dict(defaults)
+    queues: dict[str, int] = {}
+    for item in spec.split(","):
+        name, _, concurrency = item.strip().partition("=")
+        if not name:
+            continue
+        if concurrency:
+            if not concurrency.isdigit() or int(concurrency) < 1:
+                raise ValueError(f"queue {name!r}: concurrency must be a positive integer")
+            queues[name] = int(concurrency)
+        else:
+            queues[name] = defaults.get(name, 1)
+    if not queues:
+        raise ValueError(f"no queue in {spec!r}")
+    return queues
+
+
+LEFT_FREE = 3  # connections a worker process leaves for operators and the application
+
+
+def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
+    """Check that this process's connections fit in what the server has free, and cap the
+    pool when they do not: never take the connections reserved for superusers (workers often
+    connect as one), and leave a few for psql and the application. Says so in one line; raises
+    ``ValueError`` (one line) when too few are free to work at all. Returns the pool size."""
+    settings = get_settings()
+    listeners = len(queues) + 1  # one LISTEN per queue's worker, one for wake-ups
+    with psycopg.connect(conninfo) as conn:
+        budget = SQL.one_sync(conn, "connection_budget")
+    free = budget["max_connections"] - budget["reserved"] - budget["in_use"] - LEFT_FREE
+    wanted = settings.pool_max_size + listeners
+    if wanted <= free:
+        return settings.pool_max_size
+    pool = free - listeners
+    facts = (
+        f"max_connections {budget['max_connections']}, {budget['reserved']} reserved, "
+        f"{budget['in_use']} in use, {LEFT_FREE} left free for others"
+    )
+    if pool < 2:
+        raise ValueError(
+            f"not enough database connections for a worker: it needs {listeners + 2} or more, "
+            f"{max(free, 0)} are free ({facts})"
+        )
+    POOL_LIMIT.max_size = pool
+    log.warning(
+        f"connection pool capped at {pool} (QLARIUS_POOL_MAX_SIZE is "
+        f"{settings.pool_max_size}): {facts}",
+        pool_max_size=pool,
+    )
+    return pool
+
+
+class WorkersStopped(RuntimeError):
+    """The workers stopped without being asked to; the message says why, in one line."""
+
+
+async def run_workers(
+    queues: Mapping[str, int],
+    *,
+    wait: bool = True,
+    graceful_timeout: float | None = None,  # default: the setting (with wait=False: no limit)
+    install_signal_handlers: bool = True,
+    fetch_job_polling_interval: float = 5.0,
+    periodic: bool = True,
+) -> None:
+    """Run one Procrastinate worker per queue, concurrently, until stopped (or, with
+    ``wait=False``, until the queues are empty). ``periodic=False`` defers no periodic job
+    (tests, benchmarks: a tick would add jobs nobody asked for).
+
+    A lost database is waited for (see ``resilience.py``). Any worker that stops on its own,
+    for whatever reason, stops them all: ``WorkersStopped`` says why (the process then exits
+    non-zero, so that a supervisor restarts it; it is never left half alive).
+    """
+    host = socket.gethostname()
+    settings = get_settings()
+    if graceful_timeout is None and wait:
+        graceful_timeout = settings.shutdown_grace_seconds
+    # With wait=False the worker stops because its queue is empty, not because it was asked
+    # to: running jobs then finish however long they take (graceful_timeout None).
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            app.connector.pool  # noqa: B018 - raises when the app is not open yet
+        except procrastinate_exceptions.AppNotOpen:
+            await stack.enter_async_context(app.open_async())
+        pool = app.connector.pool
+        steady_pool_reconnects()
+        availability = Availability(settings.database_outage_limit_seconds, pool)
+        base_manager = app.job_manager
+        job_manager = ResilientJobManager(base_manager, availability)
+        app.job_manager = job_manager  # worker processes only: the CLI's defer keeps failing fast
+        stack.callback(setattr, app, "job_manager", base_manager)
+        workers = [
+            procrastinate_worker.Worker(
+                app=app,
+                **{
+                    **app.worker_defaults,  # middleware, heartbeats (see app.py)
+                    "shutdown_graceful_timeout": graceful_timeout,
+                },
+                queues=[queue],
+                name=f"{host}:{os.getpid()}:{queue}",
+                concurrency=concurrency,
+                wait=wait,
+                install_signal_handlers=False,
+                fetch_job_polling_interval=fetch_job_polling_interval,
+            )
+            for queue, concurrency in queues.items()
+        ]
+
+        def running_jobs(worker_id: int) -> set[int]:
+            # Procrastinate keeps each worker's running jobs here (a private attribute)
+            return {
+                context.job.id
+                for w in workers
+                if w.worker_id == worker_id
+                for context in w._running_jobs.values()
+                if context.job.id is not None
+            }
+
+        job_manager.running_jobs = running_jobs
+        loop = asyncio.get_running_loop()
+        signals_seen = 0
+        stop_requested = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            stop_requested.set()
+            availability.stopping = True
+            if signals_seen == 1:
+                log.info(
+                    "stop requested: no new jobs; waiting for running jobs",
+                    signal=signal.Signals(signum).name,
+                    graceful_timeout_s=graceful_timeout,
+                )
+                for worker in workers:
+                    worker.stop()
+            else:
+                log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
+                sys.stderr.flush()
+                os._exit(130)
+
+        if install_signal_handlers:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, on_signal, signum)
+        log.info("workers starting", queues=dict(queues), pid=os.getpid(), host=host)
+        registry = app.periodic_registry
+        schedule = registry.periodic_tasks
+        if not periodic:
+            registry.periodic_tasks = {}
+        wakeups = Wakeups(
+            pool,
+            lambda: str(pool.conninfo),
+            availability=availability,
+            listen=not settings.behind_pooler,
+            sweep_seconds=settings.wakeup_sweep_seconds,
+        )
+        try:
+            if not wait:
+                await wakeups.sweep_once()  # pending work left by earlier runs gets its jobs
+            failure = await _supervise(
+                workers, wakeups if wait else None, stop_requested, wait, availability
+            )
+        finally:
+            registry.periodic_tasks = schedule
+            if install_signal_handlers:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+        if failure:
+            log.error("workers stopped on their own", reason=failure)
+            raise WorkersStopped(failure)
+        log.info("workers stopped", queues=dict(queues))
+
+
+async def _supervise(
+    workers: list[procrastinate_worker.Worker],
+    wakeups: Wakeups | None,
+    stop_requested: asyncio.Event,
+    wait: bool,
+    availability: Availability,
+) -> str | None:
+    """Run the workers (and the wake-ups) until every worker has ended. One that raises, or
+    ends while running for good (``wait``) without a stop request, stops the others. Returns
+    why, or None for a normal end."""
+    names = {
+        asyncio.create_task(w.run()): f"worker of queue {','.join(w.queues or [])}" for w in workers
+    }
+    helper = asyncio.create_task(wakeups.run()) if wakeups else None
+    if helper is not None:
+        names[helper] = "wake-ups listener"
+    failure: str | None = None
+    pending = set(names)
+    try:
+        while pending - {helper}:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                ended_on_its_own = wait and not stop_requested.is_set()
+                if failure is None and (error is not None or ended_on_its_own):
+                    availability.stopping = True
+                    failure = availability.gone or (
+                        _one_line(error)
+                        if error is not None
+                        else f"the {names[task]} stopped on its own (see the error above)"
+                    )
+                    for worker in workers:
+                        worker.stop()
+    finally:
+        # Cancelled ourselves (an embedding application, a test): the workers are cancelled
+        # too, as asyncio.gather would do, and waited for; none is left running unseen.
+        for task in names:
+            task.cancel()
+        for task in names:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    return failure
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

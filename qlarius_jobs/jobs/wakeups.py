@@ -1,0 +1,122 @@
+"""Wake-ups: defer a drain job when pending work appears (see ``drains.py``).
+
+Pending rows NOTIFY ``qlarius_wakeup`` when they commit. Each worker process LISTENs and, on a
+notification, makes sure a drain job of that kind is waiting: a waiting job has not started
+yet, so it will see the rows that sent the notification. Notifications can be lost (the
+listening connection drops, or a pooler forbids LISTEN), so every ``wakeup_sweep_seconds``
+the process also looks for pending work and does the same. Losing the database only pauses
+this loop; it reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import Callable
+
+import psycopg
+import psycopg_pool
+
+from qlarius_jobs.jobs import drains
+from qlarius_jobs.jobs.resilience import MAX_BACKOFF_SECONDS, Availability, is_connection_error
+from qlarius_jobs.logs import get_logger
+
+log = get_logger(__name__)
+
+CHANNEL = "qlarius_wakeup"
+
+
+class Wakeups:
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool,
+        conninfo: Callable[[], str],
+        *,
+        listen: bool,
+        sweep_seconds: float,
+        availability: Availability | None = None,
+    ) -> None:
+        self.pool = pool
+        self.conninfo = conninfo
+        self.listen = listen
+        self.sweep_seconds = sweep_seconds
+        self.availability = availability or Availability(float("inf"))
+        self.application_name = f"qlarius-jobs:{os.getpid()}"
+        self.deferred = 0  # drain jobs this process deferred (for tests and logs)
+
+    async def _ensure(self, kinds: set[str]) -> None:
+        for name in sorted(kinds & set(drains.KINDS)):
+            async with self.pool.connection() as conn:
+                if await drains.ensure_waiting_job(conn, drains.KINDS[name]) is not None:
+                    self.deferred += 1
+
+    async def _sweep(self) -> set[str]:
+        """The kinds with work a drain could take now (not only rows left for a busy target)."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                # targets written with triggers off get their scope rows here at the latest
+                await drains.ensure_target_locks(conn)
+            return {
+                name
+                for name, kind in drains.KINDS.items()
+                if await drains.has_processable(conn, kind)
+            }
+
+    async def sweep_once(self) -> None:
+        """Defer a drain job for every kind with pending work (a worker run that will stop when
+        its queues are empty starts with this instead of listening)."""
+        await self._ensure(await self._sweep())
+
+    async def _wait_for_notifications(
+        self, conn: psycopg.AsyncConnection | None, timeout: float
+    ) -> set[str]:
+        if conn is None:
+            await asyncio.sleep(timeout)
+            return set()
+        kinds: set[str] = set()
+        async for notify in conn.notifies(timeout=timeout, stop_after=1):
+            kinds.add(notify.payload)
+        return kinds
+
+    async def _serve(self) -> None:
+        listener: psycopg.AsyncConnection | None = None
+        try:
+            if self.listen:
+                listener = await psycopg.AsyncConnection.connect(
+                    self.conninfo(), autocommit=True, application_name=self.application_name
+                )
+                await listener.execute(f"LISTEN {CHANNEL}")
+            # A fresh listener may have missed notifications: sweep at once.
+            next_sweep = 0.0
+            while True:
+                kinds: set[str] = set()
+                if time.monotonic() >= next_sweep:
+                    kinds |= await self._sweep()
+                    next_sweep = time.monotonic() + self.sweep_seconds
+                    self.availability.succeeded()
+                await self._ensure(kinds)
+                kinds = await self._wait_for_notifications(
+                    listener, max(0.0, next_sweep - time.monotonic())
+                )
+                await self._ensure(kinds)
+        finally:
+            if listener is not None:
+                await listener.close()
+
+    async def run(self) -> None:
+        """Until cancelled. A lost database is waited for with backoff and jitter (past the
+        outage limit, ``DatabaseGone``)."""
+        delay = 0.2
+        while True:
+            try:
+                await self._serve()
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    raise
+                self.availability.failed(exc)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            else:  # pragma: no cover - _serve only returns by raising
+                return

@@ -1,0 +1,1 @@
+"""Operations: what operators look at (status; the console)."""

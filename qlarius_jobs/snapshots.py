@@ -1,0 +1,149 @@
+"""The one snapshot module: band matching and matching-tag snapshots, set-based.
+
+The rules live in SQL (``sql/migrations/0002_band_matching_and_snapshots.sql``): the views
+``qlarius_band_memberships`` (innermost band per MeFile per target) and the function
+``qlarius_matching_tags_snapshots`` (the snapshot of a batch of (me_file, band) pairs). This
+module is how Python reaches them; every task that writes a snapshot goes through it, and
+every call handles a whole batch in one statement, never a query per row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.logs import get_logger
+
+log = get_logger(__name__)
+
+SQL = QueryFile.beside(__file__)
+
+Snapshot = dict[str, Any]
+Pair = tuple[int, int]  # (me_file_id, band_id)
+CopyTable = Literal["offers", "ad_events"]
+EMPTY_SNAPSHOT: Snapshot = {"tags": []}
+
+
+def _split(pairs: Iterable[Pair]) -> dict[str, list[int]]:
+    me_file_ids: list[int] = []
+    band_ids: list[int] = []
+    for me_file_id, band_id in pairs:
+        me_file_ids.append(me_file_id)
+        band_ids.append(band_id)
+    return {"me_file_ids": me_file_ids, "band_ids": band_ids}
+
+
+async def compute_snapshots(conn: AsyncConnection, pairs: Iterable[Pair]) -> dict[Pair, Snapshot]:
+    """The snapshot of every (me_file_id, band_id) pair; ``{"tags": []}`` when nothing matches."""
+    rows = await SQL.many(conn, "snapshots_for_pairs", **_split(pairs))
+    return {(r["me_file_id"], r["band_id"]): r["snapshot"] for r in rows}
+
+
+async def band_memberships(
+    conn: AsyncConnection, target_ids: Sequence[int], me_file_ids: Sequence[int] | None = None
+) -> dict[tuple[int, int], int]:
+    """``{(target_id, me_file_id): band_id}``: the innermost matching band per MeFile."""
+    rows = await SQL.many(
+        conn,
+        "band_memberships",
+        target_ids=list(target_ids),
+        me_file_ids=None if me_file_ids is None else list(me_file_ids),
+    )
+    return {(r["target_id"], r["me_file_id"]): r["band_id"] for r in rows}
+
+
+@dataclass(frozen=True)
+class PopulationChanges:
+    deleted: int
+    inserted: int
+    refreshed: int
+    members: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.deleted or self.inserted or self.refreshed)
+
+
+async def apply_band_memberships(
+    conn: AsyncConnection, target_ids: Sequence[int], me_file_ids: Sequence[int] | None = None
+) -> PopulationChanges:
+    """Make the targets' populations match band matching, snapshots inline, in one statement.
+
+    ``me_file_ids=None`` means every MeFile (populating); a list narrows it (syncing).
+    """
+    row = await SQL.one(
+        conn,
+        "apply_band_memberships",
+        target_ids=list(target_ids),
+        me_file_ids=None if me_file_ids is None else list(me_file_ids),
+    )
+    assert row is not None
+    return PopulationChanges(
+        deleted=row["deleted"],
+        inserted=row["inserted"],
+        refreshed=row["refreshed"],
+        members=row["members"],
+    )
+
+
+async def insert_populations_with_snapshots(conn: AsyncConnection, pairs: Iterable[Pair]) -> int:
+    """Insert population rows with their snapshots in the same statement; existing rows stay."""
+    return await SQL.count(conn, "insert_populations", **_split(pairs))
+
+
+async def fill_missing_population_snapshots(
+    conn: AsyncConnection, population_ids: Sequence[int]
+) -> list[int]:
+    """Fill the NULL snapshots among ``population_ids``; never overwrites, never waits (a row
+    being written elsewhere is skipped). Returns the ids really filled."""
+    if not population_ids:
+        return []
+    rows = await SQL.many(conn, "fill_population_snapshots", population_ids=list(population_ids))
+    return [r["id"] for r in rows]
+
+
+@dataclass(frozen=True)
+class CopyFill:
+    updated: int
+    populations_filled: int
+    orphans: list[dict[str, int]]  # rows whose (me_file, band) has no population: still NULL
+
+
+async def fill_missing_copied_snapshots(
+    conn: AsyncConnection, table: CopyTable, ids: Sequence[int]
+) -> CopyFill:
+    """Fill NULL snapshots of offers or ad events from their (me_file, band) population.
+
+    The population's own snapshot is filled first when it is NULL too, so a row is repaired
+    whether or not its population was repaired before; when that population is being written
+    by another job right now, the row gets the snapshot computed from the tags instead. Rows
+    whose pair has no population stay NULL; each is logged (the seed note's
+    ``No snapshot found for ...`` line) and returned.
+    """
+    if not ids:
+        return CopyFill(0, 0, [])
+    tables = {"table": table}
+    ids = list(ids)
+    behind = await SQL.many(conn, "missing_snapshot_populations_of_copies", tables=tables, ids=ids)
+    populations_filled = len(
+        await fill_missing_population_snapshots(conn, [r["id"] for r in behind])
+    )
+    updated = await SQL.count(conn, "copy_population_snapshots", tables=tables, ids=ids)
+    # a population another job is writing right now: compute what it will hold
+    updated += await SQL.count(conn, "compute_copy_snapshots", tables=tables, ids=ids)
+    orphans = await SQL.many(conn, "copies_without_snapshot", tables=tables, ids=ids)
+    kind = "offer" if table == "offers" else "ad_event"
+    for orphan in orphans:
+        log.warning(
+            f"No snapshot found for {kind} {orphan['id']} "
+            f"(me_file: {orphan['me_file_id']}, band: {orphan['target_band_id']})",
+            table=table,
+            row_id=orphan["id"],
+            me_file_id=orphan["me_file_id"],
+            band_id=orphan["target_band_id"],
+        )
+    return CopyFill(updated, populations_filled, orphans)

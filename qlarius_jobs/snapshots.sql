@@ -1,0 +1,164 @@
+-- Band matching and snapshots (snapshots.py): the one place where a MeFile's band and its
+-- matching_tags_snapshot are computed, and where the three tables' snapshots are written.
+
+-- name: snapshots_for_pairs :many
+-- The snapshot of each given (me_file, band) pair.
+SELECT me_file_id, band_id, snapshot
+FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bigint[])
+
+-- name: band_memberships :many
+-- The innermost band of each MeFile in the given targets (all MeFiles when me_file_ids is NULL).
+SELECT target_id, me_file_id, band_id
+FROM qlarius_band_memberships
+WHERE target_id = ANY(%(target_ids)s::bigint[])
+  AND (%(me_file_ids)s::bigint[] IS NULL OR me_file_id = ANY(%(me_file_ids)s::bigint[]))
+ORDER BY target_id, me_file_id
+
+-- name: apply_band_memberships :one
+-- Bring the populations of the given targets (for all MeFiles, or only the given ones) in line
+-- with band matching, in one statement: delete the rows that no longer hold, insert the
+-- missing ones with their snapshots, and refresh the snapshot of kept rows whose tags changed.
+-- Populating (one target, every MeFile) and syncing (one MeFile, every populated target)
+-- both run this, so they always agree.
+WITH wanted AS (
+    SELECT m.me_file_id, m.band_id
+    FROM qlarius_band_memberships m
+    WHERE m.target_id = ANY(%(target_ids)s::bigint[])
+      AND (%(me_file_ids)s::bigint[] IS NULL OR m.me_file_id = ANY(%(me_file_ids)s::bigint[]))
+),
+current_rows AS (
+    SELECT tp.id, tp.me_file_id, tp.target_band_id AS band_id, tp.matching_tags_snapshot
+    FROM target_populations tp
+    JOIN target_bands b ON b.id = tp.target_band_id
+    WHERE b.target_id = ANY(%(target_ids)s::bigint[])
+      AND (%(me_file_ids)s::bigint[] IS NULL OR tp.me_file_id = ANY(%(me_file_ids)s::bigint[]))
+),
+deleted AS (
+    DELETE FROM target_populations tp
+    USING current_rows c
+    WHERE tp.id = c.id
+      AND NOT EXISTS (
+          SELECT 1 FROM wanted w WHERE w.me_file_id = c.me_file_id AND w.band_id = c.band_id)
+    RETURNING tp.me_file_id
+),
+pairs AS (
+    SELECT array_agg(me_file_id) AS me_file_ids, array_agg(band_id) AS band_ids FROM wanted
+),
+snapshots AS (
+    SELECT s.me_file_id, s.band_id, s.snapshot
+    FROM pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
+),
+inserted AS (
+    INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+    SELECT s.band_id, s.me_file_id, s.snapshot
+    FROM snapshots s
+    WHERE NOT EXISTS (
+        SELECT 1 FROM current_rows c WHERE c.me_file_id = s.me_file_id AND c.band_id = s.band_id)
+    ON CONFLICT (target_band_id, me_file_id) DO NOTHING
+    RETURNING me_file_id
+),
+refreshed AS (
+    UPDATE target_populations tp
+    SET matching_tags_snapshot = s.snapshot, updated_at = now()
+    FROM current_rows c
+    JOIN snapshots s ON s.me_file_id = c.me_file_id AND s.band_id = c.band_id
+    WHERE tp.id = c.id AND c.matching_tags_snapshot IS DISTINCT FROM s.snapshot
+    RETURNING tp.me_file_id
+)
+SELECT
+    (SELECT count(*) FROM deleted) AS deleted,
+    (SELECT count(*) FROM inserted) AS inserted,
+    (SELECT count(*) FROM refreshed) AS refreshed,
+    (SELECT count(*) FROM wanted) AS members
+
+-- name: insert_populations :count
+-- Insert population rows with their snapshots in the same statement. Idempotent.
+INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+SELECT s.band_id, s.me_file_id, s.snapshot
+FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bigint[]) s
+ON CONFLICT (target_band_id, me_file_id) DO NOTHING
+
+-- name: fill_population_snapshots :many
+-- Fill the NULL snapshots of the given populations; never overwrites. SKIP LOCKED: a row that
+-- another job is writing right now gets its snapshot from that job, so a fill never waits and
+-- can never be part of a deadlock. Re-checked under the lock (a rerun leaves it alone).
+WITH missing AS MATERIALIZED (
+    SELECT id, me_file_id, target_band_id
+    FROM target_populations
+    WHERE id = ANY(%(population_ids)s::bigint[]) AND matching_tags_snapshot IS NULL
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+),
+pairs AS (
+    SELECT array_agg(me_file_id) AS me_file_ids, array_agg(target_band_id) AS band_ids FROM missing
+)
+UPDATE target_populations tp
+SET matching_tags_snapshot = s.snapshot, updated_at = now()
+FROM missing m, pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
+WHERE tp.id = m.id
+  AND s.me_file_id = m.me_file_id AND s.band_id = m.target_band_id
+  AND tp.matching_tags_snapshot IS NULL
+RETURNING tp.id
+
+-- name: missing_snapshot_populations_of_copies :many
+-- Populations with a NULL snapshot behind the given offers or ad events ({table}) that have none.
+SELECT DISTINCT tp.id
+FROM {table} c
+JOIN target_populations tp
+  ON tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id
+WHERE c.id = ANY(%(ids)s::bigint[])
+  AND c.matching_tags_snapshot IS NULL
+  AND tp.matching_tags_snapshot IS NULL
+
+-- name: copy_population_snapshots :count
+-- Give offers or ad events ({table}) with a NULL snapshot the snapshot of their
+-- (me_file, band) population. Guarded by IS NULL and SKIP LOCKED (a row being written
+-- elsewhere is left to that writer or the next run); returns the rows really updated.
+WITH missing AS MATERIALIZED (
+    SELECT id FROM {table}
+    WHERE id = ANY(%(ids)s::bigint[]) AND matching_tags_snapshot IS NULL
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {table} c
+SET matching_tags_snapshot = tp.matching_tags_snapshot
+FROM missing m, target_populations tp
+WHERE c.id = m.id
+  AND c.matching_tags_snapshot IS NULL
+  AND tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id
+  AND tp.matching_tags_snapshot IS NOT NULL
+RETURNING c.id
+
+-- name: compute_copy_snapshots :count
+-- Offers or ad events ({table}) still without a snapshot although a population explains them
+-- (its own snapshot being written by another job right now): computed from the tags, as the
+-- population's is. Guarded by IS NULL and SKIP LOCKED; returns the rows updated.
+WITH missing AS MATERIALIZED (
+    SELECT c.id, c.me_file_id, c.target_band_id
+    FROM {table} c
+    WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
+      AND EXISTS (SELECT 1 FROM target_populations tp
+                  WHERE tp.me_file_id = c.me_file_id AND tp.target_band_id = c.target_band_id)
+    ORDER BY c.id
+    FOR UPDATE OF c SKIP LOCKED
+),
+pairs AS (
+    SELECT array_agg(me_file_id) AS me_file_ids, array_agg(target_band_id) AS band_ids
+    FROM missing
+)
+UPDATE {table} c
+SET matching_tags_snapshot = s.snapshot
+FROM missing m, pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
+WHERE c.id = m.id AND s.me_file_id = m.me_file_id AND s.band_id = m.target_band_id
+  AND c.matching_tags_snapshot IS NULL
+RETURNING c.id
+
+-- name: copies_without_snapshot :many
+-- Of the given offers or ad events ({table}), those without a snapshot that no population
+-- explains: orphans, which the backfill reports (a row merely locked elsewhere is not one).
+SELECT c.id, c.me_file_id, c.target_band_id
+FROM {table} c
+WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
+  AND NOT EXISTS (SELECT 1 FROM target_populations tp
+                  WHERE tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id)
+ORDER BY c.id

@@ -1,1 +1,0 @@
-SELECT id FROM target_bands WHERE id = %(band_id)s

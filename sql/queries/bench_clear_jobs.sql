@@ -1,1 +1,0 @@
-DELETE FROM procrastinate_jobs WHERE status NOT IN ('todo', 'doing')

@@ -1,2 +1,0 @@
--- Benchmark: the floor applies changes directly; drop the pending rows they recorded.
-DELETE FROM qlarius_pending_syncs

@@ -1,1 +1,0 @@
-SELECT rolsuper AS superuser FROM pg_roles WHERE rolname = current_user

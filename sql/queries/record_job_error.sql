@@ -1,2 +1,0 @@
-INSERT INTO qlarius_job_errors (job_id, task_name, attempt, error_type, message, traceback)
-VALUES (%(job_id)s, %(task_name)s, %(attempt)s, %(error_type)s, %(message)s, %(traceback)s)

@@ -1,1 +1,0 @@
-SELECT queue_name AS queue, status, jobs, earliest_scheduled FROM qlarius_job_counts

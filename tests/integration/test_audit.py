@@ -1,0 +1,108 @@
+"""The drift audit: `qlarius-jobs audit` and the sample each backfill run checks. Drift is made
+by hand here and nothing records it, as after a bug, a hand edit or a restore from backup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+
+from qlarius_jobs import api
+from qlarius_jobs.dev import reference
+from qlarius_jobs.jobs.catalog import defer_job
+from tests.integration.conftest import BIN, TEST_DB, drain, log_events
+from tests.integration.factories import standard_world
+
+
+async def _world(sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    s["people"] = [
+        w.me_file([s["female"], s["z10028"], s["heat"]]),
+        w.me_file([s["female"], s["z10001"]]),
+        w.me_file([s["female"]]),
+        w.me_file([s["female"]]),
+    ]
+    s["campaign"] = w.campaign(
+        s["target"], {b: ("1.00", "2.00") for b in (s["bullseye"], s["middle"], s["outer"])}
+    )
+    async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo) as conn:
+        await api.trigger_population(conn, s["target"])
+        await conn.commit()
+    await drain()
+    return s
+
+
+def _drift(sync_conn, s) -> None:
+    """One of each kind, recorded nowhere."""
+    inner, middle, outer, other = s["people"]
+    sync_conn.execute("DELETE FROM target_populations WHERE me_file_id = %s", (outer,))
+    sync_conn.execute(
+        "UPDATE target_populations SET matching_tags_snapshot = '{\"tags\": []}' "
+        "WHERE me_file_id = %s",
+        (middle,),
+    )
+    sync_conn.execute("DELETE FROM offers WHERE me_file_id = %s", (other,))
+    sync_conn.execute(
+        "UPDATE offers SET matching_tags_snapshot = '{\"tags\": 7}' WHERE me_file_id = %s",
+        (inner,),
+    )
+    sync_conn.execute("DELETE FROM qlarius_pending_syncs")
+    sync_conn.execute("DELETE FROM qlarius_pending_reconciles")
+
+
+def _audit_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "qlarius-jobs"), "audit", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_the_audit_finds_each_kind_of_drift_and_the_repair_mends_it(app, sync_conn):
+    s = await _world(sync_conn)
+    clean = _audit_cli()
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["drifted_population"] == 0
+    _drift(sync_conn, s)
+    found = _audit_cli()
+    assert found.returncode == 1
+    counts = json.loads(found.stdout)
+    assert {k: counts[k] for k in counts if k.endswith(("population", "snapshot", "offer"))} | {
+        "offer_without_eligibility": counts["offer_without_eligibility"]
+    } == {
+        "drifted_population": 1,  # the deleted population
+        "stale_snapshot": 1,  # the hand-written snapshot
+        "eligible_without_offer": 1,  # the deleted offer
+        "stale_offer_snapshot": 2,  # the hand-written one, and the one of the stale population
+        "offer_without_eligibility": 1,  # the offer left to the lost population
+    }
+    repaired = _audit_cli("--repair")
+    assert json.loads(repaired.stdout)["syncs_recorded"] == 2
+    await drain()
+    assert _audit_cli().returncode == 0
+    assert reference.check(sync_conn).total() == 0
+
+
+async def test_each_backfill_run_audits_a_sample_and_says_what_it_found(
+    app, sync_conn, settings, caplog
+):
+    settings.set(audit_sample_size=100)  # more than there are: every MeFile
+    s = await _world(sync_conn)
+    _drift(sync_conn, s)
+    async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo, autocommit=True) as conn:
+        await defer_job(conn, "backfill_missing_snapshots")
+    await drain(queues={"maintenance"})
+    row = sync_conn.execute(
+        "SELECT audited_me_files, drifted_populations, stale_snapshots, "
+        "offers_without_eligibility, eligible_without_offer, stale_offer_snapshots "
+        "FROM backfill_runs"
+    ).fetchone()
+    assert row == (4, 1, 1, 1, 1, 2)
+    warnings = " | ".join(e["event"] for e in log_events(caplog) if e["level"] == "warning")
+    for words in ("stale snapshot", "offer without eligibility", "eligible MeFile without offer"):
+        assert words in warnings
+    await drain()  # the repairs the run queued
+    assert reference.check(sync_conn).total() == 0

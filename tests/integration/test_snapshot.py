@@ -1,0 +1,211 @@
+"""The snapshot rules of DOMAIN.md, each checked against the real SQL."""
+
+from __future__ import annotations
+
+import json
+
+from qlarius_jobs import snapshots
+from tests.integration.factories import World, standard_world
+
+DOMAIN_EXAMPLE = (
+    '{"tags": [[1, "Sex (Biological)", 1, [[2, "Female", 1]]], '
+    '[4, "Home Zip Code", 3, [[58587, "10028", 10028]]], '
+    '[869, "Home Properties", 7, [[878, "Central Heat/AC", 2], [894, "Multi-story", 5]]]]}'
+)
+
+
+def _domain_example_world(w: World) -> tuple[int, int]:
+    w.conn.execute(
+        "INSERT INTO traits (id, trait_name, display_order, parent_trait_id) VALUES "
+        "(1, 'Sex (Biological)', 1, NULL), (2, 'Female', 1, 1), (3, 'Male', 2, 1), "
+        "(4, 'Home Zip Code', 3, NULL), (58587, '10028', 10028, 4), "
+        "(869, 'Home Properties', 7, NULL), (878, 'Central Heat/AC', 2, 869), "
+        "(894, 'Multi-story', 5, 869), (900, 'Pool', 1, 869)"
+    )
+    g1 = w.group("women", 1, [2])
+    g2 = w.group("zip", 4, [58587])
+    g3 = w.group("heat", 869, [878])
+    g4 = w.group("stories and pools", 869, [894, 900])
+    target = w.target()
+    band = w.band(target, [g1, g2, g3, g4], bullseye=True)
+    # Male (3) is not in any group of the band: it must not appear.
+    me_file = w.me_file({2: None, 3: None, 58587: "10028", 878: "", 894: "Multi-story"})
+    return me_file, band
+
+
+async def test_domain_example_is_reproduced_byte_for_byte(conn, sync_conn):
+    me_file, band = _domain_example_world(World(sync_conn))
+    result = await snapshots.compute_snapshots(conn, [(me_file, band)])
+    assert result[(me_file, band)] == json.loads(DOMAIN_EXAMPLE)
+    text = sync_conn.execute(
+        "SELECT snapshot::text FROM qlarius_matching_tags_snapshots(ARRAY[%s]::bigint[], ARRAY[%s]::bigint[])",
+        (me_file, band),
+    ).fetchone()[0]
+    assert text == DOMAIN_EXAMPLE
+
+
+async def test_only_tags_in_the_band_groups_count(conn, sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    other = w.parent("Pets", 9)
+    dog = w.child(other, "Dog")
+    me_file = w.me_file([s["female"], s["male"], dog])
+    result = await snapshots.compute_snapshots(conn, [(me_file, s["outer"])])
+    assert result[(me_file, s["outer"])] == {
+        "tags": [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
+    }
+
+
+async def test_two_groups_over_one_parent_merge_into_one_entry(conn, sync_conn):
+    w = World(sync_conn)
+    props = w.parent("Home Properties", 7)
+    heat = w.child(props, "Central Heat/AC", 2)
+    story = w.child(props, "Multi-story", 5)
+    g1 = w.group("heat", props, [heat])
+    g2 = w.group("story", props, [story])
+    band = w.band(w.target(), [g1, g2])
+    me_file = w.me_file([story, heat])
+    result = await snapshots.compute_snapshots(conn, [(me_file, band)])
+    assert result[(me_file, band)] == {
+        "tags": [
+            [props, "Home Properties", 7, [[heat, "Central Heat/AC", 2], [story, "Multi-story", 5]]]
+        ]
+    }
+
+
+async def test_parents_and_children_ordered_by_display_order_then_id(conn, sync_conn):
+    w = World(sync_conn)
+    # Parents: b has a lower display_order than a; c ties with b and has a higher id.
+    a = w.parent("A", 5)
+    b = w.parent("B", 2)
+    c = w.parent("C", 2)
+    a1 = w.child(a, "a1", 3)
+    a2 = w.child(a, "a2", 1)
+    a3 = w.child(a, "a3", 1)  # ties with a2 on display_order: a2 (lower id) first
+    b1 = w.child(b, "b1", 1)
+    c1 = w.child(c, "c1", 1)
+    groups = [w.group("ga", a, [a1, a2, a3]), w.group("gb", b, [b1]), w.group("gc", c, [c1])]
+    band = w.band(w.target(), groups)
+    me_file = w.me_file([a3, c1, a1, b1, a2])
+    result = await snapshots.compute_snapshots(conn, [(me_file, band)])
+    assert result[(me_file, band)] == {
+        "tags": [
+            [b, "B", 2, [[b1, "b1", 1]]],
+            [c, "C", 2, [[c1, "c1", 1]]],
+            [a, "A", 5, [[a2, "a2", 1], [a3, "a3", 1], [a1, "a1", 3]]],
+        ]
+    }
+
+
+async def test_value_falls_back_to_trait_name_when_null_or_empty(conn, sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    me_file = w.me_file({s["female"]: None, s["z10028"]: "", s["heat"]: "gas furnace"})
+    tags = (await snapshots.compute_snapshots(conn, [(me_file, s["bullseye"])]))[
+        (me_file, s["bullseye"])
+    ]["tags"]
+    values = {child[0]: child[1] for parent in tags for child in parent[3]}
+    assert values == {s["female"]: "Female", s["z10028"]: "10028", s["heat"]: "gas furnace"}
+    assert all(v is not None for v in values.values())
+
+
+async def test_no_match_gives_empty_tags_never_null(conn, sync_conn):
+    s = standard_world(sync_conn)
+    me_file = s["w"].me_file([s["male"]])
+    nobody = 10_000_000  # a MeFile id with no tags at all
+    result = await snapshots.compute_snapshots(
+        conn, [(me_file, s["bullseye"]), (nobody, s["outer"])]
+    )
+    assert result == {(me_file, s["bullseye"]): {"tags": []}, (nobody, s["outer"]): {"tags": []}}
+
+
+async def test_same_input_gives_byte_identical_json(sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    first = w.me_file([s["story"], s["z10028"], s["female"], s["heat"]])
+    second = w.me_file([s["heat"], s["female"], s["z10028"], s["story"]])
+    texts = sync_conn.execute(
+        "SELECT me_file_id, snapshot::text FROM qlarius_matching_tags_snapshots(%s, %s) "
+        "ORDER BY me_file_id",
+        ([first, second, first], [s["bullseye"]] * 3),
+    ).fetchall()
+    assert len(texts) == 2  # duplicate pairs collapse to one row
+    assert texts[0][1] == texts[1][1]
+    again = sync_conn.execute(
+        "SELECT snapshot::text FROM qlarius_matching_tags_snapshots(%s, %s)",
+        ([first], [s["bullseye"]]),
+    ).fetchone()[0]
+    assert again == texts[0][1]
+
+
+async def test_guarded_fill_never_overwrites_and_counts_true_updates(conn, sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    m1 = w.me_file([s["female"]])
+    m2 = w.me_file([s["female"], s["z10001"]])
+    m3 = w.me_file([s["male"]])
+    ids = [
+        w.one(
+            "INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot) "
+            "VALUES (%s, %s, %s) RETURNING id",
+            (band, m, snap),
+        )
+        for band, m, snap in [
+            (s["outer"], m1, None),
+            (s["middle"], m2, '{"tags": "hand-written, keep me"}'),
+            (s["outer"], m3, None),
+        ]
+    ]
+    assert sorted(await snapshots.fill_missing_population_snapshots(conn, ids)) == [ids[0], ids[2]]
+    snaps = w.snapshots()
+    assert snaps[ids[0]] == {
+        "tags": [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
+    }
+    assert snaps[ids[1]] == {"tags": "hand-written, keep me"}
+    assert snaps[ids[2]] == {"tags": []}  # computed, nothing matched: not NULL
+    assert await snapshots.fill_missing_population_snapshots(conn, ids) == []
+    assert await snapshots.fill_missing_population_snapshots(conn, []) == []
+
+
+async def test_insert_populations_with_snapshots_in_one_statement(conn, sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    m1 = w.me_file([s["female"], s["z10028"]])
+    m2 = w.me_file([s["female"]])
+    pairs = [(m1, s["middle"]), (m2, s["outer"])]
+    assert await snapshots.insert_populations_with_snapshots(conn, pairs) == 2
+    assert await snapshots.insert_populations_with_snapshots(conn, pairs) == 0  # idempotent
+    assert (
+        w.count("SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL") == 0
+    )
+    assert w.populations(s["target"]) == {m1: s["middle"], m2: s["outer"]}
+
+
+async def test_copied_snapshots_come_from_the_population_even_when_it_was_null(conn, sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    m1 = w.me_file([s["female"]])
+    m2 = w.me_file([s["female"]])
+    w.conn.execute(
+        "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
+        (s["outer"], m1),
+    )
+    campaign = w.campaign(s["target"], {s["outer"]: ("1.00", "1.50")})
+    run = w.one("SELECT id FROM media_runs WHERE campaign_id = %s", (campaign,))
+    offer_ids = [
+        w.one(
+            "INSERT INTO offers (campaign_id, me_file_id, media_run_id, target_band_id, "
+            "offer_amt, marketer_cost_amt) VALUES (%s, %s, %s, %s, 1, 1.5) RETURNING id",
+            (campaign, m, run, s["outer"]),
+        )
+        for m in (m1, m2)
+    ]
+    result = await snapshots.fill_missing_copied_snapshots(conn, "offers", offer_ids)
+    assert result.updated == 1
+    assert result.populations_filled == 1
+    assert [o["id"] for o in result.orphans] == [offer_ids[1]]  # m2 has no population
+    offers = w.snapshots("offers")
+    (population_snapshot,) = w.snapshots().values()
+    assert population_snapshot is not None
+    assert offers[offer_ids[0]] == population_snapshot
+    assert offers[offer_ids[1]] is None

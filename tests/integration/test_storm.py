@@ -1,0 +1,28 @@
+"""A short storm (``make storm`` runs the long one): worker processes, concurrent application
+transactions, a worker killed with SIGKILL midway; then every invariant, checked against the
+independent reference."""
+
+from __future__ import annotations
+
+import pytest
+
+from qlarius_jobs.dev import seed
+from qlarius_jobs.dev.storm import StormConfig, run_storm
+from tests.integration.conftest import TEST_DB, server_log
+
+
+@pytest.mark.slow
+async def test_a_short_storm_breaks_no_invariant(tmp_path):
+    config = StormConfig(seconds=20, workers=2, me_files=600, targets=3, changers=3)
+    seed.seed(
+        TEST_DB.conninfo,
+        seed.SeedSizes(me_files=config.me_files, targets=config.targets, campaigns_per_target=2),
+    )
+    log = server_log()
+    report = await run_storm(TEST_DB.conninfo, config, log_dir=tmp_path, server_log=log.path)
+    print("\n".join(report.lines()))
+    assert report.problems() == [], "\n".join(report.lines())
+    assert report.killed_pid is not None
+    assert report.counts["tag changes"] > 100 and report.counts["re-populations"] >= 2
+    assert report.deadlocks == 0
+    assert report.sync_lag_p99_ms is not None and report.sync_lag_p99_ms <= 5000

@@ -1,0 +1,217 @@
+"""Real worker processes: the seed note's race, the command line, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from qlarius_jobs.dev import seed
+from qlarius_jobs.jobs.catalog import defer_job
+from tests.integration.conftest import (
+    TEST_DB,
+    TargetRowHolder,
+    WorkerProcess,
+    defer_with_cli,
+    jobs,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of now: the test's own database is in it."""
+    return {**os.environ, "QLARIUS_OFFERS_RETRY_DELAY_SECONDS": "1", "QLARIUS_LOG_FORMAT": "json"}
+
+
+def _wait_until_done(conn, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+        ).fetchone()[0]
+        if not left:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"jobs still pending: {jobs(conn)}")
+
+
+def _start_worker(*args: str) -> WorkerProcess:
+    return WorkerProcess(*args, env=worker_env())
+
+
+def _stop(proc: WorkerProcess) -> str:
+    return proc.stop()
+
+
+@pytest.mark.slow
+async def test_offers_racing_populate_never_copy_a_null_snapshot(sync_conn):
+    """The seed note's race: offers created as soon as a target says 'populated'. With inline
+    snapshots, an offer job running at the same time as the populate never copies a NULL."""
+    seed.seed(
+        TEST_DB.conninfo,
+        seed.SeedSizes(
+            me_files=1500, parents=12, targets=4, campaigns_per_target=2, populate=False
+        ),
+    )
+    targets = [r[0] for r in sync_conn.execute("SELECT id FROM targets ORDER BY id")]
+    campaigns = [r[0] for r in sync_conn.execute("SELECT id FROM campaigns ORDER BY id")]
+    proc = _start_worker()
+    try:
+        async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo) as conn:
+            # all deferred in one transaction: offers first, so they race the populates
+            for target in targets:
+                await conn.execute(
+                    "UPDATE targets SET population_status = 'populating' WHERE id = %s", (target,)
+                )
+            for campaign in campaigns:
+                await defer_job(conn, "create_initial_pending_offers", campaign_id=campaign)
+            for target in targets:
+                await defer_job(conn, "populate_target", target_id=target)
+            await conn.commit()
+        _wait_until_done(sync_conn)
+    finally:
+        output = _stop(proc)
+    statuses = {j["status"] for j in jobs(sync_conn)}
+    assert statuses == {"succeeded"}, output[-3000:]
+    offers, null_offers = sync_conn.execute(
+        "SELECT count(*), count(*) FILTER (WHERE matching_tags_snapshot IS NULL) FROM offers"
+    ).fetchone()
+    expected = sync_conn.execute("SELECT count(*) FROM qlarius_eligible_offers").fetchone()[0]
+    assert offers == expected > 0
+    assert null_offers == 0
+    assert (
+        sync_conn.execute(
+            "SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL"
+        ).fetchone()[0]
+        == 0
+    )
+
+
+@pytest.mark.slow
+def test_every_task_can_be_deferred_with_the_procrastinate_cli_from_any_folder(sync_conn, tmp_path):
+    seed.seed(
+        TEST_DB.conninfo,
+        seed.SeedSizes(me_files=50, parents=5, targets=1, populate=True, null_share=0.5),
+    )
+    target, band, campaign, me_file = sync_conn.execute(
+        "SELECT t.id, b.id, c.id, (SELECT min(id) FROM me_files) FROM targets t "
+        "JOIN target_bands b ON b.target_id = t.id JOIN campaigns c ON c.target_id = t.id LIMIT 1"
+    ).fetchone()
+    calls = {
+        "populate_target": {"target_id": target},
+        "sync_me_file_to_target_populations": {"me_file_id": me_file},
+        "snapshot_band_populations": {"band_id": band},
+        "create_initial_pending_offers": {"campaign_id": campaign},
+        "reconcile_offers_for_me_file": {"me_file_id": me_file},
+        "backfill_missing_snapshots": {},
+    }
+    for task, args in calls.items():
+        result = subprocess.run(
+            [
+                str(BIN / "procrastinate"),
+                "--app=qlarius_jobs.app.app",
+                "defer",
+                task,
+                json.dumps(args),
+            ],
+            cwd=tmp_path,
+            env=worker_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+    again = subprocess.run(
+        [
+            str(BIN / "procrastinate"),
+            "--app=qlarius_jobs.app.app",
+            "defer",
+            "backfill_missing_snapshots",
+            "{}",
+        ],
+        cwd=tmp_path,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "already" in (again.stdout + again.stderr).lower()
+    assert {j["task_name"] for j in jobs(sync_conn)} == set(calls)
+    assert len(jobs(sync_conn)) == len(calls)
+    proc = subprocess.run(
+        [str(BIN / "qlarius-jobs"), "worker", "--until-empty"],
+        cwd=tmp_path,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # (periodic maintenance jobs a tick may have added meanwhile are not this test's)
+    ours = [j for j in jobs(sync_conn) if "timestamp" not in j["args"]]
+    assert {j["status"] for j in ours} == {"succeeded"}, [
+        (j["task_name"], j["status"], j["args"], j["scheduled_at"])
+        for j in ours
+        if j["status"] != "succeeded"
+    ]
+    nulls = sync_conn.execute(
+        "SELECT (SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL) + "
+        "(SELECT count(*) FROM ad_events a JOIN target_populations tp ON "
+        " tp.me_file_id = a.me_file_id AND tp.target_band_id = a.target_band_id "
+        " WHERE a.matching_tags_snapshot IS NULL)"
+    ).fetchone()[0]
+    assert nulls == 0
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
+    proc = _start_worker("--queues", "targets=2", "--grace", "20")
+    try:
+        time.sleep(2)
+        # a populate that blocks on a row we hold, so it is running when the signal comes
+        holder = TargetRowHolder(sync_conn)
+        defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
+        deadline = time.monotonic() + 20
+        while (
+            jobs(sync_conn, "populate_target")[0]["status"] != "doing"
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert proc.poll() is None  # still finishing the job
+        holder.release()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        out = _stop(proc)
+    assert jobs(sync_conn, "populate_target")[0]["status"] == "succeeded", out[-2000:]
+
+
+@pytest.mark.slow
+def test_until_empty_lets_a_long_job_finish_past_the_grace_period(sync_conn):
+    holder = TargetRowHolder(sync_conn)  # the job runs ~4 s
+    defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
+    proc = WorkerProcess(
+        "--queues",
+        "targets",
+        "--until-empty",
+        env={**worker_env(), "QLARIUS_SHUTDOWN_GRACE_SECONDS": "1"},
+    )
+    try:
+        time.sleep(4)
+        holder.release()
+        proc.wait(timeout=60)
+        out = proc.output()
+    finally:
+        holder.release()
+        proc.kill()
+    [job] = jobs(sync_conn, "populate_target")
+    assert (job["status"], job["attempts"]) == ("succeeded", 1), out[-2000:]
