@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
+from qlarius_jobs.jobs.base import BIGINT_MAX
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
@@ -34,9 +35,10 @@ SQL = QueryFile.beside(__file__)
 
 
 def positive_id(name: str, value: object) -> int:
-    """``value`` when it is a positive integer (not a bool); otherwise a clear ValueError."""
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    """``value`` when it is a positive integer within bigint (not a bool); otherwise a clear
+    ValueError."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= BIGINT_MAX:
+        raise ValueError(f"{name} must be a positive integer up to 2^63-1, got {value!r}")
     return value
 
 

@@ -8,12 +8,13 @@ database ``db/connection.py`` resolves then.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from procrastinate import App, PsycopgConnector
 
 from qlarius_jobs.db import connection
 from qlarius_jobs.jobs import catalog
-from qlarius_jobs.jobs.base import JobBlueprint
+from qlarius_jobs.jobs.base import CheckedJobManager, JobBlueprint, JobSpec
 from qlarius_jobs.jobs.middleware import WORKER_MIDDLEWARE
 from qlarius_jobs.logs import configure_logging
 from qlarius_jobs.settings import get_settings
@@ -46,8 +47,12 @@ def build_app(blueprints: Iterable[JobBlueprint] = catalog.BLUEPRINTS) -> App:
             "listen_notify": not settings.behind_pooler,
         },
     )
+    specs: dict[str, JobSpec[Any]] = {}
     for blueprint in blueprints:
         blueprint.register(app, settings)
+        specs.update(blueprint.specs)
+    # Procrastinate's own doors (its CLI's defer, configure_task) check arguments too.
+    app.job_manager = CheckedJobManager(connector, specs)
     return app
 
 

@@ -1,7 +1,9 @@
 """structlog, configured once: JSON lines by default, readable output on a terminal.
 
 Procrastinate's own (stdlib) log records go through the same renderer, so a worker's output
-is one event per line whichever library wrote it.
+is one event per line whichever library wrote it. Quiet by default: each job writes one line
+when it ends (``jobs/base.py``); Procrastinate's per-job events (carrying the whole job),
+its start/stop and registration chatter are DEBUG. Its warnings and errors stay.
 """
 
 from __future__ import annotations
@@ -62,13 +64,32 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(ProcrastinateChatter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    # Procrastinate logs every job start and end at INFO; keep them, they are the job trail.
     logging.getLogger("psycopg").setLevel(logging.WARNING)
+    # the console's server: its start and stop lines say nothing the CLI does not print
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     logging.getLogger("procrastinate.blueprints").setLevel(logging.WARNING)  # import-time noise
     _configured = True
+
+
+# Procrastinate's per-job events: each job's own end line replaces them (a failure's traceback
+# is in the error history, `qlarius-jobs status` and the job_errors table).
+JOB_TRAIL = frozenset({"job_error", "job_error_retry", "job_aborted", "job_aborted_retry"})
+
+
+class ProcrastinateChatter(logging.Filter):
+    """Procrastinate's INFO records and per-job events are shown only at DEBUG. The record
+    itself is left as it is: other handlers (a test's, an application's) see it whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("procrastinate"):
+            return True
+        if record.levelno <= logging.INFO or getattr(record, "action", None) in JOB_TRAIL:
+            return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        return True
 
 
 def _identity(logger: Any, name: str, event: dict[str, Any]) -> dict[str, Any]:

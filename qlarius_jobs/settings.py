@@ -1,24 +1,37 @@
 """Settings, read once from the environment (prefix ``QLARIUS_``) and ``.env``.
 
 ``DATABASE_URL`` (the conventional name) is honoured as well as ``QLARIUS_DATABASE_URL``.
-When neither is set, the project starts its own PostgreSQL cluster (see ``database.py``).
+When neither is set, the project starts its own PostgreSQL cluster (see ``dev/embedded.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 from pathlib import Path
 from typing import Literal
 
 import croniter
-from pydantic import AliasChoices, Field, PositiveInt, ValidationError, field_validator
+import pydantic_settings
+from pydantic import (
+    AliasChoices,
+    Field,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="QLARIUS_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="QLARIUS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        allow_inf_nan=False,  # an infinite backoff or time limit is a mistake, not a setting
     )
 
     database_url: str | None = Field(
@@ -112,6 +125,16 @@ class Settings(BaseSettings):
         default_factory=dict, description='per-task time limits, e.g. {"populate_target": 600}'
     )
 
+    # The console (qlarius-jobs web) and the probes.
+    web_host: str = Field(default="127.0.0.1", description="where the console listens")
+    web_port: int = Field(default=8000, ge=1, le=65535)
+    web_password: SecretStr | None = Field(
+        default=None, description="every page but the probes asks for it (HTTP Basic, any user)"
+    )
+    web_read_only: bool = Field(
+        default=False, description="no retry, cancel, abort or re-populate: hidden and refused"
+    )
+
     @field_validator("backfill_cron", "rescue_cron", "prune_cron")
     @classmethod
     def _cron_fires(cls, value: str) -> str:
@@ -125,20 +148,47 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} never fires ({exc})") from None
         return value
 
+    @field_validator("queues")
+    @classmethod
+    def _queue_spec(cls, value: str) -> str:
+        """``name=concurrency`` items, comma separated (a bare name takes concurrency 1)."""
+        names = []
+        for item in value.split(","):
+            name, sep, concurrency = item.strip().partition("=")
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"{item.strip()!r} is not queue=concurrency")
+            if sep and not (concurrency.isdigit() and int(concurrency) >= 1):
+                raise ValueError(f"queue {name}: concurrency must be a positive integer")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise ValueError("a queue is listed twice")
+        return value
+
+    @field_validator("task_timeouts")
+    @classmethod
+    def _positive_time_limits(cls, value: dict[str, float]) -> dict[str, float]:
+        for task, seconds in value.items():
+            if not 0 < seconds < float("inf"):
+                raise ValueError(f"{task}: a time limit must be a positive number of seconds")
+        return value
+
 
 class SettingsError(ValueError):
     """A setting is wrong; the message names it in one line."""
 
 
 def describe_error(exc: ValidationError) -> str:
-    """One line naming each wrong setting, e.g. ``QLARIUS_BACKFILL_CRON: 'banana' is not...``."""
-    parts = []
+    """One line per wrong setting: its name, its value, what is allowed, e.g.
+    ``invalid setting QLARIUS_BACKFILL_CRON='banana': 'banana' is not a cron expression``."""
+    lines = []
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "settings"
         name = "QLARIUS_" + field.upper()
         message = str(err.get("ctx", {}).get("error", "")) or err["msg"]
-        parts.append(f"{name}: {message}")
-    return "invalid setting: " + "; ".join(parts)
+        value = err.get("input")
+        shown = "" if value is None or (isinstance(value, dict) and not value) else f"={value!r}"
+        lines.append(f"invalid setting {name}{shown}: {message}")
+    return "\n".join(lines)
 
 
 @functools.cache
@@ -146,4 +196,9 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise SettingsError(describe_error(exc)) from None
+        message = describe_error(exc)
+    except pydantic_settings.SettingsError as exc:  # a value that is not JSON where JSON is due
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = "QLARIUS_" + field[1].upper() if field else "a setting"
+        message = f"invalid setting {name}: not valid JSON"
+    raise SettingsError(message)

@@ -85,6 +85,7 @@ class BenchConfig:
     storm_seconds: float = 60.0  # 0: no storm
     storm_me_files: int = 3000
     storm_workers: int = 3
+    console_jobs: int = 1_000_000  # 0: no console row
     storm_lines: list[str] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
 

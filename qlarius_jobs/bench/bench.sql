@@ -142,3 +142,27 @@ DELETE FROM backfill_runs
 
 -- name: bench_worker_count :one
 SELECT count(*) AS n FROM procrastinate_workers
+
+-- name: bench_fill_job_table :count
+-- The console benchmark's job table: %(jobs)s jobs of every task and queue, most of them
+-- succeeded, some failed, a few waiting (Procrastinate's trigger adds a 'deferred' event each).
+INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, attempts)
+SELECT (ARRAY['default', 'targets', 'offers', 'maintenance'])[1 + mod(n, 4)],
+       (ARRAY['create_initial_pending_offers', 'sync_pending_me_files', 'reconcile_pending_offers',
+              'snapshot_band_populations'])[1 + mod(n, 4)],
+       jsonb_build_object('n', n),
+       (CASE WHEN mod(n, 100) = 0 THEN 'failed' WHEN mod(n, 100) = 1 THEN 'todo' ELSE 'succeeded' END)
+           ::procrastinate_job_status,
+       CASE WHEN mod(n, 100) = 0 THEN 3 ELSE 1 END
+FROM generate_series(1, %(jobs)s) n
+
+-- name: bench_fill_recent_events :count
+-- Jobs that ended over the last three hours (about 5 a second), for the overview's charts.
+INSERT INTO procrastinate_events (job_id, type, at)
+SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'succeeded' END::procrastinate_job_event_type,
+       now() - make_interval(secs => (random() * 10800)::int)
+FROM procrastinate_jobs
+WHERE status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT %(recent)s
+
+-- name: bench_analyze_console_tables :exec
+ANALYZE procrastinate_jobs, procrastinate_events

@@ -25,23 +25,30 @@ import asyncio
 import json
 import os
 import platform
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import tqdm
 from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.app import app
 from qlarius_jobs.bench.backfill import bench_backfill
 from qlarius_jobs.bench.base import SQL, BenchConfig, Result
+from qlarius_jobs.bench.console import bench_console
 from qlarius_jobs.bench.populate import bench_populate
 from qlarius_jobs.bench.runner import bench_runner
 from qlarius_jobs.bench.storm import bench_storm
 from qlarius_jobs.bench.sync import bench_sync
 from qlarius_jobs.db import connection, migrate
 from qlarius_jobs.dev import seed
+from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
+
+log = get_logger(__name__)
 
 
 def bench_conninfo() -> str:
@@ -73,8 +80,12 @@ def run(cfg: BenchConfig) -> list[Result]:
     conninfo = bench_conninfo()
     _point_app_at(conninfo)
 
+    progress = BenchProgress(
+        steps=5 * len(cfg.sizes) + (1 if cfg.storm_seconds else 0) + (1 if cfg.console_jobs else 0)
+    )
     for size in cfg.sizes:
         recreate_database(conninfo)
+        progress.step(f"{size:,} MeFiles: data set")
         counts = seed.seed(
             conninfo,
             seed.SeedSizes(
@@ -90,17 +101,60 @@ def run(cfg: BenchConfig) -> list[Result]:
 
         async def measure(size: int = size, pops: int = pops) -> None:
             async with app.open_async():
+                progress.step(f"{size:,} MeFiles: backfill")
                 await bench_backfill(conninfo, cfg, size, pops)
+                progress.step(f"{size:,} MeFiles: populate")
                 await bench_populate(conninfo, cfg, size, pops)
+                progress.step(f"{size:,} MeFiles: sync")
                 await bench_sync(conninfo, cfg, size, pops)
             # A fresh pool, as the bare app gets: the steps above grew this one to dozens of
             # connections, which alone cost the worker stack ~10% (statements prepared per
             # connection, caches per backend).
             async with app.open_async():
+                progress.step(f"{size:,} MeFiles: job runner")
                 await bench_runner(conninfo, cfg, size, pops)
 
         asyncio.run(measure())
+    if cfg.console_jobs:
+        progress.step(f"console, {cfg.console_jobs:,} jobs")
+        bench_console(conninfo, cfg)
+    if cfg.storm_seconds:
+        progress.step("storm")
+        asyncio.run(bench_storm(cfg))
+    progress.close()
     return cfg.results
+
+
+class BenchProgress:
+    """Which benchmark runs now: a progress bar on a terminal, an event per step otherwise."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps, self.done = steps, 0
+        self.started = time.monotonic()
+        self.bar = (
+            tqdm.tqdm(total=steps, desc="bench", unit="step", file=sys.stderr)
+            if sys.stderr.isatty()
+            else None
+        )
+
+    def step(self, what: str) -> None:
+        if self.bar is not None:
+            self.bar.update(1 if self.done else 0)
+            self.bar.set_postfix_str(what)
+        else:
+            log.info(
+                "bench progress",
+                step=self.done + 1,
+                steps=self.steps,
+                running=what,
+                elapsed_ms=int((time.monotonic() - self.started) * 1000),
+            )
+        self.done += 1
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.close()
 
 
 def machine(conninfo: str) -> dict[str, Any]:
@@ -177,6 +231,7 @@ def main(
     rounds: int,
     storm_seconds: float,
     storm_me_files: int,
+    console_jobs: int = 1_000_000,
 ) -> int:
     cfg = BenchConfig(
         sizes=list(_sizes(sizes)),
@@ -186,10 +241,9 @@ def main(
         rounds=rounds,
         storm_seconds=storm_seconds,
         storm_me_files=storm_me_files,
+        console_jobs=console_jobs,
     )
     results = run(cfg)
-    if storm_seconds:
-        asyncio.run(bench_storm(cfg))
     print(format_results(results))
     for line in cfg.storm_lines:
         print(line)

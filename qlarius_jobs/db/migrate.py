@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import Any, LiteralString, cast
 
 import psycopg
 from procrastinate import schema as procrastinate_schema
@@ -108,6 +108,47 @@ def _apply_procrastinate(conn: psycopg.Connection, report: MigrationReport) -> N
             conn.execute(cast(LiteralString, path.read_text("utf-8")))
         SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
     report.procrastinate = f"upgraded {current} -> {installed}"
+
+
+class SchemaBehind(ValueError):
+    """The database's schema is older than this package's; the message says what to run."""
+
+
+def pending(conninfo: str, timeout_seconds: float | None = None) -> list[str]:
+    """What ``migrate`` would apply, read without changing anything (no bookkeeping table:
+    everything is pending). ``timeout_seconds`` bounds the connection and each statement."""
+    installed = importlib.metadata.version("procrastinate")
+    bounds: dict[str, Any] = {}
+    if timeout_seconds is not None:
+        bounds = {
+            "connect_timeout": max(1, int(timeout_seconds)),
+            "options": f"-c statement_timeout={int(timeout_seconds * 1000)}",
+        }
+    with psycopg.connect(conninfo, autocommit=True, **bounds) as conn:
+        state = SQL.one_sync(conn, "schema_state")
+        assert state is not None
+        if not state["bookkept"]:
+            return ["procrastinate " + installed] + [
+                f"{m.version:04d}_{m.name}" for m in migrations()
+            ]
+        recorded = SQL.one_sync(conn, "procrastinate_schema_version")
+        done = {row["version"] for row in SQL.many_sync(conn, "applied_migrations")}
+    behind = []
+    if recorded is None or _version_tuple(recorded["version"]) < _version_tuple(installed):
+        behind.append("procrastinate " + installed)
+    behind += [f"{m.version:04d}_{m.name}" for m in migrations() if m.version not in done]
+    return behind
+
+
+def require_current(conninfo: str) -> None:
+    """Raise ``SchemaBehind`` (one line) when ``migrate`` has something to apply."""
+    behind = pending(conninfo)
+    if behind:
+        shown = ", ".join(behind[:3]) + (f" and {len(behind) - 3} more" if len(behind) > 3 else "")
+        raise SchemaBehind(
+            f"the database schema is behind this version of qlarius-jobs ({len(behind)} "
+            f"migration(s) not applied: {shown}); run `qlarius-jobs migrate` first"
+        )
 
 
 def migrate(conninfo: str) -> MigrationReport:

@@ -24,6 +24,11 @@ CREATE TABLE IF NOT EXISTS qlarius_procrastinate_schema (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- name: schema_state :one
+-- Whether migrate has ever run here (its bookkeeping tables exist); read-only.
+SELECT to_regclass('qlarius_schema_migrations') IS NOT NULL
+   AND to_regclass('qlarius_procrastinate_schema') IS NOT NULL AS bookkept
+
 -- name: procrastinate_schema_version :one
 -- The Procrastinate version whose schema is applied (no row: none recorded yet).
 SELECT version FROM qlarius_procrastinate_schema

@@ -5,11 +5,13 @@ The generator runs server-side and set-based (``seed.sql``).
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+import tqdm
 
 from qlarius_jobs.api import notify_tags_changed, offer_campaign, trigger_population
 from qlarius_jobs.app import app
@@ -45,19 +47,64 @@ class SeedSizes:
             raise ValueError("seed must be between -1 and 1 (PostgreSQL's setseed)")
 
 
+class SeedProgress:
+    """The generator's steps, as it reports them (a NOTICE per step): a progress bar on a
+    terminal, one structured event per step otherwise."""
+
+    PREFIX = "qlarius-seed step "
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.started = time.monotonic()
+        self.bar = (
+            tqdm.tqdm(total=steps, desc="seed", unit="step", file=sys.stderr, leave=False)
+            if sys.stderr.isatty()
+            else None
+        )
+
+    def __call__(self, notice: psycopg.errors.Diagnostic) -> None:
+        text = notice.message_primary or ""
+        if not text.startswith(self.PREFIX):
+            return
+        number, _, phase = text.removeprefix(self.PREFIX).partition(": ")
+        if self.bar is not None:
+            self.bar.set_postfix_str(phase)
+            self.bar.n = int(number) - 1
+            self.bar.refresh()
+        else:
+            log.info(
+                "seed progress",
+                step=int(number),
+                steps=self.steps,
+                phase=phase,
+                elapsed_ms=int((time.monotonic() - self.started) * 1000),
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def seed(conninfo: str, sizes: SeedSizes) -> dict[str, Any]:
     """Generate a data set in one transaction; return the counts of what was created."""
     started = time.monotonic()
+    progress = SeedProgress(steps=7 if sizes.populate else 4)
     with psycopg.connect(conninfo) as conn:
-        if SQL.one_sync(conn, "current_role_is_superuser")["superuser"]:
+        conn.add_notice_handler(progress)
+        superuser = SQL.one_sync(conn, "current_role_is_superuser")
+        if superuser and superuser["superuser"]:
             # Bulk load: the generator's rows are valid by construction, so skip the per-row
             # foreign-key triggers (2-3x faster). Needs a superuser; otherwise they run.
-            conn.execute("SET LOCAL session_replication_role = replica")
+            SQL.execute_sync(conn, "bulk_load_mode")
         SQL.execute_sync(conn, "seed_function")
-        row = SQL.one_sync(conn, "seed_run", **asdict(sizes))
+        try:
+            row = SQL.one_sync(conn, "seed_run", **asdict(sizes))
+        finally:
+            progress.close()
         conn.commit()
         conn.autocommit = True
-        conn.execute("ANALYZE")  # fresh tables: plan with real statistics
+        SQL.execute_sync(conn, "analyze_all")  # fresh tables: plan with real statistics
+    assert row is not None
     counts = dict(row["counts"])
     log.info("seeded", elapsed_ms=int((time.monotonic() - started) * 1000), **counts)
     return counts
@@ -70,9 +117,10 @@ def database_is_empty(conninfo: str) -> bool:
 
 async def kick_off_demo(changed_me_files: int = 25) -> dict[str, int]:
     """What the application would do: re-populate a target, offer every live campaign, change
-    some MeFiles' tags, and run the backfill now rather than at the next full hour."""
+    some MeFiles' tags, and run the backfill now rather than at the next full hour; and one
+    job row written by hand with a bad argument, which fails (something for the console)."""
 
-    deferred = {"populate": 0, "offers": 0, "syncs": 0, "backfill": 0}
+    deferred = {"populate": 0, "offers": 0, "syncs": 0, "backfill": 0, "bad_by_hand": 0}
     async with app.open_async(), app.connector.pool.connection() as conn, conn.transaction():
         targets = await SQL.many(conn, "demo_kickoff_targets")
         if targets:
@@ -82,5 +130,6 @@ async def kick_off_demo(changed_me_files: int = 25) -> dict[str, int]:
         for row in await SQL.many(conn, "demo_change_tags", count=changed_me_files):
             deferred["syncs"] += bool(await notify_tags_changed(conn, row["me_file_id"]))
         deferred["backfill"] += bool(await defer_job(conn, "backfill_missing_snapshots"))
+        deferred["bad_by_hand"] = bool(await SQL.one(conn, "demo_job_written_by_hand"))
     log.info("demo jobs deferred", **deferred)
     return deferred

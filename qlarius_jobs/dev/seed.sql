@@ -3,6 +3,13 @@
 -- name: current_role_is_superuser :one
 SELECT rolsuper AS superuser FROM pg_roles WHERE rolname = current_user
 
+-- name: bulk_load_mode :exec
+-- For the rest of the generator's transaction: no per-row foreign-key or other triggers.
+SET LOCAL session_replication_role = replica
+
+-- name: analyze_all :exec
+ANALYZE
+
 -- name: seed_function :exec
 -- The data generator, as a session-local function (pg_temp): everything runs server-side and
 -- set-based; only the handful of targets and campaigns are built in a loop.
@@ -36,6 +43,7 @@ DECLARE
 BEGIN
     PERFORM setseed(p_seed);
 
+    RAISE NOTICE 'qlarius-seed step 1: traits';  -- progress, for seed.py
     INSERT INTO traits (trait_name, display_order)
     SELECT CASE g WHEN 1 THEN 'Sex (Biological)' WHEN 2 THEN 'Home Zip Code'
                   ELSE 'Question ' || g END, g
@@ -57,6 +65,7 @@ BEGIN
     SELECT array_agg(id ORDER BY id) INTO v_parent_ids
     FROM traits WHERE parent_trait_id IS NULL AND id > trait_floor;
 
+    RAISE NOTICE 'qlarius-seed step 2: MeFiles';  -- progress, for seed.py
     INSERT INTO me_files (inserted_at) SELECT now() FROM generate_series(1, p_me_files);
 
     IF v_bulk THEN
@@ -83,6 +92,7 @@ BEGIN
         END LOOP;
     END IF;
 
+    RAISE NOTICE 'qlarius-seed step 3: tags';  -- progress, for seed.py
     -- One answer to ~75% of the questions, a second answer to ~20%: 15-40 tags each. The
     -- draw mentions the MeFile and the question so that it is made for each pair (a filter on
     -- the picks alone would be evaluated once and shared). DISTINCT drops a repeated answer.
@@ -112,6 +122,7 @@ BEGIN
     -- Fresh rows have no statistics yet: without them the statements below plan badly.
     ANALYZE me_files, me_file_tags, traits;
 
+    RAISE NOTICE 'qlarius-seed step 4: targets and campaigns';  -- progress, for seed.py
     FOR t IN 1..p_targets LOOP
         INSERT INTO targets (title) VALUES ('Target ' || (target_floor + t)) RETURNING id INTO v_target_id;
         v_n_groups := 2 + floor(random() * 3)::int;
@@ -155,6 +166,7 @@ BEGIN
     IF p_populate THEN
         ANALYZE trait_groups, trait_group_traits, targets, target_bands, target_band_trait_groups,
                 campaigns, media_runs, bids;
+        RAISE NOTICE 'qlarius-seed step 5: populations';  -- progress, for seed.py
         INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
         SELECT s.band_id, s.me_file_id,
                CASE WHEN random() < p_null_share THEN NULL ELSE s.snapshot END
@@ -165,6 +177,7 @@ BEGIN
         WHERE id > target_floor;
         ANALYZE target_populations;
 
+        RAISE NOTICE 'qlarius-seed step 6: offers';  -- progress, for seed.py
         INSERT INTO offers (campaign_id, me_file_id, media_run_id, target_band_id, offer_amt,
                             marketer_cost_amt, pending_until, is_current, matching_tags_snapshot)
         SELECT e.campaign_id, e.me_file_id, e.media_run_id, e.target_band_id, e.offer_amt,
@@ -173,6 +186,7 @@ BEGIN
         FROM qlarius_eligible_offers e WHERE e.campaign_id > campaign_floor;
         ANALYZE offers;
 
+        RAISE NOTICE 'qlarius-seed step 7: ad events';  -- progress, for seed.py
         INSERT INTO ad_events (offer_id, campaign_id, me_file_id, target_band_id, media_run_id,
                                offer_amt, marketer_cost_amt, is_offer_complete,
                                matching_tags_snapshot)
@@ -204,6 +218,12 @@ SELECT pg_temp.qlarius_seed(%(me_files)s, %(parents)s, %(targets)s, %(campaigns_
 
 -- name: me_file_count :one
 SELECT count(*) AS n FROM me_files
+
+-- name: demo_job_written_by_hand :one
+-- Demo: a job row an old client wrote straight into the table, with a string for an id: the
+-- worker refuses it at once (no retry) and its error history says why, for the console.
+INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+VALUES ('targets', 'populate_target', '{"target_id": "1"}') RETURNING id
 
 -- name: demo_kickoff_targets :many
 SELECT id FROM targets ORDER BY id

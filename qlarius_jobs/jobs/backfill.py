@@ -15,12 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import PositiveInt
-
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import audit
-from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun, NoArgs
+from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun, NoArgs, RowId
 from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.beside(__file__)
@@ -288,10 +286,10 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
 
 
 class ChunkArgs(JobArgs):
-    run_id: PositiveInt
+    run_id: RowId
     table: Table
-    first_id: PositiveInt
-    last_id: PositiveInt
+    first_id: RowId
+    last_id: RowId
 
 
 @blueprint.job(

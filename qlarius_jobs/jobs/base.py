@@ -23,17 +23,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import psycopg
 import structlog
-from procrastinate import App, JobContext, jobs, retry, types
+from procrastinate import App, JobContext, exceptions, jobs, manager, retry, types
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, ConfigDict, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
@@ -44,6 +45,7 @@ log = get_logger(__name__)
 SQL = QueryFile.beside(__file__)
 
 LIVE_CONNECTION_TRIES = 3
+ERROR_LIMIT = 300  # characters of an error message in a log line
 
 
 class InvalidJobArguments(ValueError):
@@ -61,6 +63,11 @@ class JobTimeout(TimeoutError):
 NOT_RETRYABLE: tuple[type[BaseException], ...] = (InvalidJobArguments, JobGaveUp)
 
 
+BIGINT_MAX = 2**63 - 1
+# A row id: positive, and within PostgreSQL's bigint (a larger one fails every attempt).
+RowId = Annotated[int, Field(gt=0, le=BIGINT_MAX)]
+
+
 class JobArgs(BaseModel):
     # Strict: "5" is not an id, true is not an id, unknown keys are mistakes.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -72,29 +79,49 @@ class NoArgs(JobArgs):
 
 
 class TargetArgs(JobArgs):
-    target_id: PositiveInt
+    target_id: RowId
 
 
 class MeFileArgs(JobArgs):
-    me_file_id: PositiveInt
+    me_file_id: RowId
 
 
 class BandArgs(JobArgs):
-    band_id: PositiveInt
+    band_id: RowId
 
 
 A = TypeVar("A", bound=JobArgs)
 
 
-def parse_args(task_name: str, model: type[A], raw: dict[str, Any]) -> A:
+def parse_args(task_name: str, model: type[A], raw: Any) -> A:
+    if not isinstance(raw, dict):
+        raise InvalidJobArguments(f"{task_name}: invalid arguments: a JSON object is required")
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'arguments'}: {err['msg']}"
+            f"{_field(err['loc'])}: {err['msg']}"
+            + ("" if err["type"] == "missing" else f" (got {_short(err.get('input'))})")
             for err in exc.errors()
         )
-        raise InvalidJobArguments(f"{task_name}: invalid arguments: {problems}") from None
+    # Raised outside the handler: no pydantic dump chained to the one-line message.
+    raise InvalidJobArguments(f"{task_name}: invalid arguments: {problems}")
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """A field's name for a one-line message: as it is when it is a plain name, else its repr
+    (a key with a newline or quotes stays on one line), cut to 60 characters."""
+    name = ".".join(str(p) for p in loc) or "arguments"
+    return name if name.replace(".", "_").isidentifier() and len(name) <= 60 else _short(name)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value as it was given (repr), cut to ``limit`` characters."""
+    return _cut(repr(value), limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -177,12 +204,14 @@ class JobSpec(Generic[A]):
     time_limit_seconds: float | None = None
     # deferred on this cron schedule by every worker (one job per tick)
     schedule: Schedule | None = None
+    # a run whose summary counts are all 0 (a maintenance tick that found nothing) logs at DEBUG
+    quiet_when_idle: bool = False
 
     @property
     def retry_strategy(self) -> Backoff:
         return Backoff(attempts=self.attempts)
 
-    async def run(self, context: JobContext, **raw_args: Any) -> dict[str, Any]:
+    async def run(self, context: JobContext, /, **raw_args: Any) -> dict[str, Any]:
         """What the worker runs: validate, bind a logger, apply the time limit, run the body,
         log one summary event (``<name> finished``, the body's counts, ``elapsed_ms``).
 
@@ -190,23 +219,54 @@ class JobSpec(Generic[A]):
         triggers on the job table, not here."""
         started = time.monotonic()
         bound = log.bind(task=self.name, job_id=context.job.id, attempt=context.job.attempts + 1)
+
+        def elapsed_ms() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
+            summary = await self._run_body(context, bound, raw_args)
+        except asyncio.CancelledError:
+            bound.warning(f"{self.name} aborted", outcome="aborted", elapsed_ms=elapsed_ms())
+            raise
+        except Exception as exc:
+            retrying = self.retry_strategy.will_retry(exc, context.job.attempts)
+            bound.log(
+                logging.WARNING if retrying else logging.ERROR,
+                f"{self.name} failed" + (", will retry" if retrying else ""),
+                outcome="retrying" if retrying else "failed",
+                error=f"{type(exc).__name__}: {_cut(str(exc), ERROR_LIMIT)}",
+                elapsed_ms=elapsed_ms(),
+            )
+            raise
+        idle = self.quiet_when_idle and not any(
+            v for v in summary.values() if isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        bound.log(
+            logging.DEBUG if idle else logging.INFO,
+            f"{self.name} finished",
+            outcome="succeeded",
+            elapsed_ms=elapsed_ms(),
+            **summary,
+        )
+        return summary
+
+    async def _run_body(
+        self, context: JobContext, bound: structlog.stdlib.BoundLogger, raw_args: dict[str, Any]
+    ) -> dict[str, Any]:
         args = parse_args(self.name, self.args_model, raw_args)
         limit = time_limit(self.name, self.time_limit_seconds)
         run = JobRun(context=context, log=bound)
         try:
             async with asyncio.timeout(limit):
-                summary = await self.body(run, args)
+                return await self.body(run, args)
         except TimeoutError as exc:
             if isinstance(exc, JobTimeout) or limit is None:
                 raise
-            raise JobTimeout(
+            timed_out = JobTimeout(
                 f"{self.name} job {context.job.id} exceeded its time limit of {limit:g} s "
                 "and was cancelled"
-            ) from None
-        bound.info(
-            f"{self.name} finished", elapsed_ms=int((time.monotonic() - started) * 1000), **summary
-        )
-        return summary
+            )
+        raise timed_out
 
     async def defer(
         self,
@@ -254,6 +314,83 @@ class JobSpec(Generic[A]):
         return len(rows)
 
 
+class CheckedJobManager(manager.JobManager):
+    """Procrastinate's job manager with this project's doors: every deferral through
+    Procrastinate (``procrastinate defer``, ``configure_task(...).defer_async``, batches) is
+    checked against its job's model before anything is written, and a duplicate says which
+    job it duplicates, in one line."""
+
+    def __init__(self, connector: Any, specs: dict[str, JobSpec[Any]]) -> None:
+        super().__init__(connector)
+        self.specs = specs
+
+    def check(self, batch: list[jobs.Job]) -> None:
+        for job in batch:
+            spec = self.specs.get(job.task_name)
+            if spec is None:
+                if job.task_name.startswith("procrastinate."):
+                    continue  # Procrastinate's own builtin tasks
+                raise InvalidJobArguments(f"no such task: {_cut(job.task_name, 80)}")
+            if job.queue != spec.queue:
+                raise InvalidJobArguments(
+                    f"{spec.name} runs on queue {spec.queue}, not {_short(job.queue)}"
+                )
+            if job.lock is not None or job.queueing_lock is not None:
+                raise InvalidJobArguments(
+                    f"{spec.name}: its locks are derived from its arguments; "
+                    "--lock and --queueing-lock are not accepted"
+                )
+            parse_args(job.task_name, spec.args_model, job.task_kwargs)
+
+    async def batch_defer_jobs_async(
+        self, jobs: list[jobs.Job], connection: Any | None = None
+    ) -> list[jobs.Job]:
+        self.check(jobs)
+        try:
+            return await super().batch_defer_jobs_async(jobs, connection=connection)
+        except exceptions.AlreadyEnqueued as exc:
+            refused = exc
+        # Raised outside the handler: no unique-violation dump chained to the one line.
+        raise await self._duplicate(refused)
+
+    def batch_defer_jobs(
+        self, jobs: list[jobs.Job], connection: Any | None = None
+    ) -> list[jobs.Job]:
+        self.check(jobs)
+        try:
+            return super().batch_defer_jobs(jobs, connection=connection)
+        except exceptions.AlreadyEnqueued as exc:
+            refused = exc
+        raise _duplicate_message(refused, None)
+
+    async def _duplicate(self, exc: exceptions.AlreadyEnqueued) -> exceptions.AlreadyEnqueued:
+        lock = _queueing_lock(exc)
+        waiting = None
+        if lock is not None:
+            try:  # which job: best effort (the app may not be open, the caller's transaction
+                # may be aborted by the refusal); the refusal itself is what matters
+                async with self.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+                    row = await SQL.one(conn, "waiting_job_with_lock", lock=lock)
+                waiting = None if row is None else int(row["id"])
+            except Exception as lookup_error:
+                log.debug("duplicate's job not looked up", error=repr(lookup_error))
+        return _duplicate_message(exc, waiting)
+
+
+def _queueing_lock(exc: exceptions.AlreadyEnqueued) -> str | None:
+    cause = exc.__cause__
+    return getattr(cause, "queueing_lock", None)
+
+
+def _duplicate_message(
+    exc: exceptions.AlreadyEnqueued, waiting: int | None
+) -> exceptions.AlreadyEnqueued:
+    lock = _queueing_lock(exc) or "?"
+    task = lock.split(":", 1)[0]
+    where = f"as job #{waiting}" if waiting is not None else f"(queueing lock {lock})"
+    return exceptions.AlreadyEnqueued(f"{task}: already enqueued {where}")
+
+
 @dataclass
 class JobBlueprint:
     """The jobs of one module, declared without an app; ``register`` puts them on one."""
@@ -269,6 +406,7 @@ class JobBlueprint:
         attempts: int = 3,
         time_limit_seconds: float | None = None,
         schedule: Schedule | None = None,
+        quiet_when_idle: bool = False,
     ) -> Callable[[TaskBody[A]], JobSpec[A]]:
         """Declare ``body`` as the job ``name``; the decorated name becomes its ``JobSpec``."""
 
@@ -283,6 +421,7 @@ class JobBlueprint:
                 attempts=attempts,
                 time_limit_seconds=time_limit_seconds,
                 schedule=schedule,
+                quiet_when_idle=quiet_when_idle,
             )
             self.specs[name] = spec
             return spec
@@ -300,7 +439,9 @@ class JobBlueprint:
 
 
 def _task_function(spec: JobSpec[Any]) -> Callable[..., Awaitable[dict[str, Any]]]:
-    async def run_task(context: JobContext, **raw_args: Any) -> dict[str, Any]:
+    # context is positional-only: an argument named "context" in a job row is an unknown
+    # argument (refused by the model), not a clash with this parameter.
+    async def run_task(context: JobContext, /, **raw_args: Any) -> dict[str, Any]:
         return await spec.run(context, **raw_args)
 
     run_task.__name__ = run_task.__qualname__ = spec.body.__name__

@@ -19,3 +19,7 @@ SELECT %(queue)s, %(task_name)s, a FROM unnest(%(args)s::jsonb[]) WITH ORDINALIT
 ORDER BY n
 ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING id
+
+-- name: waiting_job_with_lock :one
+-- The waiting job a refused deferral duplicates (the same queueing lock).
+SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(lock)s AND status = 'todo'

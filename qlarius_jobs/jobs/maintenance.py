@@ -31,6 +31,7 @@ def _attempt_limits(app: App) -> tuple[list[str], list[int]]:
     attempts=1,
     time_limit_seconds=60,
     schedule=lambda settings: settings.rescue_cron,
+    quiet_when_idle=True,
 )
 async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     """Requeue the jobs of workers whose heartbeat stopped (SIGKILL, lost machine)."""
@@ -69,6 +70,7 @@ async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     args_model=NoArgs,
     attempts=3,
     time_limit_seconds=1800,
+    quiet_when_idle=True,
     schedule=lambda settings: settings.prune_cron,
 )
 async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:

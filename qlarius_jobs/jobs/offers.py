@@ -7,12 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
-from pydantic import PositiveInt
 
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
-from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobGaveUp, JobRun, MeFileArgs, NoArgs
+from qlarius_jobs.jobs.base import (
+    JobArgs,
+    JobBlueprint,
+    JobGaveUp,
+    JobRun,
+    MeFileArgs,
+    NoArgs,
+    RowId,
+)
 from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.beside(__file__)
@@ -20,7 +27,7 @@ blueprint = JobBlueprint()
 
 
 class CampaignArgs(JobArgs):
-    campaign_id: PositiveInt
+    campaign_id: RowId
 
 
 @dataclass(frozen=True)
@@ -230,7 +237,11 @@ async def drain_pending_reconciles(run: JobRun) -> drains.DrainReport:
 
 
 @blueprint.job(
-    name="reconcile_pending_offers", queue="offers", args_model=NoArgs, time_limit_seconds=300
+    name="reconcile_pending_offers",
+    queue="offers",
+    args_model=NoArgs,
+    time_limit_seconds=300,
+    quiet_when_idle=True,
 )
 async def reconcile_pending_offers(run: JobRun, args: NoArgs) -> dict[str, Any]:
     """Reconcile the offers of every MeFile whose populations changed, in batches of

@@ -89,7 +89,11 @@ async def drain_pending_syncs(run: JobRun) -> drains.DrainReport:
 
 
 @blueprint.job(
-    name="sync_pending_me_files", queue="targets", args_model=NoArgs, time_limit_seconds=300
+    name="sync_pending_me_files",
+    queue="targets",
+    args_model=NoArgs,
+    time_limit_seconds=300,
+    quiet_when_idle=True,
 )
 async def sync_pending_me_files(run: JobRun, args: NoArgs) -> dict[str, Any]:
     """Bring every MeFile whose tags changed into the right band of every populated target,

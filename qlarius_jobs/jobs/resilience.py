@@ -29,9 +29,10 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg_pool
 import psycopg_pool.base
-from procrastinate import exceptions, jobs, manager
+from procrastinate import exceptions, jobs
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs.base import CheckedJobManager
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
@@ -146,11 +147,11 @@ class Availability:
 RunningJobs = Callable[[int], set[int]]  # worker id -> ids of the jobs it runs now
 
 
-class ResilientJobManager(manager.JobManager):
+class ResilientJobManager(CheckedJobManager):
     """Procrastinate's job manager, as workers use it, riding out a lost database."""
 
-    def __init__(self, base: manager.JobManager, availability: Availability) -> None:
-        super().__init__(base.connector)
+    def __init__(self, base: CheckedJobManager, availability: Availability) -> None:
+        super().__init__(base.connector, base.specs)
         self.availability = availability
         self.running_jobs: RunningJobs = lambda _worker_id: set()
         self._suspect_workers: set[int] = set()

@@ -13,15 +13,18 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import psycopg
+import psycopg_pool
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.app import app
 from qlarius_jobs.db.connection import POOL_LIMIT
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import catalog
+from qlarius_jobs.jobs.base import CheckedJobManager
 from qlarius_jobs.jobs.resilience import Availability, ResilientJobManager, steady_pool_reconnects
 from qlarius_jobs.jobs.wakeups import Wakeups
 from qlarius_jobs.logs import get_logger
@@ -44,10 +47,13 @@ def parse_queues(spec: str | None, defaults: Mapping[str, int] | None = None) ->
     if not spec:
         return dict(defaults)
     queues: dict[str, int] = {}
+    known = sorted({job.queue for job in catalog.specs().values()})
     for item in spec.split(","):
         name, _, concurrency = item.strip().partition("=")
         if not name:
             continue
+        if name not in known:
+            raise ValueError(f"unknown queue {name!r}; the queues are: {', '.join(known)}")
         if concurrency:
             if not concurrency.isdigit() or int(concurrency) < 1:
                 raise ValueError(f"queue {name!r}: concurrency must be a positive integer")
@@ -60,6 +66,15 @@ def parse_queues(spec: str | None, defaults: Mapping[str, int] | None = None) ->
 
 
 LEFT_FREE = 3  # connections a worker process leaves for operators and the application
+
+
+def check_task_timeouts() -> None:
+    """``QLARIUS_TASK_TIMEOUTS`` may only name jobs that exist (a typo would be ignored)."""
+    unknown = sorted(set(get_settings().task_timeouts) - set(catalog.specs()))
+    if unknown:
+        raise ValueError(
+            f"invalid setting QLARIUS_TASK_TIMEOUTS: no such task: {', '.join(unknown)}"
+        )
 
 
 def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
@@ -94,6 +109,33 @@ def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
     return pool
 
 
+class StopSignals:
+    """SIGINT and SIGTERM for a worker process: the first asks every listener (the workers of
+    the round running now) to stop; a second exits at once. Installed once for a process that
+    runs several rounds (``--until-empty``), so that no signal falls between two rounds."""
+
+    def __init__(self) -> None:
+        self.received: int = 0  # the first signal's number, 0 until one arrives
+        self.listeners: list[Callable[[int], None]] = []
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._arrived, signum)
+
+    def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+    def _arrived(self, signum: int) -> None:
+        if self.received:
+            log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
+            sys.stderr.flush()
+            os._exit(130)
+        self.received = signum
+        for listener in list(self.listeners):
+            listener(signum)
+
+
 class WorkersStopped(RuntimeError):
     """The workers stopped without being asked to; the message says why, in one line."""
 
@@ -106,10 +148,12 @@ async def run_workers(
     install_signal_handlers: bool = True,
     fetch_job_polling_interval: float = 5.0,
     periodic: bool = True,
-) -> None:
+    signals: StopSignals | None = None,
+) -> bool:
     """Run one Procrastinate worker per queue, concurrently, until stopped (or, with
-    ``wait=False``, until the queues are empty). ``periodic=False`` defers no periodic job
-    (tests, benchmarks: a tick would add jobs nobody asked for).
+    ``wait=False``, until the queues are empty); True when a stop signal ended them.
+    ``periodic=False`` defers no periodic job (tests, benchmarks: a tick would add jobs nobody
+    asked for).
 
     A lost database is waited for (see ``resilience.py``). Any worker that stops on its own,
     for whatever reason, stops them all: ``WorkersStopped`` says why (the process then exits
@@ -130,6 +174,7 @@ async def run_workers(
         steady_pool_reconnects()
         availability = Availability(settings.database_outage_limit_seconds, pool)
         base_manager = app.job_manager
+        assert isinstance(base_manager, CheckedJobManager)  # build_app installs it
         job_manager = ResilientJobManager(base_manager, availability)
         app.job_manager = job_manager  # worker processes only: the CLI's defer keeps failing fast
         stack.callback(setattr, app, "job_manager", base_manager)
@@ -162,30 +207,27 @@ async def run_workers(
 
         job_manager.running_jobs = running_jobs
         loop = asyncio.get_running_loop()
-        signals_seen = 0
         stop_requested = asyncio.Event()
 
         def on_signal(signum: int) -> None:
-            nonlocal signals_seen
-            signals_seen += 1
             stop_requested.set()
             availability.stopping = True
-            if signals_seen == 1:
-                log.info(
-                    "stop requested: no new jobs; waiting for running jobs",
-                    signal=signal.Signals(signum).name,
-                    graceful_timeout_s=graceful_timeout,
-                )
-                for worker in workers:
-                    worker.stop()
-            else:
-                log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
-                sys.stderr.flush()
-                os._exit(130)
+            log.info(
+                "stop requested: no new jobs; waiting for running jobs",
+                signal=signal.Signals(signum).name,
+                graceful_timeout_s=graceful_timeout,
+            )
+            for worker in workers:
+                worker.stop()
 
-        if install_signal_handlers:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, on_signal, signum)
+        own_signals = signals is None and install_signal_handlers
+        if signals is None:
+            signals = StopSignals()
+        if own_signals:
+            signals.install(loop)
+        signals.listeners.append(on_signal)
+        if signals.received:
+            on_signal(signals.received)
         log.info("workers starting", queues=dict(queues), pid=os.getpid(), host=host)
         registry = app.periodic_registry
         schedule = registry.periodic_tasks
@@ -198,6 +240,8 @@ async def run_workers(
             listen=not settings.behind_pooler,
             sweep_seconds=settings.wakeup_sweep_seconds,
         )
+        introductions = asyncio.create_task(_introduce(workers, pool, host, dict(queues)))
+        stack.callback(introductions.cancel)
         try:
             if not wait:
                 await wakeups.sweep_once()  # pending work left by earlier runs gets its jobs
@@ -206,13 +250,82 @@ async def run_workers(
             )
         finally:
             registry.periodic_tasks = schedule
-            if install_signal_handlers:
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(signum)
+            signals.listeners.remove(on_signal)
+            if own_signals:
+                signals.uninstall(loop)
         if failure:
             log.error("workers stopped on their own", reason=failure)
             raise WorkersStopped(failure)
         log.info("workers stopped", queues=dict(queues))
+        return stop_requested.is_set()
+
+
+async def _introduce(
+    workers: list[procrastinate_worker.Worker],
+    pool: psycopg_pool.AsyncConnectionPool,
+    host: str,
+    queues: dict[str, int],
+) -> None:
+    """Record which queue each worker serves, and where, once Procrastinate has registered it
+    (for the console's Workers page; the row goes with the worker's own). Best effort: a
+    worker is no less a worker for not being introduced."""
+    introduced: set[int] = set()
+    for _ in range(200):
+        for worker in workers:
+            if worker.worker_id is None or worker.worker_id in introduced:
+                continue
+            queue = (worker.queues or ["?"])[0]
+            try:
+                async with pool.connection() as conn:
+                    await SQL.execute(
+                        conn,
+                        "introduce_worker",
+                        worker_id=worker.worker_id,
+                        queue=queue,
+                        host=host,
+                        pid=os.getpid(),
+                        concurrency=queues.get(queue, 1),
+                    )
+            except psycopg.Error as exc:
+                log.debug("worker not introduced", worker_id=worker.worker_id, error=str(exc))
+            introduced.add(worker.worker_id)
+        if len(introduced) == len(workers):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def run_until_empty(
+    queues: Mapping[str, int], conninfo: str, graceful_timeout: float | None = None
+) -> None:
+    """``worker --until-empty``: work until no job is due in ``queues``. A due job that a
+    round could not take (its lock held by a job running elsewhere) is waited for, not left
+    behind."""
+    loop = asyncio.get_running_loop()
+    signals = StopSignals()
+    signals.install(loop)
+    try:
+        while True:
+            await run_workers(
+                queues,
+                wait=False,
+                graceful_timeout=graceful_timeout,
+                install_signal_handlers=False,
+                signals=signals,
+            )
+            if signals.received:
+                return  # SIGTERM or Ctrl-C: stop, whatever is still due
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                row = await SQL.one(conn, "due_jobs", queues=list(queues))
+            if not row or not row["due"]:
+                return
+            log.debug(
+                "due jobs still waiting (held by running jobs); another round", due=row["due"]
+            )
+            await asyncio.sleep(0.5)
+            if signals.received:
+                return
+    finally:
+        signals.uninstall(loop)
 
 
 async def _supervise(

@@ -7,3 +7,17 @@ SELECT current_setting('max_connections')::int AS max_connections,
        current_setting('superuser_reserved_connections')::int
            + COALESCE(NULLIF(current_setting('reserved_connections', true), '')::int, 0) AS reserved,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS in_use
+
+-- name: due_jobs :one
+-- Jobs due now in the given queues (whether or not a worker could take them yet).
+SELECT count(*) AS due FROM procrastinate_jobs
+WHERE queue_name = ANY(%(queues)s) AND status = 'todo'
+  AND (scheduled_at IS NULL OR scheduled_at <= now())
+
+-- name: introduce_worker :exec
+-- Which queue a worker serves and where it runs (the console's Workers page). A worker
+-- already gone (stopped before this ran) is simply not introduced.
+INSERT INTO qlarius_worker_queues (worker_id, queue, host, pid, concurrency)
+SELECT %(worker_id)s, %(queue)s, %(host)s, %(pid)s, %(concurrency)s
+WHERE EXISTS (SELECT 1 FROM procrastinate_workers WHERE id = %(worker_id)s)
+ON CONFLICT (worker_id) DO NOTHING

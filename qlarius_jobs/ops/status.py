@@ -25,7 +25,19 @@ SECTION_TITLES = {
 }
 
 
-def _periodic_schedule(conn: psycopg.Connection) -> list[dict[str, Any]]:
+# Column titles of the text tables (``--json`` keeps the full names).
+SHORT_TITLES = {
+    "found_populations": "found_pop",
+    "found_ad_events": "found_events",
+    "updated_populations": "upd_pop",
+    "updated_offers": "upd_offers",
+    "updated_ad_events": "upd_events",
+    "budget_exhausted": "out_of_time",
+    "oldest_pending_seconds": "oldest_s",
+}
+
+
+def periodic_schedule(conn: psycopg.Connection) -> list[dict[str, Any]]:
     settings = get_settings()
     last = {r["task_name"]: r for r in SQL.many_sync(conn, "status_periodic")}
     now = dt.datetime.now(dt.UTC)
@@ -55,6 +67,6 @@ def collect(conninfo: str, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
             "null_snapshots": SQL.many_sync(conn, "status_null_snapshots"),
             "pending_work": SQL.many_sync(conn, "pending_counts"),
             "backfill_runs": SQL.many_sync(conn, "status_backfill_runs", limit=limit),
-            "periodic": _periodic_schedule(conn),
+            "periodic": periodic_schedule(conn),
             "recent_errors": SQL.many_sync(conn, "status_recent_errors", limit=limit),
         }

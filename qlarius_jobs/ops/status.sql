@@ -8,17 +8,17 @@ SELECT job_id, task_name, queue_name AS queue, attempts, worker_id, last_heartbe
 FROM qlarius_stalled_jobs ORDER BY job_id LIMIT 50
 
 -- name: status_null_snapshots :many
--- The seed note's health check (the view lives in sql/monitoring.sql).
+-- The seed note's health check (the view lives in db/monitoring.sql).
 SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
 
 -- name: pending_counts :many
-SELECT kind, pending, waiting_for_a_target, oldest_s FROM qlarius_pending_work
+SELECT kind, pending, waiting_for_a_target, oldest_s AS oldest_pending_seconds
+FROM qlarius_pending_work
 
 -- name: status_backfill_runs :many
-SELECT started_at, found_populations AS found_pop, found_offers, found_ad_events AS found_events,
-       updated_populations AS upd_pop, updated_offers AS upd_offers,
-       updated_ad_events AS upd_events, orphan_offers + orphan_ad_events AS orphans,
-       budget_exhausted AS out_of_time, elapsed_ms
+SELECT started_at, found_populations, found_offers, found_ad_events, updated_populations,
+       updated_offers, updated_ad_events, orphan_offers + orphan_ad_events AS orphans,
+       budget_exhausted, elapsed_ms
 FROM qlarius_backfill_history LIMIT %(limit)s
 
 -- name: status_periodic :many

@@ -12,6 +12,7 @@ database instead; measured here, on a durable cluster (fsync on), a copy costs ~
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -128,6 +129,21 @@ def clean_database(migrated_database: str) -> Iterator[None]:
     with psycopg.connect(migrated_database, autocommit=True) as conn:
         _reset(conn)
     yield
+
+
+@contextlib.contextmanager
+def unmigrated_database() -> Iterator[str]:
+    """A database of its own that nothing migrated (dropped afterwards)."""
+    name = f"{_NAME}_unmigrated"
+    ident = sql.Identifier(name)
+    with _admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    try:
+        yield pg_conninfo.make_conninfo(_SERVER, dbname=name)
+    finally:
+        with _admin() as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
             "300",
             "--rounds",
             "1",
+            "--console-jobs",
+            "3000",
             "--output",
             str(output),
         ],
@@ -53,6 +55,8 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         "sync, backlog of 100 changed MeFiles, 1 worker process",
         "no-op jobs, concurrency 10",
         "deferral: batch_defer",
+        "console: overview, 3,000 jobs, p95 of 40 renders",
+        "console: jobs page, 3,000 jobs, p95 of 40 renders",
     ):
         assert expected in names
     for r in data["results"]:
@@ -60,6 +64,8 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         if r["baseline"]:
             assert r["baseline_rate"] > 0 and r["ratio"] > 0, r
     assert "ratio" in run.stdout and "baseline" in run.stdout
+    console = [r for r in data["results"] if r["benchmark"].startswith("console")]
+    assert len(console) == 3 and all(r["latency"] and r["passed"] for r in console), console
     [storm] = [r for r in data["results"] if r["benchmark"].startswith("storm")]
     assert storm["latency"] and storm["clean"], run.stdout[-3000:]
     assert "storm: OK" in run.stdout

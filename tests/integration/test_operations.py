@@ -277,6 +277,7 @@ def test_each_tick_is_deferred_and_run_exactly_once_by_three_workers(sync_conn):
         **fast_ops_env(),
         "QLARIUS_BACKFILL_CRON": "* * * * * *",
         "QLARIUS_RESCUE_CRON": "0 0 1 1 *",
+        "QLARIUS_LOG_LEVEL": "DEBUG",  # Procrastinate's "Periodic job ..." lines are DEBUG
     }
     workers = [_worker("--queues", "maintenance", env=env) for _ in range(3)]
     try:

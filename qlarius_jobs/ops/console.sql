@@ -1,0 +1,113 @@
+-- The console's pages (console.py). Every value a user typed is a parameter.
+
+-- name: overview_queue_states :many
+-- Columns: queue, state, jobs.
+SELECT queue_name AS queue, status::text AS state, count(*) AS jobs
+FROM procrastinate_jobs GROUP BY queue_name, status ORDER BY queue_name, status
+
+-- name: overview_last_hour_by_task :many
+-- Jobs that ended in the last hour, per task and outcome. Columns: task, succeeded, failed,
+-- aborted.
+SELECT j.task_name AS task,
+       count(*) FILTER (WHERE e.type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE e.type = 'failed') AS failed,
+       count(*) FILTER (WHERE e.type = 'aborted') AS aborted
+FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
+WHERE e.at > now() - interval '1 hour' AND e.type IN ('succeeded', 'failed', 'aborted')
+GROUP BY j.task_name ORDER BY j.task_name
+
+-- name: overview_oldest_waiting :many
+-- Per queue, the oldest job that is due and waiting, and how long it has waited.
+-- Columns: queue, job_id, waiting_seconds.
+SELECT q.queue, w.id AS job_id,
+       extract(epoch FROM now() - COALESCE(w.scheduled_at, d.at))::bigint AS waiting_seconds
+FROM (SELECT DISTINCT queue_name AS queue FROM procrastinate_jobs WHERE status = 'todo') q
+CROSS JOIN LATERAL (
+    SELECT id, scheduled_at FROM procrastinate_jobs
+    WHERE queue_name = q.queue AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
+    ORDER BY id LIMIT 1
+) w
+LEFT JOIN LATERAL (
+    SELECT min(at) AS at FROM procrastinate_events WHERE job_id = w.id AND type = 'deferred'
+) d ON true
+ORDER BY q.queue
+
+-- name: running_jobs :many
+-- Columns: id, queue, task, attempts, worker_id, host, pid, started_at.
+SELECT j.id, j.queue_name AS queue, j.task_name AS task, j.attempts, j.worker_id, wq.host, wq.pid,
+       (SELECT max(at) FROM procrastinate_events e WHERE e.job_id = j.id AND e.type = 'started')
+           AS started_at
+FROM procrastinate_jobs j LEFT JOIN qlarius_worker_queues wq ON wq.worker_id = j.worker_id
+WHERE j.status = 'doing' ORDER BY j.id LIMIT 100
+
+-- name: stalled_jobs :many
+SELECT job_id, task_name AS task, queue_name AS queue, attempts, worker_id, last_heartbeat,
+       started_at
+FROM qlarius_stalled_jobs ORDER BY job_id LIMIT 50
+
+-- name: null_snapshots :one
+SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
+
+-- name: jobs_per_minute :many
+-- Jobs that ended, per minute and outcome, over the last hours. Columns: minute, type, jobs.
+SELECT date_trunc('minute', at) AS minute, type::text AS type, count(*) AS jobs
+FROM procrastinate_events
+WHERE at > now() - make_interval(hours => %(hours)s)
+  AND type IN ('succeeded', 'failed', 'aborted')
+GROUP BY 1, 2 ORDER BY 1
+
+-- name: backfill_chart :many
+-- Backfill runs over the last days, oldest first. Columns: started_at, found, fixed.
+SELECT started_at,
+       COALESCE(found_populations, 0) + COALESCE(found_offers, 0)
+           + COALESCE(found_ad_events, 0) AS found,
+       updated_populations + updated_offers + updated_ad_events AS fixed
+FROM backfill_runs WHERE started_at > now() - make_interval(days => %(days)s)
+ORDER BY started_at
+
+-- name: backfill_runs :many
+SELECT id, job_id, started_at, finished_at, found_populations, found_offers, found_ad_events,
+       updated_populations, updated_offers, updated_ad_events, orphan_offers, orphan_ad_events,
+       batches, budget_exhausted, elapsed_ms
+FROM backfill_runs
+WHERE %(before)s::bigint IS NULL OR id < %(before)s
+ORDER BY id DESC LIMIT %(limit)s
+
+-- name: targets :many
+-- Each target: status, members per band, NULL snapshots, last populated.
+-- Columns: id, title, population_status, last_populated_at, bands (json: id, title,
+-- bullseye, members), members, null_snapshots.
+SELECT t.id, t.title, t.population_status, t.last_populated_at,
+       COALESCE(jsonb_agg(jsonb_build_object(
+           'id', b.id, 'title', b.title, 'bullseye', b.is_bullseye,
+           'members', (SELECT count(*) FROM target_populations tp WHERE tp.target_band_id = b.id))
+           ORDER BY b.id) FILTER (WHERE b.id IS NOT NULL), '[]') AS bands,
+       (SELECT count(*) FROM target_populations tp JOIN target_bands bb ON bb.id = tp.target_band_id
+        WHERE bb.target_id = t.id) AS members,
+       (SELECT count(*) FROM target_populations tp JOIN target_bands bb ON bb.id = tp.target_band_id
+        WHERE bb.target_id = t.id AND tp.matching_tags_snapshot IS NULL) AS null_snapshots
+FROM targets t LEFT JOIN target_bands b ON b.target_id = t.id
+GROUP BY t.id ORDER BY t.id LIMIT 500
+
+-- name: target_exists :one
+SELECT id FROM targets WHERE id = %(id)s::bigint
+
+-- name: workers :many
+-- Live workers: their queue, where they run, their heartbeat, what they run now.
+-- Columns: id, last_heartbeat, queue, host, pid, concurrency, running, heartbeat_age_seconds.
+SELECT w.id, w.last_heartbeat, wq.queue, wq.host, wq.pid, wq.concurrency,
+       (SELECT count(*) FROM procrastinate_jobs j WHERE j.worker_id = w.id AND j.status = 'doing')
+           AS running,
+       extract(epoch FROM now() - w.last_heartbeat)::bigint AS heartbeat_age_seconds
+FROM procrastinate_workers w LEFT JOIN qlarius_worker_queues wq ON wq.worker_id = w.id
+ORDER BY w.id
+
+-- name: job_locks :many
+-- Other jobs that share this job's lock or queueing lock (what it waits behind).
+-- Columns: id, task, state, lock, queueing_lock.
+SELECT id, task_name AS task, status::text AS state, lock, queueing_lock
+FROM procrastinate_jobs
+WHERE id <> %(id)s::bigint AND status IN ('todo', 'doing')
+  AND ((%(lock)s::text IS NOT NULL AND lock = %(lock)s)
+       OR (%(queueing_lock)s::text IS NOT NULL AND queueing_lock = %(queueing_lock)s))
+ORDER BY id LIMIT 20

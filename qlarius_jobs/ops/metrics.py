@@ -1,0 +1,105 @@
+"""``GET /metrics``: Prometheus metrics read from the database at each scrape, so that one
+scrape covers every worker process on every machine (nothing is kept in this process).
+
+- ``qlarius_jobs{queue,state}``: jobs by queue and state.
+- ``qlarius_oldest_waiting_job_seconds{queue}``: age of the oldest due, waiting job.
+- ``qlarius_stalled_jobs``: running jobs whose worker stopped heartbeating.
+- ``qlarius_null_snapshots{table}``: the seed note's three counts.
+- ``qlarius_backfill_rows_fixed{table}``: rows the backfill fixed, over the runs kept.
+- ``qlarius_job_duration_seconds{task,outcome}``: a gauge histogram of how long the jobs that
+  ended in the last hour took, by task and outcome (succeeded, failed, aborted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from qlarius_jobs.db.queries import QueryFile
+
+SQL = QueryFile.beside(__file__)
+
+DURATION_BOUNDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
+TABLES = ("target_populations", "offers", "ad_events")
+
+
+class DatabaseCollector(Collector):
+    """Every metric, from one short read-only transaction per scrape."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+
+    def collect(self) -> Iterator[Any]:
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+            jobs = SQL.many_sync(conn, "metrics_jobs")
+            oldest = SQL.many_sync(conn, "metrics_oldest_waiting")
+            stalled = SQL.one_sync(conn, "metrics_stalled")
+            nulls = SQL.one_sync(conn, "metrics_null_snapshots")
+            fixed = SQL.one_sync(conn, "metrics_backfill_fixed")
+            durations = SQL.many_sync(conn, "metrics_durations", bounds=list(DURATION_BOUNDS))
+        family = GaugeMetricFamily(
+            "qlarius_jobs", "Jobs by queue and state", labels=["queue", "state"]
+        )
+        for row in jobs:
+            family.add_metric([row["queue"], row["state"]], row["jobs"])
+        yield family
+        family = GaugeMetricFamily(
+            "qlarius_oldest_waiting_job_seconds",
+            "Age of the oldest due waiting job",
+            labels=["queue"],
+        )
+        for row in oldest:
+            family.add_metric([row["queue"]], row["seconds"] or 0.0)
+        yield family
+        yield GaugeMetricFamily(
+            "qlarius_stalled_jobs",
+            "Running jobs whose worker stopped heartbeating",
+            value=(stalled or {}).get("jobs", 0),
+        )
+        family = GaugeMetricFamily(
+            "qlarius_null_snapshots", "Rows whose matching_tags_snapshot is NULL", labels=["table"]
+        )
+        for table in TABLES:
+            family.add_metric([table], (nulls or {}).get(table, 0))
+        yield family
+        family = GaugeMetricFamily(
+            "qlarius_backfill_rows_fixed",
+            "Rows the backfill fixed, over the backfill runs kept",
+            labels=["table"],
+        )
+        for table in TABLES:
+            family.add_metric([table], (fixed or {}).get(table, 0))
+        yield family
+        yield _durations(durations)
+
+
+def _durations(rows: list[dict[str, Any]]) -> GaugeHistogramMetricFamily:
+    family = GaugeHistogramMetricFamily(
+        "qlarius_job_duration_seconds",
+        "How long the jobs that ended in the last hour took, by task and outcome",
+        labels=["task", "outcome"],
+    )
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        grouped.setdefault((row["task"], row["outcome"]), []).append(row)
+    for (task, outcome), bounds in grouped.items():
+        buckets = [(_le(b["le"]), float(b["below"])) for b in bounds]
+        buckets.append(("+Inf", float(bounds[0]["jobs"])))
+        family.add_metric([task, outcome], buckets, gsum_value=float(bounds[0]["seconds"] or 0))
+    return family
+
+
+def _le(value: float) -> str:
+    return floatToGoString(value)  # "1.0", "0.05": as client libraries write bucket bounds
+
+
+def registry(conninfo: str) -> CollectorRegistry:
+    """A registry holding only the database's metrics (not this process's own)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(DatabaseCollector(conninfo))
+    return reg

@@ -1,0 +1,62 @@
+-- What /metrics reads, each scrape (metrics.py): one scrape covers every worker process on
+-- every machine, since it all lives in the database.
+
+-- name: metrics_jobs :many
+-- Columns: queue, state, jobs.
+SELECT queue_name AS queue, status::text AS state, count(*) AS jobs
+FROM procrastinate_jobs GROUP BY queue_name, status
+
+-- name: metrics_oldest_waiting :many
+-- Columns: queue, seconds (age of the oldest due waiting job).
+SELECT queue, waiting_seconds AS seconds FROM (
+    SELECT q.queue,
+           extract(epoch FROM now() - COALESCE(w.scheduled_at, d.at))::float8 AS waiting_seconds
+    FROM (SELECT DISTINCT queue_name AS queue FROM procrastinate_jobs WHERE status = 'todo') q
+    CROSS JOIN LATERAL (
+        SELECT id, scheduled_at FROM procrastinate_jobs
+        WHERE queue_name = q.queue AND status = 'todo'
+          AND (scheduled_at IS NULL OR scheduled_at <= now())
+        ORDER BY id LIMIT 1
+    ) w
+    LEFT JOIN LATERAL (
+        SELECT min(at) AS at FROM procrastinate_events WHERE job_id = w.id AND type = 'deferred'
+    ) d ON true
+) ages
+
+-- name: metrics_stalled :one
+SELECT count(*) AS jobs FROM qlarius_stalled_jobs
+
+-- name: metrics_null_snapshots :one
+SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
+
+-- name: metrics_backfill_fixed :one
+-- Rows the backfill fixed, over the runs kept (QLARIUS_BACKFILL_HISTORY_DAYS).
+SELECT COALESCE(sum(updated_populations), 0) AS target_populations,
+       COALESCE(sum(updated_offers), 0) AS offers,
+       COALESCE(sum(updated_ad_events), 0) AS ad_events
+FROM backfill_runs
+
+-- name: metrics_durations :many
+-- Jobs that ended in the last hour, per task and outcome: how many took at most each bound
+-- (seconds, from their last start), how many in all, and their total duration.
+-- Columns: task, outcome, le, below, jobs, seconds.
+WITH ended AS (
+    SELECT e.job_id, e.type::text AS outcome, e.at
+    FROM procrastinate_events e
+    WHERE e.at > now() - interval '1 hour' AND e.type IN ('succeeded', 'failed', 'aborted')
+), timed AS (
+    SELECT j.task_name AS task, ended.outcome,
+           GREATEST(extract(epoch FROM ended.at - s.started), 0)::float8 AS seconds
+    FROM ended
+    JOIN procrastinate_jobs j ON j.id = ended.job_id
+    CROSS JOIN LATERAL (
+        SELECT max(at) AS started FROM procrastinate_events
+        WHERE job_id = ended.job_id AND type = 'started' AND at <= ended.at
+    ) s
+    WHERE s.started IS NOT NULL
+)
+SELECT t.task, t.outcome, b.le, count(*) FILTER (WHERE t.seconds <= b.le) AS below,
+       count(*) AS jobs, sum(t.seconds) AS seconds
+FROM timed t CROSS JOIN unnest(%(bounds)s::float8[]) AS b(le)
+GROUP BY t.task, t.outcome, b.le
+ORDER BY t.task, t.outcome, b.le

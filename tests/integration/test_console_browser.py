@@ -1,0 +1,125 @@
+"""The console in a real headless browser (Debian's chromium, driven by Playwright): the
+overview, a failed job followed from it, retry pressed, the job waiting again. The overview's
+screenshot is the README's (docs/console.png)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from qlarius_jobs.ops.console import ConsoleConfig, build_console
+from tests.integration.conftest import TEST_DB
+from tests.integration.factories import standard_world
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no chromium on this machine (apt-get install chromium); .ci/run installs it",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def console_url() -> Iterator[str]:
+    port = _free_port()
+    config = ConsoleConfig(conninfo=TEST_DB.conninfo, port=port)
+    server = uvicorn.Server(
+        uvicorn.Config(build_console(config), host="127.0.0.1", port=port, log_config=None)
+    )
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the console did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=20)
+
+
+def _demo(sync_conn) -> int:
+    s = standard_world(sync_conn)
+    w = s["w"]
+    for tags in ([s["female"], s["z10028"]], [s["female"], s["z10001"], s["story"]], [s["male"]]):
+        w.me_file(tags)
+    failed = sync_conn.execute(
+        "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, attempts) "
+        "VALUES ('targets', 'populate_target', %s, 'failed', 3) RETURNING id",
+        (json.dumps({"target_id": s["target"]}),),
+    ).fetchone()[0]
+    for attempt in (1, 2, 3):
+        sync_conn.execute(
+            "INSERT INTO qlarius_job_errors (job_id, task_name, attempt, error_type, message, "
+            "traceback, at) VALUES (%s, 'populate_target', %s, 'TargetRowBusy', "
+            "'its row is held by another transaction', 'Traceback (most recent call last): ...', "
+            "now() - make_interval(mins => 10 - %s))",
+            (failed, attempt, attempt),
+        )
+    sync_conn.execute(
+        "INSERT INTO procrastinate_events (job_id, type, at) VALUES (%s, 'failed', now())",
+        (failed,),
+    )
+    # some history for the charts: jobs that ended over the last hours, backfill runs
+    sync_conn.execute(
+        "WITH j AS (INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+        "SELECT 'targets', 'sync_pending_me_files', '{}', 'succeeded' FROM generate_series(1, 400) "
+        "RETURNING id) INSERT INTO procrastinate_events (job_id, type, at) "
+        "SELECT id, 'succeeded', now() - make_interval(secs => (random() * 10000)::int) FROM j"
+    )
+    sync_conn.execute(
+        "INSERT INTO backfill_runs (started_at, finished_at, found_populations, found_offers, "
+        "found_ad_events, updated_populations, updated_offers, updated_ad_events, elapsed_ms) "
+        "SELECT now() - make_interval(hours => h), now() - make_interval(hours => h), "
+        "(h % 7) * 3, h % 4, h % 3, (h % 7) * 3, h % 4, 0, 40 FROM generate_series(1, 150, 6) h"
+    )
+    return failed
+
+
+def test_follow_a_failed_job_from_the_overview_and_retry_it(sync_conn, console_url):
+    from playwright.sync_api import sync_playwright
+
+    failed = _demo(sync_conn)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(console_url + "/")
+            assert page.locator("h1").inner_text() == "Overview"
+            assert page.locator("svg.chart").count() == 2
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            page.get_by_role("link", name="1", exact=True).first.click()  # the failed count
+            page.get_by_role("link", name=f"#{failed}").click()
+            assert page.locator("h1").inner_text().startswith(f"Job #{failed}")
+            assert "TargetRowBusy" in page.content()
+            page.locator("#retry").click()
+            page.wait_for_url(f"**/jobs/{failed}?done=retry")
+            assert "Done: retry" in page.content()
+            assert page.locator("h1 .state").inner_text() == "todo"
+        finally:
+            browser.close()
+    assert (
+        sync_conn.execute(
+            "SELECT status::text FROM procrastinate_jobs WHERE id = %s", (failed,)
+        ).fetchone()[0]
+        == "todo"
+    )
+    assert SCREENSHOT.stat().st_size > 10_000
