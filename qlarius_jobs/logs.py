@@ -71,6 +71,7 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
     logging.getLogger("psycopg").setLevel(logging.WARNING)
     # the console's server: its start and stop lines say nothing the CLI does not print
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     logging.getLogger("procrastinate.blueprints").setLevel(logging.WARNING)  # import-time noise
     _configured = True
 

