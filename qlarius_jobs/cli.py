@@ -255,11 +255,6 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1 if result.total() else 0
 
 
-def _short_json(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value, separators=(",", ":"), default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def cmd_jobs(args: argparse.Namespace) -> int:
     """List, show, retry, cancel or abort jobs (what Procrastinate's shell did, checked)."""
     from qlarius_jobs.ops import jobs
@@ -294,7 +289,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
                 "task": r["task"],
                 "state": r["state"],
                 "attempts": r["attempts"],
-                "args": _short_json(r["args"]),
+                "args": jobs.short_json(r["args"]),
                 "last event": _iso(r["last_event_at"]) if r["last_event_at"] else "",
             }
             for r in result

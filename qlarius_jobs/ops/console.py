@@ -18,7 +18,6 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
-import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from qlarius_jobs.settings import get_settings
 log = get_logger(__name__)
 
 SQL = QueryFile.beside(__file__)
+READINGS = metrics.SQL  # what /metrics reads too: one query for both
 HERE = Path(__file__).parent
 OPEN_PATHS = ("/healthz", "/readyz", "/static/")  # probes need no password
 STATE_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "aborted": "#ef6c00"}
@@ -141,7 +141,7 @@ def build_console(config: ConsoleConfig) -> Starlette:
     )
     templates.env.filters["ago"] = _ago
     templates.env.filters["when"] = _when
-    templates.env.filters["short_json"] = _short_json
+    templates.env.filters["short_json"] = lambda value: jobs.short_json(value, 80)
     pool = psycopg_pool.AsyncConnectionPool(
         config.conninfo,
         min_size=2,
@@ -197,12 +197,12 @@ def build_console(config: ConsoleConfig) -> Starlette:
         ) = await asyncio.gather(
             apart(lambda c: SQL.many(c, "jobs_per_minute", hours=CHART_HOURS)),
             apart(lambda c: SQL.many(c, "backfill_chart", days=BACKFILL_DAYS)),
-            apart(lambda c: SQL.many(c, "overview_queue_states")),
+            apart(lambda c: READINGS.many(c, "jobs_by_queue_and_state")),
             apart(lambda c: SQL.many(c, "overview_last_hour_by_task")),
-            apart(lambda c: SQL.many(c, "overview_oldest_waiting")),
+            apart(lambda c: READINGS.many(c, "oldest_waiting_jobs")),
             SQL.many(conn, "running_jobs"),
             apart(lambda c: SQL.many(c, "stalled_jobs")),
-            apart(lambda c: SQL.one(c, "null_snapshots")),
+            apart(lambda c: READINGS.one(c, "null_snapshot_counts")),
             asyncio.to_thread(_periodic, config.conninfo),
         )
         series = [
@@ -456,11 +456,6 @@ def _when(value: Any) -> str:
     if value is None:
         return "-"
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _short_json(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, separators=(",", ":"), default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def config_from_settings(

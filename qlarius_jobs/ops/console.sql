@@ -1,10 +1,5 @@
 -- The console's pages (console.py). Every value a user typed is a parameter.
 
--- name: overview_queue_states :many
--- Columns: queue, state, jobs.
-SELECT queue_name AS queue, status::text AS state, count(*) AS jobs
-FROM procrastinate_jobs GROUP BY queue_name, status ORDER BY queue_name, status
-
 -- name: overview_last_hour_by_task :many
 -- Jobs that ended in the last hour, per task and outcome. Columns: task, succeeded, failed,
 -- aborted.
@@ -15,22 +10,6 @@ SELECT j.task_name AS task,
 FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
 WHERE e.at > now() - interval '1 hour' AND e.type IN ('succeeded', 'failed', 'aborted')
 GROUP BY j.task_name ORDER BY j.task_name
-
--- name: overview_oldest_waiting :many
--- Per queue, the oldest job that is due and waiting, and how long it has waited.
--- Columns: queue, job_id, waiting_seconds.
-SELECT q.queue, w.id AS job_id,
-       extract(epoch FROM now() - COALESCE(w.scheduled_at, d.at))::bigint AS waiting_seconds
-FROM (SELECT DISTINCT queue_name AS queue FROM procrastinate_jobs WHERE status = 'todo') q
-CROSS JOIN LATERAL (
-    SELECT id, scheduled_at FROM procrastinate_jobs
-    WHERE queue_name = q.queue AND status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now())
-    ORDER BY id LIMIT 1
-) w
-LEFT JOIN LATERAL (
-    SELECT min(at) AS at FROM procrastinate_events WHERE job_id = w.id AND type = 'deferred'
-) d ON true
-ORDER BY q.queue
 
 -- name: running_jobs :many
 -- Columns: id, queue, task, attempts, worker_id, host, pid, started_at.
@@ -44,9 +23,6 @@ WHERE j.status = 'doing' ORDER BY j.id LIMIT 100
 SELECT job_id, task_name AS task, queue_name AS queue, attempts, worker_id, last_heartbeat,
        started_at
 FROM qlarius_stalled_jobs ORDER BY job_id LIMIT 50
-
--- name: null_snapshots :one
-SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
 
 -- name: jobs_per_minute :many
 -- Jobs that ended, per minute and outcome, over the last hours. Columns: minute, type, jobs.

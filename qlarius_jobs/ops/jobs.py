@@ -4,19 +4,20 @@ is a parameterised named query."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs.base import BIGINT_MAX
 
 SQL = QueryFile.beside(__file__)
 
 STATES = ("todo", "doing", "succeeded", "failed", "cancelled", "aborting", "aborted")
 RETRYABLE = ("failed", "cancelled", "aborted")
 PAGE_MAX = 500
-BIGINT_MAX = 2**63 - 1
 
 
 class JobActionRefused(Exception):
@@ -37,6 +38,12 @@ def job_id(raw: str | int, kind: str = "job") -> int:
     if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= BIGINT_MAX:
         raise ValueError(f"{raw!r} is not a {kind} id (a positive integer)")
     return int(text)
+
+
+def short_json(value: Any, limit: int = 60) -> str:
+    """A job's arguments on one line of a list, cut to ``limit`` characters."""
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,10 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-            jobs = SQL.many_sync(conn, "metrics_jobs")
-            oldest = SQL.many_sync(conn, "metrics_oldest_waiting")
+            jobs = SQL.many_sync(conn, "jobs_by_queue_and_state")
+            oldest = SQL.many_sync(conn, "oldest_waiting_jobs")
             stalled = SQL.one_sync(conn, "metrics_stalled")
-            nulls = SQL.one_sync(conn, "metrics_null_snapshots")
+            nulls = SQL.one_sync(conn, "null_snapshot_counts")
             fixed = SQL.one_sync(conn, "metrics_backfill_fixed")
             durations = SQL.many_sync(conn, "metrics_durations", bounds=list(DURATION_BOUNDS))
         family = GaugeMetricFamily(
@@ -54,7 +54,7 @@ class DatabaseCollector(Collector):
             labels=["queue"],
         )
         for row in oldest:
-            family.add_metric([row["queue"]], row["seconds"] or 0.0)
+            family.add_metric([row["queue"]], row["waiting_seconds"] or 0.0)
         yield family
         yield GaugeMetricFamily(
             "qlarius_stalled_jobs",

@@ -1,33 +1,34 @@
 -- What /metrics reads, each scrape (metrics.py): one scrape covers every worker process on
--- every machine, since it all lives in the database.
+-- every machine, since it all lives in the database. The console's overview reads the first
+-- three as well.
 
--- name: metrics_jobs :many
--- Columns: queue, state, jobs.
+-- name: jobs_by_queue_and_state :many
+-- An index-only scan of qlarius_jobs_queue_status_idx. Columns: queue, state, jobs.
 SELECT queue_name AS queue, status::text AS state, count(*) AS jobs
-FROM procrastinate_jobs GROUP BY queue_name, status
+FROM procrastinate_jobs GROUP BY queue_name, status ORDER BY queue_name, status
 
--- name: metrics_oldest_waiting :many
--- Columns: queue, seconds (age of the oldest due waiting job).
-SELECT queue, waiting_seconds AS seconds FROM (
-    SELECT q.queue,
-           extract(epoch FROM now() - COALESCE(w.scheduled_at, d.at))::float8 AS waiting_seconds
-    FROM (SELECT DISTINCT queue_name AS queue FROM procrastinate_jobs WHERE status = 'todo') q
-    CROSS JOIN LATERAL (
-        SELECT id, scheduled_at FROM procrastinate_jobs
-        WHERE queue_name = q.queue AND status = 'todo'
-          AND (scheduled_at IS NULL OR scheduled_at <= now())
-        ORDER BY id LIMIT 1
-    ) w
-    LEFT JOIN LATERAL (
-        SELECT min(at) AS at FROM procrastinate_events WHERE job_id = w.id AND type = 'deferred'
-    ) d ON true
-) ages
+-- name: oldest_waiting_jobs :many
+-- Per queue, the oldest job that is due and waiting, and how long it has waited.
+-- Columns: queue, job_id, waiting_seconds.
+SELECT q.queue, w.id AS job_id,
+       extract(epoch FROM now() - COALESCE(w.scheduled_at, d.at))::float8 AS waiting_seconds
+FROM (SELECT DISTINCT queue_name AS queue FROM procrastinate_jobs WHERE status = 'todo') q
+CROSS JOIN LATERAL (
+    SELECT id, scheduled_at FROM procrastinate_jobs
+    WHERE queue_name = q.queue AND status = 'todo'
+      AND (scheduled_at IS NULL OR scheduled_at <= now())
+    ORDER BY id LIMIT 1
+) w
+LEFT JOIN LATERAL (
+    SELECT min(at) AS at FROM procrastinate_events WHERE job_id = w.id AND type = 'deferred'
+) d ON true
+ORDER BY q.queue
+
+-- name: null_snapshot_counts :one
+SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
 
 -- name: metrics_stalled :one
 SELECT count(*) AS jobs FROM qlarius_stalled_jobs
-
--- name: metrics_null_snapshots :one
-SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
 
 -- name: metrics_backfill_fixed :one
 -- Rows the backfill fixed, over the runs kept (QLARIUS_BACKFILL_HISTORY_DAYS).

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import pytest
 import uvicorn
 
 from qlarius_jobs.ops.console import ConsoleConfig, build_console
-from tests.integration.conftest import TEST_DB
+from tests.integration.conftest import TEST_DB, free_port
 from tests.integration.factories import standard_world
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,15 +28,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def console_url() -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     config = ConsoleConfig(conninfo=TEST_DB.conninfo, port=port)
     server = uvicorn.Server(
         uvicorn.Config(build_console(config), host="127.0.0.1", port=port, log_config=None)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,18 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.conftest import free_port
+
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_run_shows_the_demo_in_the_console(sync_conn, tmp_path):
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "run.log"
     env = {
         **os.environ,
