@@ -32,7 +32,7 @@ def build_app(blueprints: Iterable[JobBlueprint] = catalog.BLUEPRINTS) -> App:
             # which process a connection belongs to, for pg_stat_activity
             "application_name": connection.application_name(),
             # A transaction pooler cannot keep prepared statements across transactions.
-            **({"prepare_threshold": None} if settings.behind_pooler else {}),
+            **connection.pooler_kwargs(settings),
         },
     )
     app = App(

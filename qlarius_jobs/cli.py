@@ -114,6 +114,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.health_port:
         _port_free(args.health_host, args.health_port)
     conninfo = _current_database()
+    connection.check_pooling(conninfo)
     runner.fit_pool_to_connections(conninfo, queues)
 
     async def work() -> None:
@@ -237,20 +238,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
         "me_files": "all" if result.audited is None else result.audited,
         "targets": result.targets,
         **result.counts(),
+        "stuck_pending": result.stuck,
         **repaired,
         "examples": {k: v[:10] for k, v in result.found.items()},
     }
+    for line in result.stuck_lines(get_settings().stuck_pending_seconds):
+        log.warning(line, stuck=result.stuck)  # the line operators alert on
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for kind, words in audit.FINDINGS.items():
             print(f"{words}: {len(result.found.get(kind, []))}")
+        for kind, stuck in result.stuck.items():
+            print(
+                f"pending {kind} rows stuck (older than "
+                f"{get_settings().stuck_pending_seconds:g} s): {stuck['rows']}"
+                + (f", oldest {stuck['oldest_s']:g} s" if stuck["rows"] else "")
+            )
         if repaired:
             print(
                 f"repair queued: {repaired['syncs_recorded']} syncs, "
                 f"{repaired['reconciles_recorded']} reconciles (the workers apply them)"
             )
-        elif result.total():
+        elif sum(result.counts().values()):
             print("run again with --repair to hand these to the workers")
     return 1 if result.total() else 0
 

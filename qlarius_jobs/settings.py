@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         default=False,
         description="PgBouncer-style transaction pooling: no LISTEN/NOTIFY, no prepared statements",
     )
+    fetch_polling_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often idle workers look for jobs without a notification (the only "
+        "way behind a pooler)",
+    )
     pool_min_size: PositiveInt = 1
     pool_max_size: PositiveInt = 40
     pool_timeout_seconds: float = Field(
@@ -95,6 +101,16 @@ class Settings(BaseSettings):
     )
     drain_time_budget_seconds: float = Field(
         default=60.0, gt=0, description="a drain job hands over to a successor after this"
+    )
+    drain_lease_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="a drainer that stops renewing its lease (a dead host) loses it after this",
+    )
+    stuck_pending_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="pending work a drain could take that is older than this is reported stuck",
     )
     wakeup_sweep_seconds: float = Field(
         default=2.0,

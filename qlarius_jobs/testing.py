@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog, runner
+from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
 
 SQL = QueryFile.beside(__file__)
 
@@ -80,7 +81,7 @@ async def drain(
     reconcile is left for them; return how the jobs that ran ended (``succeeded``,
     ``failed``, ...). ``app`` must be open."""
     chosen = list(queues)
-    async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+    async with app_pool(app).connection() as conn:
         started = await SQL.one(conn, "now")
         assert started is not None
     concurrency = runner.configured_queues()
@@ -92,7 +93,7 @@ async def drain(
             fetch_job_polling_interval=0.05,
             periodic=False,
         )
-        async with app.connector.pool.connection() as conn:  # type: ignore[attr-defined]
+        async with app_pool(app).connection() as conn:
             left = await SQL.one(conn, "work_left", queues=chosen)
             if left is None or not left["left"]:
                 rows = await SQL.many(conn, "outcomes_since", since=started["now"])

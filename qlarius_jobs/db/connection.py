@@ -61,6 +61,68 @@ def ready_conninfo(settings: Settings | None = None) -> str:
     return embedded.start(settings)
 
 
+class PoolerNotDeclared(ValueError):
+    """The database is reached through a transaction pooler, and the settings do not say so."""
+
+
+POOLER_PROBE_ROUNDS = 3
+
+
+def transactions_share_a_session(info: str, rounds: int = POOLER_PROBE_ROUNDS) -> bool:
+    """Whether every transaction of one client connection runs on the same server session
+    (a direct connection, or a session pooler), as LISTEN and prepared statements need. False
+    behind a transaction (or statement) pooler such as PgBouncer in transaction mode.
+
+    The probe: connection A reads its backend's pid; connection B opens a transaction (so a
+    pooler must give it a server session of its own, and PgBouncer hands out the one used
+    last: A's) and reads its pid; A reads again. Directly, B's pid is another one and A's is
+    unchanged. Through a transaction pooler, B got A's session or A got another one. Several
+    rounds, in case another client of the pooler took A's session in between."""
+    with (
+        psycopg.connect(info, autocommit=True, prepare_threshold=None, connect_timeout=10) as a,
+        psycopg.connect(info, prepare_threshold=None, connect_timeout=10) as b,
+    ):
+        for _ in range(rounds):
+            first = _backend_pid(a)
+            held = _backend_pid(b)  # b is not autocommit: its transaction stays open
+            try:
+                if held == first or _backend_pid(a) != first:
+                    return False
+            finally:
+                b.rollback()
+    return True
+
+
+def _backend_pid(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def check_pooling(info: str, settings: Settings | None = None) -> None:
+    """Refuse, in one line naming the setting, a worker that would LISTEN and prepare
+    statements through a transaction pooler (the pooler then hands that session state to
+    other clients: a notification reaches an unrelated session, a prepared statement exists
+    twice and the worker stops with a bare 'Database error')."""
+    settings = settings or get_settings()
+    if settings.behind_pooler:
+        return
+    if not transactions_share_a_session(info):
+        raise PoolerNotDeclared(
+            f"{describe(info)} is reached through a transaction pooler (two transactions of "
+            "one connection ran on different server sessions); set QLARIUS_BEHIND_POOLER=true "
+            "(workers then poll instead of LISTEN and never prepare statements), or connect "
+            "directly"
+        )
+
+
+def pooler_kwargs(settings: Settings | None = None) -> dict[str, Any]:
+    """Connection options that a transaction pooler needs: no prepared statements (psycopg
+    would prepare a query run five times, on a session the next transaction may not get)."""
+    settings = settings or get_settings()
+    return {"prepare_threshold": None} if settings.behind_pooler else {}
+
+
 def application_name() -> str:
     """How this process's connections are named in ``pg_stat_activity``."""
     return f"qlarius-jobs:{os.getpid()}"

@@ -5,14 +5,18 @@ Each migration runs once, in its own transaction, and is recorded in
 ``qlarius_schema_migrations``. Procrastinate's schema is applied once on a fresh database and
 its version recorded; after a Procrastinate upgrade, the upgrade's own migration files (those
 newer than the recorded version) are applied in order. Running ``migrate`` again is a no-op.
-An advisory lock keeps two concurrent ``migrate`` runs from interleaving.
+A transaction-scoped advisory lock, taken by each step, keeps two concurrent ``migrate`` runs
+from interleaving; nothing is kept in the session, so ``migrate`` also works through a
+transaction pooler.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, LiteralString, cast
@@ -87,26 +91,25 @@ def _procrastinate_upgrades(since: str, until: str) -> list[tuple[tuple[int, int
 
 
 def _apply_procrastinate(conn: psycopg.Connection, report: MigrationReport) -> None:
+    """Procrastinate's schema, or its upgrades, in the caller's (locked) transaction."""
     installed = importlib.metadata.version("procrastinate")
     recorded = SQL.one_sync(conn, "procrastinate_schema_version")
-    has_tables = SQL.one_sync(conn, "procrastinate_tables_exist")
     if recorded is None:
-        with conn.transaction():
-            if not (has_tables and has_tables["present"]):
-                conn.execute(cast(LiteralString, procrastinate_schema.SchemaManager.get_schema()))
-                report.procrastinate = f"installed {installed}"
-            else:
-                # Applied by hand (procrastinate schema --apply): assume it matches this version.
-                report.procrastinate = f"adopted existing schema as {installed}"
-            SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
+        has_tables = SQL.one_sync(conn, "procrastinate_tables_exist")
+        if not (has_tables and has_tables["present"]):
+            conn.execute(cast(LiteralString, procrastinate_schema.SchemaManager.get_schema()))
+            report.procrastinate = f"installed {installed}"
+        else:
+            # Applied by hand (procrastinate schema --apply): assume it matches this version.
+            report.procrastinate = f"adopted existing schema as {installed}"
+        SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
         return
     current = recorded["version"]
     if _version_tuple(current) >= _version_tuple(installed):
         return
-    with conn.transaction():
-        for _, path in _procrastinate_upgrades(current, installed):
-            conn.execute(cast(LiteralString, path.read_text("utf-8")))
-        SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
+    for _, path in _procrastinate_upgrades(current, installed):
+        conn.execute(cast(LiteralString, path.read_text("utf-8")))
+    SQL.execute_sync(conn, "record_procrastinate_schema_version", version=installed)
     report.procrastinate = f"upgraded {current} -> {installed}"
 
 
@@ -151,31 +154,39 @@ def require_current(conninfo: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def _locked_transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction holding the migrate lock: concurrent runs take turns, step by step. The
+    lock is transaction-scoped and notices are quieted with SET LOCAL, so nothing outlives the
+    transaction (behind a transaction pooler, the next one may run on another session)."""
+    with conn.transaction():
+        SQL.execute_sync(conn, "lock_migrations", key=_MIGRATE_LOCK_KEY)
+        SQL.execute_sync(conn, "quiet_notices")
+        yield
+
+
 def migrate(conninfo: str) -> MigrationReport:
     started = time.monotonic()
     report = MigrationReport()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        SQL.execute_sync(conn, "lock_migrations", key=_MIGRATE_LOCK_KEY)
-        try:
-            SQL.execute_sync(conn, "quiet_notices")
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=None) as conn:
+        with _locked_transaction(conn):
             SQL.execute_sync(conn, "create_bookkeeping")
+        with _locked_transaction(conn):
             _apply_procrastinate(conn, report)
-            done = {row["version"] for row in SQL.many_sync(conn, "applied_migrations")}
-            for migration in migrations():
-                if migration.version in done:
+        for migration in migrations():
+            with _locked_transaction(conn):
+                # read under the lock: a concurrent run may have applied it meanwhile
+                if SQL.one_sync(conn, "migration_applied", version=migration.version):
                     continue
-                with conn.transaction():
-                    conn.execute(migration.sql)
-                    SQL.execute_sync(
-                        conn, "record_migration", version=migration.version, name=migration.name
-                    )
-                report.applied.append(f"{migration.version:04d}_{migration.name}")
-            with conn.transaction():
-                conn.execute(monitoring())  # views: re-applied every time
-            # Fresh, unanalysed job tables make the fetch query pick bad plans.
-            SQL.execute_sync(conn, "analyze")
-        finally:
-            SQL.execute_sync(conn, "unlock_migrations", key=_MIGRATE_LOCK_KEY)
+                conn.execute(migration.sql)
+                SQL.execute_sync(
+                    conn, "record_migration", version=migration.version, name=migration.name
+                )
+            report.applied.append(f"{migration.version:04d}_{migration.name}")
+        with _locked_transaction(conn):
+            conn.execute(monitoring())  # views: re-applied every time
+        # Fresh, unanalysed job tables make the fetch query pick bad plans.
+        SQL.execute_sync(conn, "analyze")
     report.elapsed_ms = int((time.monotonic() - started) * 1000)
     log.info(
         "migrations applied",

@@ -2,15 +2,12 @@
 -- db/migrations/ and the operators' views in db/monitoring.sql.
 
 -- name: lock_migrations :exec
--- One migrate at a time per database (released by unlock_migrations).
-SELECT pg_advisory_lock(%(key)s)
-
--- name: unlock_migrations :exec
-SELECT pg_advisory_unlock(%(key)s)
+-- One migrate step at a time per database, for the step's transaction.
+SELECT pg_advisory_xact_lock(%(key)s)
 
 -- name: quiet_notices :exec
--- "relation already exists, skipping" and the like are not news.
-SET client_min_messages = warning
+-- "relation already exists, skipping" and the like are not news (for this transaction only).
+SET LOCAL client_min_messages = warning
 
 -- name: create_bookkeeping :exec
 CREATE TABLE IF NOT EXISTS qlarius_schema_migrations (
@@ -44,6 +41,9 @@ ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, applied_at = n
 -- name: applied_migrations :many
 -- Columns: version.
 SELECT version FROM qlarius_schema_migrations
+
+-- name: migration_applied :one
+SELECT version FROM qlarius_schema_migrations WHERE version = %(version)s
 
 -- name: record_migration :exec
 INSERT INTO qlarius_schema_migrations (version, name) VALUES (%(version)s, %(name)s)

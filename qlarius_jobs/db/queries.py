@@ -197,6 +197,14 @@ class QueryFile:
     ) -> None:
         await self._run(conn, query, Shape.EXEC, tables, params)
 
+    async def one_via_connector(self, connector: Any, query: str, /, **params: Any) -> Any:
+        """A ``:one`` query run by a Procrastinate connector (its own pooled connection and
+        transaction), so that its errors come wrapped as Procrastinate's
+        ``ConnectorException``, as from any job manager call. The query must return a row."""
+        return await connector.execute_query_one_async(
+            query=self.get(query, Shape.ONE).text, **params
+        )
+
     def _run_sync(self, conn: Connection, name: str, shape: Shape, tables: Any, params: Any) -> Any:
         self.get(name, shape)
         with conn.cursor(row_factory=dict_row) as cur:
@@ -264,4 +272,5 @@ CALL_SHAPES: dict[str, tuple[int, Shape | None]] = {
     "count_sync": (1, Shape.COUNT),
     "execute_sync": (1, Shape.EXEC),
     "statement": (0, None),
+    "one_via_connector": (1, Shape.ONE),
 }

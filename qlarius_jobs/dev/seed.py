@@ -17,6 +17,7 @@ from qlarius_jobs.api import notify_tags_changed, offer_campaign, trigger_popula
 from qlarius_jobs.app import app
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.catalog import defer_job
+from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
@@ -121,7 +122,7 @@ async def kick_off_demo(changed_me_files: int = 25) -> dict[str, int]:
     job row written by hand with a bad argument, which fails (something for the console)."""
 
     deferred = {"populate": 0, "offers": 0, "syncs": 0, "backfill": 0, "bad_by_hand": 0}
-    async with app.open_async(), app.connector.pool.connection() as conn, conn.transaction():
+    async with app.open_async(), app_pool(app).connection() as conn, conn.transaction():
         targets = await SQL.many(conn, "demo_kickoff_targets")
         if targets:
             deferred["populate"] += bool(await trigger_population(conn, targets[-1]["id"]))

@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
+from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.beside(__file__)
 
@@ -37,12 +38,28 @@ class Audit:
     audited: int | None  # MeFiles in the sample (None: all)
     targets: list[int]
     found: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # (me_file, about)
+    # pending work of each kind that drains could take but have not for too long
+    stuck: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> rows, oldest_s
 
     def counts(self) -> dict[str, int]:
         return {kind: len(self.found.get(kind, [])) for kind in FINDINGS}
 
+    def stuck_rows(self) -> int:
+        return int(sum(s["rows"] for s in self.stuck.values()))
+
     def total(self) -> int:
-        return sum(self.counts().values())
+        """Drift found, plus stuck pending rows: either way the data is not what the rules
+        say, or will not be."""
+        return sum(self.counts().values()) + self.stuck_rows()
+
+    def stuck_lines(self, threshold_seconds: float) -> list[str]:
+        """The warning operators alert on, one line per kind with stuck work."""
+        return [
+            f"pending work stuck: {int(s['rows'])} {kind} rows older than "
+            f"{threshold_seconds:g} s (oldest {s['oldest_s']:g} s); are the drains running?"
+            for kind, s in self.stuck.items()
+            if s["rows"]
+        ]
 
     def me_files(self, kinds: set[str]) -> list[int]:
         return sorted({m for kind in kinds for m, _ in self.found.get(kind, [])})
@@ -53,16 +70,34 @@ async def sample(conn: AsyncConnection, size: int) -> list[int]:
     return [r["id"] for r in rows]
 
 
-async def audit(conn: AsyncConnection, me_file_ids: list[int] | None = None) -> Audit:
-    """Audit ``me_file_ids`` (None: every MeFile) in the targets no job holds right now."""
+async def audit(
+    conn: AsyncConnection,
+    me_file_ids: list[int] | None = None,
+    *,
+    stuck_after_seconds: float | None = None,
+) -> Audit:
+    """Audit ``me_file_ids`` (None: every MeFile) in the targets no job holds right now, and
+    look for pending work older than ``stuck_after_seconds`` (default: the setting) that the
+    drains could take: MeFiles with pending work are in flight, not drifted, so pending work
+    that never drains would otherwise hide its drift."""
+    if stuck_after_seconds is None:
+        stuck_after_seconds = get_settings().stuck_pending_seconds
     async with conn.transaction():
         targets = [r["target_id"] for r in await SQL.many(conn, "audit_free_targets")]
         rows = await SQL.many(conn, "audit_drift", me_file_ids=me_file_ids, target_ids=targets)
+    async with conn.transaction():
+        stuck = {
+            r["kind"]: {"rows": int(r["rows"]), "oldest_s": float(r["oldest_s"])}
+            for r in await SQL.many(conn, "stuck_pending", older_than_seconds=stuck_after_seconds)
+        }
     found: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for row in rows:
         found[row["kind"]].append((row["me_file_id"], row["about"]))
     return Audit(
-        audited=None if me_file_ids is None else len(me_file_ids), targets=targets, found=found
+        audited=None if me_file_ids is None else len(me_file_ids),
+        targets=targets,
+        found=found,
+        stuck=stuck,
     )
 
 

@@ -110,3 +110,32 @@ JOIN eligible e ON e.campaign_id = o.campaign_id AND e.me_file_id = o.me_file_id
 WHERE o.matching_tags_snapshot IS NOT NULL AND e.matching_tags_snapshot IS NOT NULL
   AND o.matching_tags_snapshot IS DISTINCT FROM e.matching_tags_snapshot
 ORDER BY 1, 2
+
+-- name: stuck_pending :many
+-- Pending work a drain could take now (not waiting for a target a job holds, not set aside for
+-- a retry) and older than older_than_seconds: the drains are not applying it. One row per
+-- kind (0 when none). Columns: kind, rows, oldest_s.
+WITH free AS MATERIALIZED (
+    SELECT target_id, scope FROM qlarius_target_locks ORDER BY target_id, scope
+    FOR SHARE SKIP LOCKED
+),
+stuck AS (
+    SELECT 'sync' AS kind, p.recorded_at FROM qlarius_pending_syncs p
+    WHERE p.recorded_at < clock_timestamp() - make_interval(secs => %(older_than_seconds)s)
+      AND (p.retry_after IS NULL OR p.retry_after <= now())
+      AND (p.target_id IS NULL OR p.target_id IN
+           (SELECT target_id FROM free WHERE scope = 'populations'))
+    UNION ALL
+    SELECT 'reconcile', p.recorded_at FROM qlarius_pending_reconciles p
+    WHERE p.recorded_at < clock_timestamp() - make_interval(secs => %(older_than_seconds)s)
+      AND (p.retry_after IS NULL OR p.retry_after <= now())
+      AND (p.target_id IS NULL OR p.target_id IN
+           (SELECT target_id FROM free WHERE scope = 'offers'))
+)
+SELECT k.kind, count(s.recorded_at) AS rows,
+       COALESCE(round(extract(epoch FROM clock_timestamp() - min(s.recorded_at))::numeric, 1),
+                0) AS oldest_s
+FROM (VALUES ('sync'), ('reconcile')) k(kind)
+LEFT JOIN stuck s ON s.kind = k.kind
+GROUP BY k.kind
+ORDER BY k.kind DESC

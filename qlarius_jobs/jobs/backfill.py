@@ -193,6 +193,8 @@ async def _audit_a_sample(run: JobRun) -> dict[str, int]:
                 count=len(found),
                 me_file_ids=sorted({m for m, _ in found})[:20],
             )
+    for line in result.stuck_lines(get_settings().stuck_pending_seconds):
+        run.log.warning(f"{WORKER}: {line}", stuck=result.stuck)
     return {"audited_me_files": result.audited or 0, **result.counts()}
 
 

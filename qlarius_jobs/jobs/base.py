@@ -37,6 +37,8 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
+from qlarius_jobs.jobs.procrastinate_adapter import refused_queueing_lock
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import Settings, get_settings
 
@@ -169,7 +171,7 @@ class JobRun:
         first: after a database restart the pool may still hold dead connections, and a job
         should not spend an attempt on one."""
         assert self.context.app is not None
-        pool = self.context.app.connector.pool  # type: ignore[attr-defined]
+        pool = app_pool(self.context.app)
         for _ in range(LIVE_CONNECTION_TRIES):
             async with pool.connection() as conn:
                 try:
@@ -253,6 +255,12 @@ class JobSpec(Generic[A]):
     async def _run_body(
         self, context: JobContext, bound: structlog.stdlib.BoundLogger, raw_args: dict[str, Any]
     ) -> dict[str, Any]:
+        if context.job.queue != self.queue:
+            # written by hand into another queue: not one of our jobs to the database (no lock
+            # derived for it), so not run as one
+            raise InvalidJobArguments(
+                f"{self.name} runs on queue {self.queue}, not {_short(context.job.queue)}"
+            )
         args = parse_args(self.name, self.args_model, raw_args)
         limit = time_limit(self.name, self.time_limit_seconds)
         run = JobRun(context=context, log=bound)
@@ -349,9 +357,9 @@ class CheckedJobManager(manager.JobManager):
         try:
             return await super().batch_defer_jobs_async(jobs, connection=connection)
         except exceptions.AlreadyEnqueued as exc:
-            refused = exc
-        # Raised outside the handler: no unique-violation dump chained to the one line.
-        raise await self._duplicate(refused)
+            # Procrastinate's contract: chained to the UniqueViolation (constraint_name,
+            # queueing_lock); the message says which job it duplicates.
+            raise _duplicate_message(exc, await self._waiting_job(exc)) from exc.__cause__
 
     def batch_defer_jobs(
         self, jobs: list[jobs.Job], connection: Any | None = None
@@ -360,32 +368,28 @@ class CheckedJobManager(manager.JobManager):
         try:
             return super().batch_defer_jobs(jobs, connection=connection)
         except exceptions.AlreadyEnqueued as exc:
-            refused = exc
-        raise _duplicate_message(refused, None)
+            raise _duplicate_message(exc, None) from exc.__cause__
 
-    async def _duplicate(self, exc: exceptions.AlreadyEnqueued) -> exceptions.AlreadyEnqueued:
-        lock = _queueing_lock(exc)
-        waiting = None
-        if lock is not None:
-            try:  # which job: best effort (the app may not be open, the caller's transaction
-                # may be aborted by the refusal); the refusal itself is what matters
-                async with self.connector.pool.connection() as conn:  # type: ignore[attr-defined]
-                    row = await SQL.one(conn, "waiting_job_with_lock", lock=lock)
-                waiting = None if row is None else int(row["id"])
-            except Exception as lookup_error:
-                log.debug("duplicate's job not looked up", error=repr(lookup_error))
-        return _duplicate_message(exc, waiting)
-
-
-def _queueing_lock(exc: exceptions.AlreadyEnqueued) -> str | None:
-    cause = exc.__cause__
-    return getattr(cause, "queueing_lock", None)
+    async def _waiting_job(self, exc: exceptions.AlreadyEnqueued) -> int | None:
+        """The job a refused deferral duplicates: best effort (the app may not be open, the
+        caller's transaction may be aborted by the refusal); the refusal itself is what
+        matters."""
+        lock = refused_queueing_lock(exc)
+        if lock is None:
+            return None
+        try:
+            async with app_pool(self.connector).connection() as conn:
+                row = await SQL.one(conn, "waiting_job_with_lock", lock=lock)
+        except Exception as lookup_error:
+            log.debug("duplicate's job not looked up", error=repr(lookup_error))
+            return None
+        return None if row is None else int(row["id"])
 
 
 def _duplicate_message(
     exc: exceptions.AlreadyEnqueued, waiting: int | None
 ) -> exceptions.AlreadyEnqueued:
-    lock = _queueing_lock(exc) or "?"
+    lock = refused_queueing_lock(exc) or "?"
     task = lock.split(":", 1)[0]
     where = f"as job #{waiting}" if waiting is not None else f"(queueing lock {lock})"
     return exceptions.AlreadyEnqueued(f"{task}: already enqueued {where}")

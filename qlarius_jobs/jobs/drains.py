@@ -8,12 +8,15 @@ after that delete is still pending afterwards, so no change can be lost, whateve
 
 Who drains, and when (see README "Concurrency"):
 
-- one *drainer* per kind at a time: the job that holds the session advisory lock
-  ``(NAMESPACE, drainer_key)``. Others exit at once. The drainer loops over batches until
-  nothing is left it can take, releases the lock, and only then checks once more for work, so
-  a change whose wake-up arrived while it still held the lock is never left behind;
-- each batch holds the transaction advisory lock ``(NAMESPACE, batch_key)``: a scope job (a
-  populate, a campaign's offers) passes that barrier between two batches to take its target;
+- one *drainer* per kind at a time: the job that holds the kind's lease, a row of
+  ``qlarius_drain_leases`` renewed in each batch's transaction (no session state: a pooler may
+  run each transaction on another server session, and a dead holder's lease lapses after
+  ``QLARIUS_DRAIN_LEASE_SECONDS``). Others exit at once. The drainer loops over batches until
+  nothing is left it can take, releases the lease, and only then checks once more for work,
+  so a change whose wake-up arrived while it still held the lease is never left behind;
+- each batch holds the transaction advisory lock ``(NAMESPACE, batch_key)``, so batches never
+  overlap even if two drainers did: a scope job (a populate, a campaign's offers) passes that
+  barrier between two batches to take its target;
 - a batch share-locks the targets no scope job holds (``SKIP LOCKED``: it never waits) and
   leaves the part of a change that concerns a busy target to a (me_file, target) row, applied
   once that target is free.
@@ -26,14 +29,17 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
 
@@ -53,7 +59,6 @@ class DrainKind:
     task_name: str  # the job that drains them
     queue: str
     scope: Scope  # which scope rows of qlarius_target_locks a batch must find free
-    drainer_key: int
     batch_key: int
 
 
@@ -63,7 +68,6 @@ SYNC = DrainKind(
     task_name="sync_pending_me_files",
     queue="targets",
     scope="populations",
-    drainer_key=1,
     batch_key=11,
 )
 RECONCILE = DrainKind(
@@ -72,7 +76,6 @@ RECONCILE = DrainKind(
     task_name="reconcile_pending_offers",
     queue="offers",
     scope="offers",
-    drainer_key=2,
     batch_key=12,
 )
 KINDS = {kind.name: kind for kind in (SYNC, RECONCILE)}
@@ -152,36 +155,53 @@ class DrainReport:
         }
 
 
-async def _try_session_lock(conn: AsyncConnection, key: int) -> dict[str, Any] | None:
-    """Try the session lock ``key``. Interrupted on the way (a time limit, a lost connection),
-    we cannot know whether the server granted it: close the connection, so that a lock we
-    might hold dies with the session instead of going back to the pool with it."""
-    try:
-        async with conn.transaction():
-            return await SQL.one(conn, "advisory_try_lock", namespace=NAMESPACE, key=key)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await conn.close()
-        raise
+class LeaseLost(RuntimeError):
+    """This drainer's lease lapsed and another drainer took it: this one stops."""
 
 
-async def _release_or_close(conn: AsyncConnection, key: int) -> None:
-    """Release the session lock ``key``; if that fails (a broken or cancelled connection),
-    close the connection: the lock dies with the session, and the pool never hands out a
-    connection that still holds it."""
-    try:
+@dataclass(frozen=True)
+class Lease:
+    """The drainer's lease of ``kind``: one row of ``qlarius_drain_leases``, no session state
+    (a transaction pooler may run each of these statements on another server session)."""
+
+    kind: DrainKind
+    holder: str
+    seconds: float
+
+    async def acquire(self, conn: AsyncConnection) -> bool:
         async with conn.transaction():
-            await SQL.execute(conn, "advisory_unlock", namespace=NAMESPACE, key=key)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await conn.close()
-        raise
+            row = await SQL.one(
+                conn,
+                "acquire_drain_lease",
+                kind=self.kind.name,
+                holder=self.holder,
+                seconds=self.seconds,
+            )
+        return row is not None
+
+    async def renew(self, conn: AsyncConnection) -> None:
+        """In the caller's (a batch's) transaction: visible when that batch commits."""
+        row = await SQL.one(
+            conn,
+            "renew_drain_lease",
+            kind=self.kind.name,
+            holder=self.holder,
+            seconds=self.seconds,
+        )
+        if row is None:
+            raise LeaseLost(f"the {self.kind.name} drainer lease of {self.holder} lapsed")
+
+    async def release(self, conn: AsyncConnection) -> None:
+        async with conn.transaction():
+            await SQL.execute(conn, "release_drain_lease", kind=self.kind.name, holder=self.holder)
 
 
 @contextlib.asynccontextmanager
 async def _session_lock_released(conn: AsyncConnection, key: int) -> AsyncIterator[None]:
-    """Release the session lock ``key`` when leaving, whatever happens, without letting a
-    failed release hide the error that made us leave."""
+    """The batch barrier, a session lock taken and released inside the caller's transaction
+    (so on the one server session a pooler gives that transaction). Released when leaving,
+    whatever happens; if the release fails, the connection is closed, so the lock dies with
+    its session and the pool never hands it out."""
     try:
         yield
     except BaseException:
@@ -191,12 +211,27 @@ async def _session_lock_released(conn: AsyncConnection, key: int) -> AsyncIterat
     await _release_or_close(conn, key)
 
 
+async def _release_or_close(conn: AsyncConnection, key: int) -> None:
+    try:
+        async with conn.transaction():
+            row = await SQL.one(conn, "advisory_unlock", namespace=NAMESPACE, key=key)
+        if not (row and row["unlocked"]):
+            raise RuntimeError(f"the batch barrier ({NAMESPACE}, {key}) was not held")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.close()
+        raise
+
+
 async def _run_batch(
-    conn: AsyncConnection, kind: DrainKind, apply: ApplyBatch, batch_size: int, report: DrainReport
+    conn: AsyncConnection, lease: Lease, apply: ApplyBatch, batch_size: int, report: DrainReport
 ) -> int:
-    """One batch in one transaction; returns the number of pending rows taken (0: none)."""
+    """One batch in one transaction, the lease renewed in it; returns the number of pending
+    rows taken (0: none)."""
+    kind = lease.kind
     async with conn.transaction():
         await SQL.execute(conn, "advisory_xact_lock", namespace=NAMESPACE, key=kind.batch_key)
+        await lease.renew(conn)
         free = [
             r["target_id"] for r in await SQL.many(conn, "free_target_scopes", scope=kind.scope)
         ]
@@ -255,46 +290,57 @@ async def drain(
     *,
     batch_size: int,
     budget_seconds: float,
+    lease_seconds: float | None = None,
 ) -> DrainReport:
-    """Drain ``kind`` on ``conn`` (a connection of its own: the drainer lock is a session lock)
-    until nothing is left that can be taken now, or the time budget is spent (then a
-    successor job is left waiting). Returns at once when another drainer is active."""
+    """Drain ``kind`` until nothing is left that can be taken now, or the time budget is spent
+    (then a successor job is left waiting). Returns at once when another drainer holds the
+    lease. Each step is a transaction of its own: ``conn`` may be a pooled connection whose
+    transactions run on different server sessions."""
     report = DrainReport()
     deadline = time.monotonic() + budget_seconds
+    if lease_seconds is None:
+        lease_seconds = get_settings().drain_lease_seconds
+    lease = Lease(kind, f"{uuid.uuid4()}", lease_seconds)
     while True:
-        locked = await _try_session_lock(conn, kind.drainer_key)
-        if not (locked and locked["locked"]):
+        if not await lease.acquire(conn):
             return report  # the active drainer checks for work after it lets go
         report.drainer = True
-        async with _session_lock_released(conn, kind.drainer_key):
+        try:
             while time.monotonic() < deadline:
-                if not await _run_batch(conn, kind, apply, batch_size, report):
+                if not await _run_batch(conn, lease, apply, batch_size, report):
                     break
+        except LeaseLost:
+            log.warning(
+                f"{kind.name} drainer lease lapsed during a batch; the new holder drains",
+                lease_seconds=lease_seconds,
+            )
+            return report
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await lease.release(conn)  # else it lapses on its own
+            raise
+        await lease.release(conn)
         if time.monotonic() >= deadline:
             report.budget_spent = True
             await ensure_waiting_job(conn, kind)
             return report
         # Released: anything committed from here on is either seen by this check or woke a
-        # job that will find the lock free.
+        # job that will find the lease free.
         if not await has_processable(conn, kind):
             return report
 
 
-async def ensure_waiting_job(
-    conn: AsyncConnection, kind: DrainKind, *, even_if_draining: bool = False
-) -> int | None:
-    """Defer ``kind``'s drain job unless one is already waiting, or (unless
-    ``even_if_draining``) a drainer is at work: it rechecks for work after letting go of its
-    lock, so a job now would only find the lock taken. A quiet no-op (None) then."""
+async def ensure_waiting_job(conn: AsyncConnection, kind: DrainKind) -> int | None:
+    """Defer ``kind``'s drain job unless one is already waiting, or a drainer holds a live
+    lease: it rechecks for work after letting go of it, so a job now would only find the
+    lease taken. A quiet no-op (None) then."""
     async with conn.transaction():
         row = await SQL.one(
             conn,
             "ensure_waiting_job",
             queue=kind.queue,
             task_name=kind.task_name,
-            namespace=NAMESPACE,
-            drainer_key=kind.drainer_key,
-            even_if_draining=even_if_draining,
+            kind=kind.name,
         )
     return row["id"] if row else None
 
@@ -364,6 +410,9 @@ async def scope_locked(
     at that moment. From then on batches skip this target. The scope row must exist and be
     committed (``ensure_target_locks``).
     """
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        # the barrier's lock and unlock must run on one server session: in one transaction
+        raise RuntimeError("scope_locked needs an open transaction on its connection")
     if await SQL.one(conn, "lock_target_row", target_id=target_id) is None:
         yield False
         return

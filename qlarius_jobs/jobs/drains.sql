@@ -86,17 +86,36 @@ SELECT EXISTS (
 ) AS pending
 
 -- name: ensure_waiting_job :one
--- Defer a drain job unless one is already waiting, or a drainer is at work (it checks for
--- work again after letting go of its lock, so it will see whatever woke us). Quiet either
--- way: no unique-violation error in the server log. The lock trigger sets the queueing lock.
+-- Defer a drain job unless one is already waiting, or a drainer holds a live lease (it checks
+-- for work again after letting go of it, so it will see whatever woke us). Quiet either way:
+-- no unique-violation error in the server log. The lock trigger sets the queueing lock.
 INSERT INTO procrastinate_jobs (queue_name, task_name, args)
 SELECT %(queue)s, %(task_name)s::text, '{}'::jsonb
-WHERE %(even_if_draining)s OR NOT EXISTS (
-    SELECT 1 FROM pg_locks
-    WHERE locktype = 'advisory' AND granted AND objsubid = 2
-      AND classid = %(namespace)s AND objid = %(drainer_key)s)
+WHERE NOT EXISTS (
+    SELECT 1 FROM qlarius_drain_leases
+    WHERE kind = %(kind)s AND expires_at > clock_timestamp())
 ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING id
+
+-- name: acquire_drain_lease :one
+-- Become the drainer of a kind, unless another holder's lease is still live. (A row lock
+-- held by the live drainer's batch makes this wait for that batch, never longer.)
+INSERT INTO qlarius_drain_leases AS l (kind, holder, expires_at)
+VALUES (%(kind)s, %(holder)s, clock_timestamp() + make_interval(secs => %(seconds)s))
+ON CONFLICT (kind) DO UPDATE
+SET holder = EXCLUDED.holder, acquired_at = now(), expires_at = EXCLUDED.expires_at
+WHERE l.expires_at <= clock_timestamp() OR l.holder = EXCLUDED.holder
+RETURNING holder
+
+-- name: renew_drain_lease :one
+-- Keep the lease, in a batch's transaction (no row: it lapsed and another drainer took it).
+UPDATE qlarius_drain_leases
+SET expires_at = clock_timestamp() + make_interval(secs => %(seconds)s)
+WHERE kind = %(kind)s AND holder = %(holder)s
+RETURNING holder
+
+-- name: release_drain_lease :exec
+DELETE FROM qlarius_drain_leases WHERE kind = %(kind)s AND holder = %(holder)s
 
 -- name: ensure_target_locks :count
 -- Create the scope rows a target lacks (one target, or all when target_id is NULL). The
@@ -157,14 +176,11 @@ WHERE target_id = %(target_id)s AND scope = %(scope)s
 FOR UPDATE SKIP LOCKED
 
 -- name: advisory_lock :exec
--- A session-level advisory lock, waiting for it (the scope jobs' brief batch barrier).
+-- A session-level advisory lock, waiting for it: the scope jobs' brief batch barrier, taken
+-- and released inside one transaction (so on one server session, even behind a pooler).
 SELECT pg_advisory_lock(%(namespace)s, %(key)s)
 
--- name: advisory_try_lock :one
--- A session-level advisory lock, if free (the drainer lock: one active drainer per kind).
-SELECT pg_try_advisory_lock(%(namespace)s, %(key)s) AS locked
-
--- name: advisory_unlock :exec
+-- name: advisory_unlock :one
 SELECT pg_advisory_unlock(%(namespace)s, %(key)s) AS unlocked
 
 -- name: advisory_xact_lock :exec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from procrastinate import App
 
 from qlarius_jobs.db.queries import QueryFile
@@ -38,14 +39,42 @@ async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     settings = get_settings()
     assert run.context.app is not None
     names, limits = _attempt_limits(run.context.app)
+    rescue = {
+        "stalled_after_seconds": settings.stalled_after_seconds,
+        "task_names": names,
+        "max_attempts": limits,
+    }
     async with run.transaction() as conn:
-        rescued = await SQL.many(
-            conn,
-            "rescue_stalled_jobs",
-            stalled_after_seconds=settings.stalled_after_seconds,
-            task_names=names,
-            max_attempts=limits,
-        )
+        try:
+            async with conn.transaction():  # a savepoint: a failure leaves the others to do
+                rescued = await SQL.many(conn, "rescue_stalled_jobs", only_ids=None, **rescue)
+        except psycopg.DatabaseError as exc:
+            if isinstance(exc, psycopg.OperationalError):
+                raise
+            # One job's rescue failed (a trigger on it, say): the others must not wait for it.
+            # Each on its own, so that one bad job never blocks the rest (a round trip each,
+            # on a path that should never be taken).
+            run.log.error(
+                "stalled jobs' rescue failed as a batch; rescuing them one by one",
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            rescued = []
+            for row in await SQL.many(
+                conn, "stalled_job_ids", stalled_after_seconds=settings.stalled_after_seconds
+            ):
+                try:
+                    async with conn.transaction():
+                        rescued += await SQL.many(
+                            conn, "rescue_stalled_jobs", only_ids=[row["id"]], **rescue
+                        )
+                except psycopg.DatabaseError as one_exc:
+                    if isinstance(one_exc, psycopg.OperationalError):
+                        raise
+                    run.log.error(
+                        f"stalled job {row['id']} could not be rescued",
+                        rescued_job_id=row["id"],
+                        error=f"{type(one_exc).__name__}: {one_exc}",
+                    )
         pruned = await SQL.many(
             conn, "prune_stalled_workers", stalled_after_seconds=settings.stalled_after_seconds
         )

@@ -5,11 +5,15 @@
 -- (or fail, when that was their last attempt), once: the row lock and SKIP LOCKED keep two
 -- rescuers from taking the same job. A killed run counts as an attempt and is recorded in the
 -- error history. Live workers heartbeat every few seconds, so their jobs are never touched.
+-- Only this project's jobs (another application's stalled jobs are its own business), and,
+-- with only_ids, only those (one job at a time, when a batch failed: see maintenance.py).
 WITH stalled AS (
     SELECT j.id, j.task_name, j.attempts
     FROM procrastinate_jobs j
     LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
     WHERE j.status = 'doing'
+      AND qlarius_owns_job(j.task_name, j.queue_name)
+      AND (%(only_ids)s::bigint[] IS NULL OR j.id = ANY(%(only_ids)s::bigint[]))
       AND (w.id IS NULL
            OR w.last_heartbeat < now() - make_interval(secs => %(stalled_after_seconds)s))
     ORDER BY j.id
@@ -36,20 +40,34 @@ SELECT d.id, d.task_name, d.retry,
 FROM decided d
 ORDER BY d.id
 
+-- name: stalled_job_ids :many
+-- The ids rescue_stalled_jobs would take, to rescue them one by one when the batch failed.
+SELECT j.id
+FROM procrastinate_jobs j
+LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
+WHERE j.status = 'doing'
+  AND qlarius_owns_job(j.task_name, j.queue_name)
+  AND (w.id IS NULL
+       OR w.last_heartbeat < now() - make_interval(secs => %(stalled_after_seconds)s))
+ORDER BY j.id
+
 -- name: prune_stalled_workers :many
--- Worker rows without a heartbeat for long: their jobs were rescued above.
-DELETE FROM procrastinate_workers
-WHERE last_heartbeat < now() - make_interval(secs => %(stalled_after_seconds)s)
-RETURNING id
+-- Our worker rows (introduced by qlarius-jobs worker) without a heartbeat for long: their jobs
+-- were rescued above. Another application's workers are left to it.
+DELETE FROM procrastinate_workers w
+WHERE w.last_heartbeat < now() - make_interval(secs => %(stalled_after_seconds)s)
+  AND EXISTS (SELECT 1 FROM qlarius_worker_queues q WHERE q.worker_id = w.id)
+RETURNING w.id
 
 -- name: prune_finished_jobs :one
 -- One bounded batch of finished jobs whose last event is older than the retention, by keyset
 -- over ids (events and error history go with them: ON DELETE CASCADE). Short transactions,
--- short locks: the caller loops.
+-- short locks: the caller loops. Only this project's jobs: another application keeps its own.
 WITH candidates AS (
     SELECT j.id
     FROM procrastinate_jobs j
     WHERE j.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+      AND qlarius_owns_job(j.task_name, j.queue_name)
       AND j.id > %(after_id)s
     ORDER BY j.id
     LIMIT %(batch_size)s

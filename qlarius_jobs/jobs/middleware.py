@@ -14,6 +14,7 @@ import psycopg
 from procrastinate import JobContext
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
@@ -77,7 +78,7 @@ async def _record(context: JobContext, exc: BaseException) -> None:
     availability = getattr(manager, "availability", None)
 
     async def write() -> None:
-        async with context.app.connector.pool.connection() as conn, conn.transaction():
+        async with app_pool(context.app).connection() as conn, conn.transaction():
             await record_job_error(conn, context, exc)
 
     if availability is not None:

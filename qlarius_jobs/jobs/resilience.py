@@ -21,6 +21,7 @@ calls wait for the database instead, with backoff and jitter:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,8 +29,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
-import psycopg_pool.base
-from procrastinate import exceptions, jobs
+from procrastinate import exceptions, jobs, utils
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.base import CheckedJobManager
@@ -44,14 +44,6 @@ T = TypeVar("T")
 # Retries while the database is away back off up to this (x 0.5-1.5 jitter): once it is back,
 # work resumes within about 3 s.
 MAX_BACKOFF_SECONDS = 2.0
-
-
-def steady_pool_reconnects() -> None:
-    """psycopg_pool retries a failed connection with a delay that doubles from 1 s (1, 2, 4,
-    8, 16 s...): after a 20 s outage its next attempt could come 10 s after the server is back,
-    and every job waits for it. Workers retry every second instead (the class is named
-    directly by the pool's code, so this is process-wide; a worker process is ours)."""
-    psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
 
 
 class DatabaseGone(RuntimeError):
@@ -147,6 +139,19 @@ class Availability:
 RunningJobs = Callable[[int], set[int]]  # worker id -> ids of the jobs it runs now
 
 
+class JobNotRunningHere(exceptions.ConnectorException):
+    """A job's outcome could not be written: it is no longer running for the worker that ran
+    it (another worker rescued it while this one had lost the database). Dropped, not
+    written over the other run."""
+
+    def __init__(self, job: jobs.Job, status: str) -> None:
+        super().__init__(
+            f"job #{job.id} ({job.task_name}) is not running for worker {job.worker_id} any more "
+            f"(rescued by another worker?): its {status} here is dropped"
+        )
+        self.job_id = job.id
+
+
 class ResilientJobManager(CheckedJobManager):
     """Procrastinate's job manager, as workers use it, riding out a lost database."""
 
@@ -156,12 +161,6 @@ class ResilientJobManager(CheckedJobManager):
         self.running_jobs: RunningJobs = lambda _worker_id: set()
         self._suspect_workers: set[int] = set()
 
-    async def _in_transaction(
-        self, statement: Callable[[psycopg.AsyncConnection], Awaitable[T]]
-    ) -> T:
-        async with self.connector.pool.connection() as conn, conn.transaction():
-            return await statement(conn)
-
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> jobs.Job | None:
         while True:
             if self.availability.stopping and self.availability.lost_since is not None:
@@ -170,13 +169,15 @@ class ResilientJobManager(CheckedJobManager):
                 if worker_id in self._suspect_workers:
                     # a fetch of ours failed with its connection: it may have claimed a job on
                     # the server that we never got. Nothing else of this worker is fetching.
-                    running = sorted(self.running_jobs(worker_id))
-                    row = await self._in_transaction(
-                        lambda conn, running=running: SQL.one(
-                            conn, "requeue_unclaimed_jobs", worker_id=worker_id, running=running
-                        )
+                    # through the connector, as every query here: errors come wrapped in
+                    # ConnectorException, as from any JobManager call
+                    row = await SQL.one_via_connector(
+                        self.connector,
+                        "requeue_unclaimed_jobs",
+                        worker_id=worker_id,
+                        running=sorted(self.running_jobs(worker_id)),
                     )
-                    if row and row["requeued"]:
+                    if row["requeued"]:
                         log.warning(
                             "jobs claimed by a fetch whose answer was lost are queued again",
                             jobs=row["requeued"],
@@ -194,39 +195,36 @@ class ResilientJobManager(CheckedJobManager):
             return job
 
     async def finish_job(self, job: jobs.Job, status: jobs.Status, delete_job: bool) -> None:
+        """Procrastinate's ``finish_job``, guarded by the job's worker and riding out a lost
+        database. A job that is no longer running for that worker (rescued by another one
+        while this one lost the database) raises ``JobNotRunningHere``, as Procrastinate's
+        own raises for a job it cannot finish: this late result is not written."""
         row = await self.availability.call(
-            self._in_transaction,
-            lambda conn: SQL.one(
-                conn,
+            lambda: SQL.one_via_connector(
+                self.connector,
                 "finish_job_of_worker",
                 job_id=job.id,
                 worker_id=job.worker_id,
                 status=status.value,
                 delete_job=delete_job,
-            ),
-        )
-        if not (row and row["finished"]):
-            log.warning(
-                "job was rescued by another worker while this one lost the database; "
-                "its result here is dropped",
-                job_id=job.id,
-                status=status.value,
             )
+        )
+        if not row["finished"]:
+            raise JobNotRunningHere(job, status.value)
 
     async def retry_job(
         self,
         job: jobs.Job,
-        retry_at: Any = None,
+        retry_at: dt.datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
         lock: str | None = None,
     ) -> None:
-        from procrastinate import utils
-
+        """Procrastinate's ``retry_job``, guarded and riding out a lost database like
+        ``finish_job``."""
         row = await self.availability.call(
-            self._in_transaction,
-            lambda conn: SQL.one(
-                conn,
+            lambda: SQL.one_via_connector(
+                self.connector,
                 "retry_job_of_worker",
                 job_id=job.id,
                 worker_id=job.worker_id,
@@ -234,14 +232,10 @@ class ResilientJobManager(CheckedJobManager):
                 priority=priority,
                 queue=queue,
                 lock=lock,
-            ),
-        )
-        if not (row and row["retried"]):
-            log.warning(
-                "job was rescued by another worker while this one lost the database; "
-                "its retry here is dropped",
-                job_id=job.id,
             )
+        )
+        if not row["retried"]:
+            raise JobNotRunningHere(job, "todo (retry)")
 
     async def register_worker(self) -> int:
         return await self.availability.call(super().register_worker)

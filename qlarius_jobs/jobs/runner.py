@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 
 import psycopg
 import psycopg_pool
-from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.app import app
@@ -25,7 +24,14 @@ from qlarius_jobs.db.connection import POOL_LIMIT
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.base import CheckedJobManager
-from qlarius_jobs.jobs.resilience import Availability, ResilientJobManager, steady_pool_reconnects
+from qlarius_jobs.jobs.procrastinate_adapter import (
+    is_open,
+    periodic_tasks_disabled,
+    running_job_ids,
+    steady_pool_reconnects,
+)
+from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
+from qlarius_jobs.jobs.resilience import Availability, ResilientJobManager
 from qlarius_jobs.jobs.wakeups import Wakeups
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
@@ -83,6 +89,8 @@ def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
     connect as one), and leave a few for psql and the application. Says so in one line; raises
     ``ValueError`` (one line) when too few are free to work at all. Returns the pool size."""
     settings = get_settings()
+    if settings.behind_pooler:
+        return settings.pool_max_size  # the pooler, not this process, sizes the server's share
     listeners = len(queues) + 1  # one LISTEN per queue's worker, one for wake-ups
     with psycopg.connect(conninfo) as conn:
         budget = SQL.one_sync(conn, "connection_budget")
@@ -146,7 +154,7 @@ async def run_workers(
     wait: bool = True,
     graceful_timeout: float | None = None,  # default: the setting (with wait=False: no limit)
     install_signal_handlers: bool = True,
-    fetch_job_polling_interval: float = 5.0,
+    fetch_job_polling_interval: float | None = None,  # default: the setting
     periodic: bool = True,
     signals: StopSignals | None = None,
 ) -> bool:
@@ -161,16 +169,16 @@ async def run_workers(
     """
     host = socket.gethostname()
     settings = get_settings()
+    if fetch_job_polling_interval is None:
+        fetch_job_polling_interval = settings.fetch_polling_seconds
     if graceful_timeout is None and wait:
         graceful_timeout = settings.shutdown_grace_seconds
     # With wait=False the worker stops because its queue is empty, not because it was asked
     # to: running jobs then finish however long they take (graceful_timeout None).
     async with contextlib.AsyncExitStack() as stack:
-        try:
-            app.connector.pool  # noqa: B018 - raises when the app is not open yet
-        except procrastinate_exceptions.AppNotOpen:
+        if not is_open(app):
             await stack.enter_async_context(app.open_async())
-        pool = app.connector.pool
+        pool = app_pool(app)
         steady_pool_reconnects()
         availability = Availability(settings.database_outage_limit_seconds, pool)
         base_manager = app.job_manager
@@ -195,17 +203,7 @@ async def run_workers(
             for queue, concurrency in queues.items()
         ]
 
-        def running_jobs(worker_id: int) -> set[int]:
-            # Procrastinate keeps each worker's running jobs here (a private attribute)
-            return {
-                context.job.id
-                for w in workers
-                if w.worker_id == worker_id
-                for context in w._running_jobs.values()
-                if context.job.id is not None
-            }
-
-        job_manager.running_jobs = running_jobs
+        job_manager.running_jobs = lambda worker_id: running_job_ids(workers, worker_id)
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
 
@@ -229,10 +227,7 @@ async def run_workers(
         if signals.received:
             on_signal(signals.received)
         log.info("workers starting", queues=dict(queues), pid=os.getpid(), host=host)
-        registry = app.periodic_registry
-        schedule = registry.periodic_tasks
-        if not periodic:
-            registry.periodic_tasks = {}
+        stack.enter_context(periodic_tasks_disabled(app, not periodic))
         wakeups = Wakeups(
             pool,
             lambda: str(pool.conninfo),
@@ -249,7 +244,6 @@ async def run_workers(
                 workers, wakeups if wait else None, stop_requested, wait, availability
             )
         finally:
-            registry.periodic_tasks = schedule
             signals.listeners.remove(on_signal)
             if own_signals:
                 signals.uninstall(loop)

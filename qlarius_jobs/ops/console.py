@@ -40,7 +40,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from qlarius_jobs import api
-from qlarius_jobs.db import migrate
+from qlarius_jobs.db import connection, migrate
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
@@ -152,6 +152,7 @@ def build_console(config: ConsoleConfig) -> Starlette:
             "autocommit": True,
             "application_name": "qlarius-jobs:console",
             "connect_timeout": PROBE_TIMEOUT_SECONDS,
+            **connection.pooler_kwargs(),
         },
     )
 
@@ -193,6 +194,7 @@ def build_console(config: ConsoleConfig) -> Starlette:
             running,
             stalled,
             nulls,
+            pending,
             periodic,
         ) = await asyncio.gather(
             apart(lambda c: SQL.many(c, "jobs_per_minute", hours=CHART_HOURS)),
@@ -203,6 +205,7 @@ def build_console(config: ConsoleConfig) -> Starlette:
             SQL.many(conn, "running_jobs"),
             apart(lambda c: SQL.many(c, "stalled_jobs")),
             apart(lambda c: READINGS.one(c, "null_snapshot_counts")),
+            apart(lambda c: READINGS.many(c, "pending_work")),
             asyncio.to_thread(_periodic, config.conninfo),
         )
         series = [
@@ -223,6 +226,8 @@ def build_console(config: ConsoleConfig) -> Starlette:
             "running": running,
             "stalled": stalled,
             "nulls": nulls,
+            "pending": pending,
+            "stuck_after": get_settings().stuck_pending_seconds,
             "periodic": periodic,
             "jobs_chart": charts.line_chart(
                 f"Jobs ended per minute, last {CHART_HOURS} hours",

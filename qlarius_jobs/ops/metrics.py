@@ -4,6 +4,10 @@ scrape covers every worker process on every machine (nothing is kept in this pro
 - ``qlarius_jobs{queue,state}``: jobs by queue and state.
 - ``qlarius_oldest_waiting_job_seconds{queue}``: age of the oldest due, waiting job.
 - ``qlarius_stalled_jobs``: running jobs whose worker stopped heartbeating.
+- ``qlarius_pending_work{kind}``, ``qlarius_pending_work_waiting_for_a_target{kind}``,
+  ``qlarius_pending_work_oldest_seconds{kind}``: pending syncs and reconciles, those left
+  for a target a job holds, and the age of the oldest (0 when none). A drain applies a change
+  within a second or so: an oldest age of minutes means the drains are stuck.
 - ``qlarius_null_snapshots{table}``: the seed note's three counts.
 - ``qlarius_backfill_rows_fixed{table}``: rows the backfill fixed, over the runs kept.
 - ``qlarius_job_duration_seconds{task,outcome}``: a gauge histogram of how long the jobs that
@@ -39,6 +43,7 @@ class DatabaseCollector(Collector):
             jobs = SQL.many_sync(conn, "jobs_by_queue_and_state")
             oldest = SQL.many_sync(conn, "oldest_waiting_jobs")
             stalled = SQL.one_sync(conn, "metrics_stalled")
+            pending = SQL.many_sync(conn, "pending_work")
             nulls = SQL.one_sync(conn, "null_snapshot_counts")
             fixed = SQL.one_sync(conn, "metrics_backfill_fixed")
             durations = SQL.many_sync(conn, "metrics_durations", bounds=list(DURATION_BOUNDS))
@@ -61,6 +66,7 @@ class DatabaseCollector(Collector):
             "Running jobs whose worker stopped heartbeating",
             value=(stalled or {}).get("jobs", 0),
         )
+        yield from _pending(pending)
         family = GaugeMetricFamily(
             "qlarius_null_snapshots", "Rows whose matching_tags_snapshot is NULL", labels=["table"]
         )
@@ -76,6 +82,22 @@ class DatabaseCollector(Collector):
             family.add_metric([table], (fixed or {}).get(table, 0))
         yield family
         yield _durations(durations)
+
+
+def _pending(rows: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    for name, column, text in (
+        ("qlarius_pending_work", "pending", "Pending syncs and reconciles"),
+        (
+            "qlarius_pending_work_waiting_for_a_target",
+            "waiting_for_a_target",
+            "Pending rows left for a target a populate or offers job holds",
+        ),
+        ("qlarius_pending_work_oldest_seconds", "oldest_s", "Age of the oldest pending row"),
+    ):
+        family = GaugeMetricFamily(name, text, labels=["kind"])
+        for row in rows:
+            family.add_metric([row["kind"]], float(row[column] or 0))
+        yield family
 
 
 def _durations(rows: list[dict[str, Any]]) -> GaugeHistogramMetricFamily:

@@ -27,6 +27,12 @@ ORDER BY q.queue
 -- name: null_snapshot_counts :one
 SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
 
+-- name: pending_work :many
+-- Level-triggered work waiting for the drains, per kind (both kinds always: 0 when none).
+-- Columns: kind, pending, waiting_for_a_target, oldest_s.
+SELECT kind, pending, waiting_for_a_target, COALESCE(oldest_s, 0)::float8 AS oldest_s
+FROM qlarius_pending_work ORDER BY kind
+
 -- name: metrics_stalled :one
 SELECT count(*) AS jobs FROM qlarius_stalled_jobs
 

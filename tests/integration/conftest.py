@@ -165,6 +165,25 @@ def sync_conn() -> Iterator[psycopg.Connection]:
         yield c
 
 
+# --- a real PgBouncer, transaction mode ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_for_tests(migrated_database: str):
+    """Debian's pgbouncer in transaction mode in front of the tests' server (.ci/run installs
+    it; without it these tests fail and say so)."""
+    from qlarius_jobs.dev import pooler
+
+    with pooler.pgbouncer(_SERVER) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pooled_conninfo(pgbouncer_for_tests) -> str:
+    """The test database, reached through the pooler."""
+    return pgbouncer_for_tests.conninfo(TEST_DB.conninfo)
+
+
 # --- jobs ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
+from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs import api
 from qlarius_jobs.api import record_ad_event
@@ -429,38 +430,67 @@ async def test_refusals_write_no_error_to_the_server_log(app, sync_conn):
 # Found by review: each a forced interleaving ------------------------------------------------
 
 
-async def test_a_drain_cancelled_just_after_taking_its_lock_leaves_no_lock(
+async def test_a_drainer_that_dies_holding_its_lease_loses_it_within_seconds(
     app, sync_conn, monkeypatch
 ):
-    """A time limit that lands after the server granted the drainer lock, before the code
-    learned it: the lock must not go back to the pool with the connection."""
+    """A time limit (or a dead host) that lands just after the lease was granted, before the
+    code learned it: no session holds anything, the row lapses on its own and the next drain
+    takes over; meanwhile the wake-ups defer no job (the lease looks live)."""
     s = _market(sync_conn)
     me_file = s["w"].me_file([s["female"]])
     await _trigger(s["target"])
     await drain()
-    granted_then_cancelled = drains.SQL.one
+    granted = drains.Lease.acquire
 
-    async def one(conn, name, **params):
-        row = await granted_then_cancelled(conn, name, **params)
-        if name == "advisory_try_lock":
-            raise asyncio.CancelledError
-        return row
+    async def acquire(lease, conn):
+        assert await granted(lease, conn)  # committed on the server, then cancelled
+        raise asyncio.CancelledError
 
-    monkeypatch.setattr(drains.SQL, "one", one)
+    monkeypatch.setattr(drains.Lease, "acquire", acquire)
     async with app.connector.pool.connection() as conn:
         with pytest.raises(asyncio.CancelledError):
             await drains.drain(
-                conn, drains.SYNC, apply_pending_syncs, batch_size=10, budget_seconds=5
+                conn,
+                drains.SYNC,
+                apply_pending_syncs,
+                batch_size=10,
+                budget_seconds=5,
+                lease_seconds=2,
             )
     monkeypatch.undo()
-    held = sync_conn.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s",
-        (drains.SYNC.drainer_key,),
-    ).fetchone()[0]
-    assert held == 0
+    [lease] = sync_conn.execute("SELECT kind FROM qlarius_drain_leases").fetchall()
+    assert lease == ("sync",)
     s["w"].tag(me_file, [s["z10028"]])
-    await drain()
+    assert await _ensure_sync_job_or_none() is None  # a live lease: its holder rechecks
+    await asyncio.sleep(2.2)
+    assert await _ensure_sync_job_or_none() is not None  # lapsed: a job is deferred
+    report = await drain_syncs_now()
+    assert report.drainer and report.me_files == 1
     assert s["w"].populations() == {me_file: s["middle"]}
+
+
+async def test_the_drainer_lease_ignores_other_databases_and_sessions(app, sync_conn):
+    """Exclusivity lives in this database's rows: an advisory lock anywhere (the old drainer
+    lock's keys, held by a session of another database or of this one) blocks nothing."""
+    with (
+        psycopg.connect(
+            pg_conninfo.make_conninfo(TEST_DB.conninfo, dbname="postgres"), autocommit=True
+        ) as other_db,
+        psycopg.connect(TEST_DB.conninfo, autocommit=True) as here,
+    ):
+        other_db.execute("SELECT pg_advisory_lock(7361201, 1)")
+        here.execute("SELECT pg_advisory_lock(7361201, 2)")
+        s = _market(sync_conn)
+        me_file = s["w"].me_file([s["female"]])
+        await _trigger(s["target"])
+        assert await _ensure_sync_job_or_none() is not None
+        await drain()
+        assert s["w"].populations() == {me_file: s["outer"]}
+
+
+async def _ensure_sync_job_or_none() -> int | None:
+    async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo, autocommit=True) as conn:
+        return await drains.ensure_waiting_job(conn, drains.SYNC)
 
 
 async def test_a_retry_racing_a_new_deferral_never_sticks_in_doing(app, sync_conn):

@@ -1,0 +1,99 @@
+"""The one place that knows Procrastinate's (and psycopg_pool's) internals.
+
+Everything this project uses of them that is not Procrastinate's documented API goes through
+here: private attributes, the versioned SQL functions our queries call, and the columns of
+``procrastinate_jobs`` our queries write. ``tests/unit/test_procrastinate_adapter.py`` fails
+on a Procrastinate version that lacks any of them, and when code elsewhere reaches one
+directly. Procrastinate is pinned to the minor release tested here (``pyproject.toml``); the
+README's "Upgrading" says how to move to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import psycopg_pool
+import psycopg_pool.base
+from procrastinate import App, BaseConnector, exceptions
+from procrastinate import worker as procrastinate_worker
+
+# Versioned SQL functions of Procrastinate's schema that our .sql files call.
+SQL_FUNCTIONS = ("procrastinate_finish_job_v1", "procrastinate_retry_job_v2")
+# Columns of procrastinate_jobs that our .sql files write (deferrals, rescues, requeues).
+JOB_COLUMNS = (
+    "id",
+    "queue_name",
+    "task_name",
+    "args",
+    "status",
+    "scheduled_at",
+    "attempts",
+    "lock",
+    "queueing_lock",
+    "worker_id",
+    "abort_requested",
+)
+# The unique index behind a queueing lock (a refused deferral names it).
+QUEUEING_LOCK_INDEX = "procrastinate_jobs_queueing_lock_idx_v1"
+
+
+def pool(app_or_connector: App | BaseConnector) -> psycopg_pool.AsyncConnectionPool:
+    """The open app's (or connector's) connection pool (``PsycopgConnector.pool``; raises
+    ``AppNotOpen`` when the app is not open)."""
+    connector = (
+        app_or_connector.connector if isinstance(app_or_connector, App) else app_or_connector
+    )
+    return connector.pool  # type: ignore[attr-defined,no-any-return]
+
+
+def is_open(app: App) -> bool:
+    try:
+        pool(app)
+    except exceptions.AppNotOpen:
+        return False
+    return True
+
+
+def pool_kwargs(app: App) -> dict[str, Any]:
+    """The connection options the app's pool will open connections with."""
+    return dict(app.connector._pool_args.get("kwargs", {}))  # type: ignore[attr-defined]
+
+
+def running_job_ids(workers: Iterable[procrastinate_worker.Worker], worker_id: int) -> set[int]:
+    """The ids of the jobs a worker runs now (Procrastinate keeps them privately)."""
+    return {
+        context.job.id
+        for w in workers
+        if w.worker_id == worker_id
+        for context in w._running_jobs.values()
+        if context.job.id is not None
+    }
+
+
+@contextlib.contextmanager
+def periodic_tasks_disabled(app: App, disabled: bool = True) -> Iterator[None]:
+    """Workers of ``app`` started inside defer no periodic job (tests, benchmarks, drains)."""
+    registry = app.periodic_registry
+    schedule = registry.periodic_tasks
+    if disabled:
+        registry.periodic_tasks = {}
+    try:
+        yield
+    finally:
+        registry.periodic_tasks = schedule
+
+
+def refused_queueing_lock(exc: exceptions.AlreadyEnqueued) -> str | None:
+    """The queueing lock a refused deferral collided with (on the chained UniqueViolation)."""
+    cause = exc.__cause__
+    return getattr(cause, "queueing_lock", None)
+
+
+def steady_pool_reconnects() -> None:
+    """psycopg_pool retries a failed connection with a delay that doubles from 1 s (1, 2, 4,
+    8, 16 s...): after a 20 s outage its next attempt could come 10 s after the server is back,
+    and every job waits for it. Worker processes retry every second instead (the class is named
+    directly by the pool's code, so this is process-wide; only ``qlarius-jobs worker`` calls it)."""
+    psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF = 1.0
