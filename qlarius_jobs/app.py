@@ -23,6 +23,9 @@ from qlarius_jobs.settings import get_settings
 def build_app(blueprints: Iterable[JobBlueprint] = catalog.BLUEPRINTS) -> App:
     settings = get_settings()
     connector = PsycopgConnector(
+        # Resolved when a pool opens: open_pool for the asynchronous one (each open), and this
+        # callable for the synchronous one Procrastinate builds for app.open() / task.defer().
+        conninfo=connection.conninfo_once,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         max_idle=settings.pool_max_idle_seconds,  # idle connections go back to the server

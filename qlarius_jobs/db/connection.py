@@ -10,6 +10,7 @@ never carries it.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,14 @@ class PoolLimit:
 
 
 POOL_LIMIT = PoolLimit()
+
+
+@functools.cache
+def conninfo_once() -> str:
+    """``ready_conninfo()``, resolved on first use and kept for the process: what the app's
+    synchronous pool (``app.open()``, ``task.defer()``) connects to. psycopg_pool calls it
+    for each connection it opens."""
+    return ready_conninfo()
 
 
 def open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:

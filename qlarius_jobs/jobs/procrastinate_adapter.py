@@ -19,8 +19,12 @@ import psycopg_pool.base
 from procrastinate import App, BaseConnector, exceptions
 from procrastinate import worker as procrastinate_worker
 
-# Versioned SQL functions of Procrastinate's schema that our .sql files call.
-SQL_FUNCTIONS = ("procrastinate_finish_job_v1", "procrastinate_retry_job_v2")
+# Versioned SQL functions of Procrastinate's schema that our SQL calls.
+SQL_FUNCTIONS = (
+    "procrastinate_finish_job_v1",
+    "procrastinate_retry_job_v2",
+    "procrastinate_cancel_job_v1",
+)
 # Columns of procrastinate_jobs that our .sql files write (deferrals, rescues, requeues).
 JOB_COLUMNS = (
     "id",

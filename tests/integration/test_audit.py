@@ -106,3 +106,50 @@ async def test_each_backfill_run_audits_a_sample_and_says_what_it_found(
         assert words in warnings
     await drain()  # the repairs the run queued
     assert reference.check(sync_conn).total() == 0
+
+
+async def test_pending_work_that_no_drain_applies_is_reported_stuck(app, sync_conn):
+    """With the drains stuck (no worker here), the MeFiles with pending rows are in flight
+    for the drift check, so their drift hides: the audit says the work is stuck instead,
+    exits 1 and logs one warning line per kind; work left for a busy target is not stuck."""
+    s = await _world(sync_conn)
+    inner, middle, _, _ = s["people"]
+    sync_conn.execute("DELETE FROM target_populations WHERE me_file_id = %s", (inner,))
+    sync_conn.execute(
+        "INSERT INTO qlarius_pending_syncs (me_file_id, recorded_at) "
+        "VALUES (%s, now() - interval '10 minutes')",
+        (inner,),
+    )
+    sync_conn.execute(  # fresh: not stuck yet
+        "INSERT INTO qlarius_pending_reconciles (me_file_id) VALUES (%s)", (middle,)
+    )
+    found = _audit_cli()
+    assert found.returncode == 1
+    report = json.loads(found.stdout)
+    assert report["drifted_population"] == 0  # in flight, so not judged...
+    assert report["stuck_pending"]["sync"]["rows"] == 1  # ...but stuck, and said so
+    assert report["stuck_pending"]["sync"]["oldest_s"] >= 600
+    assert report["stuck_pending"]["reconcile"] == {"rows": 0, "oldest_s": 0.0}
+    warnings = [json.loads(line) for line in found.stderr.splitlines() if line.startswith("{")]
+    assert [w["event"] for w in warnings if w["level"] == "warning"] == [
+        "pending work stuck: 1 sync rows older than 120 s (oldest "
+        f"{report['stuck_pending']['sync']['oldest_s']:g} s); are the drains running?"
+    ]
+    # left for a target a populate holds right now: waiting, not stuck
+    sync_conn.execute("DELETE FROM qlarius_pending_syncs")
+    sync_conn.execute(
+        "INSERT INTO qlarius_pending_syncs (me_file_id, target_id, recorded_at) "
+        "VALUES (%s, %s, now() - interval '10 minutes')",
+        (inner, s["target"]),
+    )
+    with psycopg.connect(TEST_DB.conninfo) as holder:
+        holder.execute(
+            "SELECT 1 FROM qlarius_target_locks WHERE target_id = %s AND scope = 'populations' "
+            "FOR UPDATE",
+            (s["target"],),
+        )
+        held = _audit_cli()
+    assert json.loads(held.stdout)["stuck_pending"]["sync"]["rows"] == 0
+    await drain()
+    assert _audit_cli().returncode == 0
+    assert reference.check(sync_conn).total() == 0

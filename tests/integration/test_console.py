@@ -242,8 +242,34 @@ def test_metrics_list_every_family(client, data):
         'qlarius_null_snapshots{table="offers"}',
         'qlarius_backfill_rows_fixed{table="target_populations"} 4.0',
         "# TYPE qlarius_job_duration_seconds histogram",
+        # both kinds always, 0 when nothing is pending (the data's tags left syncs pending)
+        'qlarius_pending_work{kind="sync"} ',
+        'qlarius_pending_work{kind="reconcile"} 0.0',
+        'qlarius_pending_work_waiting_for_a_target{kind="sync"} 0.0',
+        'qlarius_pending_work_oldest_seconds{kind="reconcile"} 0.0',
     ):
         assert name in body, name
+
+
+def test_pending_work_shows_on_the_overview_and_in_the_metrics(client, data, sync_conn):
+    me_file = sync_conn.execute("SELECT min(id) FROM me_files").fetchone()[0]
+    sync_conn.execute(
+        "INSERT INTO qlarius_pending_syncs (me_file_id, recorded_at) "
+        "VALUES (%s, now() - interval '5 minutes'), (%s, now())",
+        (me_file, me_file),
+    )
+    pending = sync_conn.execute("SELECT count(*) FROM qlarius_pending_syncs").fetchone()[0]
+    body = client.get("/metrics").text
+    assert f'qlarius_pending_work{{kind="sync"}} {float(pending)}' in body
+    [oldest] = [
+        line
+        for line in body.splitlines()
+        if line.startswith('qlarius_pending_work_oldest_seconds{kind="sync"}')
+    ]
+    assert float(oldest.split()[-1]) >= 300
+    page = client.get("/").text
+    assert "Pending work" in page
+    assert '<tr class="warn"><td>sync</td>' in page  # older than the stuck threshold
 
 
 def test_job_durations_are_a_histogram_per_task_and_outcome(client, sync_conn):

@@ -1,0 +1,91 @@
+"""Procrastinate's internals, reached only through ``jobs/procrastinate_adapter.py``: this
+fails on a Procrastinate version lacking any of them, and when code elsewhere reaches one."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import tomllib
+from pathlib import Path
+
+import procrastinate
+import psycopg_pool.base
+from procrastinate import exceptions, manager, schema, testing
+from procrastinate import worker as procrastinate_worker
+
+from qlarius_jobs.jobs import procrastinate_adapter as adapter
+
+PACKAGE = Path(adapter.__file__).resolve().parents[1]
+ROOT = PACKAGE.parent
+PRIVATE = re.compile(
+    r"_running_jobs|periodic_registry|AttemptWithBackoff|connector\.pool\b|_pool_args"
+    r"|_async_pool|_sync_connector"
+)
+VERSIONED = re.compile(r"\bprocrastinate_[a-z_]+_v\d+\b")
+
+
+def _in_memory_app() -> procrastinate.App:
+    return procrastinate.App(connector=testing.InMemoryConnector())
+
+
+def test_the_private_names_exist_in_this_procrastinate():
+    app = _in_memory_app()
+    worker = procrastinate_worker.Worker(app=app, queues=["q"])
+    assert isinstance(worker._running_jobs, dict)
+    assert isinstance(app.periodic_registry.periodic_tasks, dict)
+    with adapter.periodic_tasks_disabled(app):
+        assert app.periodic_registry.periodic_tasks == {}
+    assert adapter.running_job_ids([worker], 1) == set()
+    assert isinstance(psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF, float)
+    connector = procrastinate.PsycopgConnector(kwargs={"application_name": "x"})
+    assert adapter.pool_kwargs(procrastinate.App(connector=connector)) == {"application_name": "x"}
+    assert not adapter.is_open(procrastinate.App(connector=connector))
+    violation = exceptions.UniqueViolation(constraint_name="c", queueing_lock="lock")
+    try:
+        try:
+            raise violation
+        except exceptions.UniqueViolation as exc:
+            raise exceptions.AlreadyEnqueued() from exc
+    except exceptions.AlreadyEnqueued as refused:
+        assert adapter.refused_queueing_lock(refused) == "lock"
+    assert adapter.QUEUEING_LOCK_INDEX == manager.QUEUEING_LOCK_CONSTRAINT
+
+
+def test_the_sql_functions_and_columns_we_use_exist_in_its_schema():
+    text = schema.SchemaManager.get_schema()
+    for function in adapter.SQL_FUNCTIONS:
+        assert re.search(rf"CREATE FUNCTION {function}\(", text), function
+    table = re.search(r"CREATE TABLE procrastinate_jobs \((.*?)\n\);", text, re.S)
+    assert table is not None
+    columns = {line.split()[0] for line in table[1].splitlines() if line.strip()}
+    assert set(adapter.JOB_COLUMNS) <= columns, set(adapter.JOB_COLUMNS) - columns
+    assert adapter.QUEUEING_LOCK_INDEX in text
+
+
+def test_our_sql_calls_no_versioned_function_the_adapter_does_not_list():
+    used = {
+        name
+        for path in [*PACKAGE.rglob("*.sql"), *PACKAGE.rglob("*.py")]
+        for name in VERSIONED.findall(path.read_text())
+        if not name.startswith("procrastinate_jobs")
+    }
+    assert used <= set(adapter.SQL_FUNCTIONS), used - set(adapter.SQL_FUNCTIONS)
+
+
+def test_nothing_else_reaches_procrastinates_private_names():
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "procrastinate_adapter.py"
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if PRIVATE.search(line)
+    ]
+    assert offenders == []
+
+
+def test_procrastinate_is_pinned_to_the_minor_release_tested():
+    installed = importlib.metadata.version("procrastinate")
+    major, minor = (int(p) for p in installed.split(".")[:2])
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [spec] = [d for d in project["project"]["dependencies"] if d.startswith("procrastinate")]
+    assert spec == f"procrastinate>={major}.{minor},<{major}.{minor + 1}", spec
