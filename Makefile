@@ -39,10 +39,12 @@ bench: $(STAMP)
 	$(BIN)/qlarius-jobs bench --sizes $(SIZES) --output bench-results.json 2> bench-log.jsonl
 
 # The storm (README "Concurrency"): 3 minutes of concurrent load, a worker killed midway,
-# then every invariant checked against an independent reference. `make test` runs a short one.
+# then every invariant checked against an independent reference; then the same through
+# PgBouncer in transaction mode. `make test` runs a short one of each.
 STORM_SECONDS ?= 180
 storm: $(STAMP)
 	$(BIN)/qlarius-jobs storm --seconds $(STORM_SECONDS)
+	$(BIN)/qlarius-jobs storm --seconds $(STORM_SECONDS) --pooler
 
 # The fault tests (README "Operations"): restart, crash and starve a throwaway server under
 # real workers, kill workers mid-job; each scenario prints its figures. `make test` runs the

@@ -359,6 +359,7 @@ def cmd_storm(args: argparse.Namespace) -> int:
             targets=args.targets,
             changers=args.changers,
             kill=not args.no_kill,
+            pooler=args.pooler,
         )
     )
 
@@ -530,6 +531,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--changers", type=int, default=6, help="concurrent tag-changing transactions"
     )
     storm.add_argument("--no-kill", action="store_true", help="do not kill a worker midway")
+    storm.add_argument(
+        "--pooler",
+        action="store_true",
+        help="workers and application through PgBouncer in transaction mode",
+    )
     seed_cmd = sub.add_parser("seed", help="generate a data set (set-based, server-side)")
     seed_cmd.add_argument("--me-files", type=int, default=3000, help="MeFiles to generate")
     seed_cmd.add_argument("--parents", type=int, default=30, help="parent traits (questions)")

@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     fetch_polling_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="how often idle workers look for jobs without a notification (the only "
-        "way behind a pooler)",
+        description="how often workers look for jobs and abort requests without a notification "
+        "(the only way behind a pooler)",
     )
     pool_min_size: PositiveInt = 1
     pool_max_size: PositiveInt = 40
@@ -103,7 +103,7 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="a drain job hands over to a successor after this"
     )
     drain_lease_seconds: float = Field(
-        default=10.0,
+        default=3.0,
         gt=0,
         description="a drainer that stops renewing its lease (a dead host) loses it after this",
     )

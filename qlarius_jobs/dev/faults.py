@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import signal
@@ -33,10 +34,15 @@ import psycopg
 
 from qlarius_jobs.api import trigger_population
 from qlarius_jobs.db import migrate
-from qlarius_jobs.dev import embedded, reference, seed
+from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.jobs.catalog import defer_job
 
 BIN = Path(sys.executable).parent
+
+
+# Whether the scenarios run with a PgBouncer (transaction mode) between the workers and the
+# server: set by run_all and the tests, read by throwaway() and Worker.
+BEHIND_POOLER: contextvars.ContextVar[bool] = contextvars.ContextVar("behind_pooler", default=False)
 
 
 @dataclass
@@ -44,6 +50,10 @@ class Scenario:
     name: str
     figures: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if BEHIND_POOLER.get():
+            self.name += ", behind PgBouncer"
 
     def expect(self, ok: bool, problem: str) -> None:
         if not ok:
@@ -59,10 +69,13 @@ class Scenario:
 
 
 class Throwaway:
-    """A PostgreSQL cluster in a temporary folder, seeded, for one scenario."""
+    """A PostgreSQL cluster in a temporary folder, seeded, for one scenario; behind a
+    PgBouncer in transaction mode when ``BEHIND_POOLER`` is set (then ``conninfo``, what
+    workers and clients use, goes through it; ``sql``, the scenario's own checks, does not)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.bouncer: pooler.PgBouncer | None = None
         self.cluster = embedded.EmbeddedCluster(
             bindir=embedded.find_bindir(),
             datadir=folder / "data",
@@ -73,10 +86,15 @@ class Throwaway:
 
     @property
     def conninfo(self) -> str:
+        if self.bouncer is not None:
+            return self.bouncer.conninfo(self.cluster.conninfo)
         return self.cluster.conninfo
 
     def start(self) -> None:
         embedded.start_cluster(self.cluster)
+        if BEHIND_POOLER.get() and self.bouncer is None:
+            self.bouncer = pooler.PgBouncer(self.cluster.conninfo)
+            self.bouncer.start()
 
     def restart(self) -> None:
         embedded.restart_cluster(self.cluster)
@@ -87,8 +105,15 @@ class Throwaway:
     def stop(self) -> None:
         embedded.stop_cluster(self.cluster)
 
+    def remove(self) -> None:
+        """Stop everything (the pooler last: a stopped server leaves it idle)."""
+        with contextlib.suppress(Exception):
+            self.stop()
+        if self.bouncer is not None:
+            self.bouncer.stop()
+
     def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+        with psycopg.connect(self.cluster.conninfo, autocommit=True) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
@@ -107,10 +132,10 @@ class Throwaway:
 
     def prepare(self, **sizes: Any) -> None:
         self.start()
-        migrate.migrate(self.conninfo)
+        migrate.migrate(self.cluster.conninfo)
         # no legacy NULL snapshots unless asked: a scenario checks what its jobs did
         defaults = {"me_files": 300, "targets": 2, "null_share": 0.0}
-        seed.seed(self.conninfo, seed.SeedSizes(**{**defaults, **sizes}))
+        seed.seed(self.cluster.conninfo, seed.SeedSizes(**{**defaults, **sizes}))
 
     def quiet(self) -> bool:
         """Nothing due, running or pending."""
@@ -131,8 +156,7 @@ def throwaway() -> Any:
     try:
         yield cluster
     finally:
-        with contextlib.suppress(Exception):
-            cluster.stop()
+        cluster.remove()
 
 
 class Worker:
@@ -146,6 +170,11 @@ class Worker:
             "QLARIUS_BACKFILL_CRON": "0 0 1 1 *",
             "QLARIUS_PRUNE_CRON": "0 0 1 1 *",
             "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
+            **(
+                {"QLARIUS_BEHIND_POOLER": "true", "QLARIUS_FETCH_POLLING_SECONDS": "0.5"}
+                if BEHIND_POOLER.get()
+                else {}
+            ),
             **env,
         }
         with log.open("w") as out:
@@ -207,7 +236,7 @@ class Client:
         while time.monotonic() < deadline:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.conninfo, autocommit=True, connect_timeout=2
+                    self.conninfo, autocommit=True, connect_timeout=2, prepare_threshold=None
                 ) as conn:
                     while time.monotonic() < deadline:
                         job = await defer_job(
@@ -600,14 +629,23 @@ async def time_limit_and_abort(folder: Path, short: bool) -> Scenario:
 
 
 SCENARIOS = (restart, crash, gone, kill_populate, kill_backfill, connections, time_limit_and_abort)
+# Behind a pooler the same, but for the connections one: there the pooler's pool size, not the
+# worker, decides how many server connections the workers take.
+POOLED_SCENARIOS = tuple(s for s in SCENARIOS if s is not connections)
 
 
 async def run_all(short: bool, folder: Path | None = None) -> list[Scenario]:
+    """Every scenario directly, then every pooled one behind PgBouncer."""
     folder = folder or Path(tempfile.mkdtemp(prefix="qlarius-faults-logs-"))
     results = []
-    for scenario in SCENARIOS:
-        results.append(await scenario(folder, short))
-        print(results[-1].line(), flush=True)
+    for pooled, scenarios in ((False, SCENARIOS), (True, POOLED_SCENARIOS)):
+        token = BEHIND_POOLER.set(pooled)
+        try:
+            for scenario in scenarios:
+                results.append(await scenario(folder, short))
+                print(results[-1].line(), flush=True)
+        finally:
+            BEHIND_POOLER.reset(token)
     return results
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -54,9 +55,13 @@ class PgBouncer:
 
     server: str
     pool_size: int = 20
+    pool_mode: str = "transaction"
     # 0: PgBouncer checks a server session before each reuse (the tests end sessions between
     # tests; the fault tests restart the server); PgBouncer's default is 30 s.
     server_check_delay: int = 0
+    # how long a client's query waits for a server session (PgBouncer's default: 120 s); short,
+    # so that a server gone for good shows as errors, as the fault tests measure
+    query_wait_timeout: int = 10
     folder: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="qlarius-pgb-")))
     port: int = field(default_factory=_free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -82,11 +87,12 @@ listen_port = {self.port}
 unix_socket_dir =
 auth_type = trust
 auth_file = {self.folder / "userlist.txt"}
-pool_mode = transaction
+pool_mode = {self.pool_mode}
 default_pool_size = {self.pool_size}
 max_client_conn = 2000
 server_check_delay = {self.server_check_delay}
 server_login_retry = 1
+query_wait_timeout = {self.query_wait_timeout}
 ignore_startup_parameters = extra_float_digits
 logfile = {self.logfile}
 pidfile = {self.folder / "pgbouncer.pid"}
@@ -98,14 +104,19 @@ pidfile = {self.folder / "pgbouncer.pid"}
         (self.folder / "userlist.txt").write_text(f'"{user}" ""\n')
         ini = self.folder / "pgbouncer.ini"
         ini.write_text(self._config())
-        command = [str(binary), str(ini)]
+        as_user: dict[str, Any] = {}
         if os.geteuid() == 0:
             entry = pwd.getpwnam(RUN_AS_WHEN_ROOT)
             for path in (self.folder, *self.folder.iterdir()):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
-            command = ["runuser", "-u", RUN_AS_WHEN_ROOT, "--", *command]
+            # the process itself changes user (no wrapper that would keep our signals)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/"
+            [str(binary), str(ini)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd="/",
+            **as_user,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -136,9 +147,11 @@ def _os_user() -> str:
 
 
 @contextlib.contextmanager
-def pgbouncer(server: str, pool_size: int = 20) -> Iterator[PgBouncer]:
+def pgbouncer(
+    server: str, pool_size: int = 20, pool_mode: str = "transaction"
+) -> Iterator[PgBouncer]:
     """A running PgBouncer in front of ``server``, stopped afterwards."""
-    bouncer = PgBouncer(server, pool_size=pool_size)
+    bouncer = PgBouncer(server, pool_size=pool_size, pool_mode=pool_mode)
     bouncer.start()
     try:
         yield bouncer

@@ -11,6 +11,7 @@ DOMAIN.md's invariants: populations, snapshots, offers, no stuck or failed job, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -28,7 +29,7 @@ from psycopg import conninfo as pg_conninfo
 from qlarius_jobs import api
 from qlarius_jobs.api import record_ad_event
 from qlarius_jobs.db import connection, migrate
-from qlarius_jobs.dev import embedded, reference, seed
+from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
@@ -47,6 +48,8 @@ class StormConfig:
     kill: bool = True
     catch_up_seconds: float = 240.0
     seed: float = 0.42
+    # workers and application through a PgBouncer in transaction mode (QLARIUS_BEHIND_POOLER)
+    pooler: bool = False
 
 
 @dataclass
@@ -90,6 +93,7 @@ class StormReport:
         out = [
             f"storm: {c.seconds:g} s of load, {c.workers} worker processes, "
             f"{c.me_files} MeFiles, {c.targets} targets"
+            + (", through PgBouncer (transaction mode)" if c.pooler else "")
             + (
                 f", worker pid {self.killed_pid} killed with SIGKILL midway"
                 if self.killed_pid
@@ -132,10 +136,13 @@ def storm_conninfo() -> str:
 # --- the workers ------------------------------------------------------------------------
 
 
-def _worker_env(conninfo: str) -> dict[str, str]:
+def _worker_env(conninfo: str, pooled: bool) -> dict[str, str]:
     return {
         **os.environ,
         "QLARIUS_DATABASE_URL": conninfo,
+        "QLARIUS_BEHIND_POOLER": "true" if pooled else "false",
+        # behind a pooler workers poll: once a second rather than every 5 s
+        "QLARIUS_FETCH_POLLING_SECONDS": "1" if pooled else "5",
         "QLARIUS_LOG_FORMAT": "json",
         "QLARIUS_LOG_LEVEL": os.environ.get("QLARIUS_STORM_WORKER_LOG_LEVEL", "WARNING"),
         # a killed worker's jobs are rescued within seconds
@@ -150,7 +157,7 @@ def _worker_env(conninfo: str) -> dict[str, str]:
 
 
 class Workers:
-    def __init__(self, conninfo: str, count: int, log_dir: Path) -> None:
+    def __init__(self, conninfo: str, count: int, log_dir: Path, pooled: bool = False) -> None:
         exe = str(Path(sys.executable).parent / "qlarius-jobs")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
@@ -160,7 +167,7 @@ class Workers:
                 self.procs.append(
                     subprocess.Popen(
                         [exe, "worker"],
-                        env=_worker_env(conninfo),
+                        env=_worker_env(conninfo, pooled),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )
@@ -241,7 +248,10 @@ class Application:
         self.counts[what] = self.counts.get(what, 0) + 1
 
     async def _loop(self, what: str, pause: tuple[float, float], step: Any) -> None:
-        async with await psycopg.AsyncConnection.connect(self.conninfo) as conn:
+        # prepare_threshold None: what an application behind a transaction pooler must set
+        async with await psycopg.AsyncConnection.connect(
+            self.conninfo, prepare_threshold=None
+        ) as conn:
             while time.monotonic() < self.deadline:
                 try:
                     if await step(conn):
@@ -387,9 +397,13 @@ async def run_storm(
     config: StormConfig,
     log_dir: Path | None = None,
     server_log: Path | None = None,
+    pooled_conninfo: str | None = None,
 ) -> StormReport:
     """Run the storm against ``conninfo`` (seeded, migrated) and return its report;
-    ``server_log`` (the PostgreSQL log file) is searched for deadlocks."""
+    ``server_log`` (the PostgreSQL log file) is searched for deadlocks. With
+    ``pooled_conninfo`` (the same database through a transaction pooler), the workers and the
+    application go through it; the checks read ``conninfo`` directly."""
+    via = pooled_conninfo or conninfo
     report = StormReport(config=config)
     rng = random.Random(config.seed)
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -397,11 +411,11 @@ async def run_storm(
         conn.execute("DELETE FROM qlarius_change_lag")
     log_start = server_log.stat().st_size if server_log and server_log.exists() else None
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
-    workers = Workers(conninfo, config.workers, log_dir)
+    workers = Workers(via, config.workers, log_dir, pooled=pooled_conninfo is not None)
     try:
         await asyncio.sleep(2)  # the workers start listening
         started = time.monotonic()
-        app = Application(conninfo, world, started + config.seconds, rng, config.changers)
+        app = Application(via, world, started + config.seconds, rng, config.changers)
         load = asyncio.create_task(app.run())
         if config.kill and config.workers > 1:
             await asyncio.sleep(config.seconds / 2)
@@ -468,9 +482,13 @@ def run_in_fresh_database(config: StormConfig) -> StormReport:
         ),
     )
     log_dir = Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
-    report = asyncio.run(
-        run_storm(conninfo, config, log_dir, embedded.embedded_server_log(conninfo))
-    )
+    with contextlib.ExitStack() as stack:
+        pooled = None
+        if config.pooler:
+            pooled = stack.enter_context(pooler.pgbouncer(conninfo)).conninfo(conninfo)
+        report = asyncio.run(
+            run_storm(conninfo, config, log_dir, embedded.embedded_server_log(conninfo), pooled)
+        )
     report.log_dir = log_dir
     return report
 

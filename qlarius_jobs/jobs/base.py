@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
-from qlarius_jobs.jobs.procrastinate_adapter import refused_queueing_lock
+from qlarius_jobs.jobs.procrastinate_adapter import refusal_cause, refused_queueing_lock
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import Settings, get_settings
 
@@ -359,7 +359,7 @@ class CheckedJobManager(manager.JobManager):
         except exceptions.AlreadyEnqueued as exc:
             # Procrastinate's contract: chained to the UniqueViolation (constraint_name,
             # queueing_lock); the message says which job it duplicates.
-            raise _duplicate_message(exc, await self._waiting_job(exc)) from exc.__cause__
+            raise _duplicate_message(exc, await self._waiting_job(exc)) from refusal_cause(exc)
 
     def batch_defer_jobs(
         self, jobs: list[jobs.Job], connection: Any | None = None
@@ -368,7 +368,7 @@ class CheckedJobManager(manager.JobManager):
         try:
             return super().batch_defer_jobs(jobs, connection=connection)
         except exceptions.AlreadyEnqueued as exc:
-            raise _duplicate_message(exc, None) from exc.__cause__
+            raise _duplicate_message(exc, None) from refusal_cause(exc)
 
     async def _waiting_job(self, exc: exceptions.AlreadyEnqueued) -> int | None:
         """The job a refused deferral duplicates: best effort (the app may not be open, the

@@ -95,6 +95,20 @@ def refused_queueing_lock(exc: exceptions.AlreadyEnqueued) -> str | None:
     return getattr(cause, "queueing_lock", None)
 
 
+def refusal_cause(exc: exceptions.AlreadyEnqueued) -> BaseException | None:
+    """The ``UniqueViolation`` a refused deferral is chained to, as Procrastinate chains it
+    (``constraint_name``, ``queueing_lock``), made quiet for Procrastinate's command line,
+    which prints the message of every exception down the chain: without a message of its own
+    and without the driver's error behind it (whose text those two attributes already say),
+    ``procrastinate defer`` answers a duplicate with our one line."""
+    cause = exc.__cause__
+    if isinstance(cause, exceptions.UniqueViolation):
+        cause.args = ()
+        cause.__context__ = None
+        cause.__suppress_context__ = True
+    return cause
+
+
 def steady_pool_reconnects() -> None:
     """psycopg_pool retries a failed connection with a delay that doubles from 1 s (1, 2, 4,
     8, 16 s...): after a 20 s outage its next attempt could come 10 s after the server is back,

@@ -199,6 +199,8 @@ async def run_workers(
                 wait=wait,
                 install_signal_handlers=False,
                 fetch_job_polling_interval=fetch_job_polling_interval,
+                # abort requests come by NOTIFY too, or (behind a pooler) by this poll
+                abort_job_polling_interval=fetch_job_polling_interval,
             )
             for queue, concurrency in queues.items()
         ]

@@ -112,9 +112,10 @@ def test_a_duplicate_says_which_job_it_duplicates(sync_conn):
     [job] = jobs(sync_conn)
     second = _procrastinate_defer("backfill_missing_snapshots", "{}")
     assert second.returncode == 1
-    assert second.stderr.strip().splitlines()[-1] == (
-        f"backfill_missing_snapshots: already enqueued as job #{job['id']}"
-    )
+    assert second.stderr.strip().splitlines() == [
+        "Launching a job: backfill_missing_snapshots()",
+        f"backfill_missing_snapshots: already enqueued as job #{job['id']}",
+    ]
     ignored = _procrastinate_defer("--ignore-already-enqueued", "backfill_missing_snapshots", "{}")
     assert ignored.returncode == 0
     assert f"already enqueued as job #{job['id']} (ignored)" in ignored.stderr

@@ -8,11 +8,21 @@ import pytest
 
 from qlarius_jobs.dev import faults
 
+CASES = [(s, False) for s in faults.SCENARIOS] + [(s, True) for s in faults.POOLED_SCENARIOS]
+
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", faults.SCENARIOS, ids=lambda s: s.__name__)
-async def test_fault(scenario, tmp_path):
-    result = await scenario(tmp_path, True)
+@pytest.mark.parametrize(
+    ("scenario", "pooled"),
+    CASES,
+    ids=[f"{s.__name__}{'-pgbouncer' if pooled else ''}" for s, pooled in CASES],
+)
+async def test_fault(scenario, pooled, tmp_path):
+    token = faults.BEHIND_POOLER.set(pooled)
+    try:
+        result = await scenario(tmp_path, True)
+    finally:
+        faults.BEHIND_POOLER.reset(token)
     print(result.line())
     assert result.problems == [], (
         result.line()

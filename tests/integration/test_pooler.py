@@ -88,10 +88,13 @@ def test_a_worker_pointed_at_a_pooler_without_the_setting_refuses_in_one_line(po
     assert "transaction pooler" in lines[0] and "QLARIUS_BEHIND_POOLER=true" in lines[0]
 
 
-def test_a_direct_connection_is_not_taken_for_a_pooler():
+def test_a_direct_connection_or_a_session_pooler_is_not_taken_for_a_transaction_pooler():
     from qlarius_jobs.db import connection
+    from qlarius_jobs.dev import pooler
 
     assert connection.transactions_share_a_session(TEST_DB.conninfo)
+    with pooler.pgbouncer(TEST_DB.conninfo, pool_mode="session") as session_pooler:
+        assert connection.transactions_share_a_session(session_pooler.conninfo())
 
 
 @pytest.mark.slow

@@ -12,14 +12,22 @@ from tests.integration.conftest import TEST_DB, server_log
 
 
 @pytest.mark.slow
-async def test_a_short_storm_breaks_no_invariant(tmp_path):
-    config = StormConfig(seconds=20, workers=2, me_files=600, targets=3, changers=3)
+@pytest.mark.parametrize("through", ["direct", "pgbouncer"])
+async def test_a_short_storm_breaks_no_invariant(tmp_path, request, through):
+    config = StormConfig(
+        seconds=20, workers=2, me_files=600, targets=3, changers=3, pooler=through != "direct"
+    )
+    pooled = None
+    if config.pooler:
+        pooled = request.getfixturevalue("pgbouncer_for_tests").conninfo(TEST_DB.conninfo)
     seed.seed(
         TEST_DB.conninfo,
         seed.SeedSizes(me_files=config.me_files, targets=config.targets, campaigns_per_target=2),
     )
     log = server_log()
-    report = await run_storm(TEST_DB.conninfo, config, log_dir=tmp_path, server_log=log.path)
+    report = await run_storm(
+        TEST_DB.conninfo, config, log_dir=tmp_path, server_log=log.path, pooled_conninfo=pooled
+    )
     print("\n".join(report.lines()))
     assert report.problems() == [], "\n".join(report.lines())
     assert report.killed_pid is not None
