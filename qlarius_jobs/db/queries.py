@@ -73,10 +73,15 @@ def parse(path: Path, text: str) -> dict[str, Query]:
                 raise QueryError(f"{path}: a statement before the first '-- name:' header")
             return
         name, shape, line = current
-        statement = "\n".join(body).strip()
-        if not any(ln.strip() and not ln.lstrip().startswith("--") for ln in body):
+        code = [ln for ln in body if not ln.lstrip().startswith("--")]
+        statement = "\n".join(code).strip()
+        if not statement:
             raise QueryError(f"{path}:{line}: query {name} has no statement")
-        queries[name] = Query(name, shape, cast(LiteralString, statement + "\n"), path, line)
+        # Sent without its comments (the doc of a statement can be longer than the statement,
+        # and pg_stat_activity keeps only the first track_activity_query_size bytes), under its
+        # name: an operator looking at pg_stat_activity or the server log sees which one it is.
+        text = f"-- qlarius: {name}\n{statement}\n"
+        queries[name] = Query(name, shape, cast(LiteralString, text), path, line)
 
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)

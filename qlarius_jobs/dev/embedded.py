@@ -319,6 +319,8 @@ def server_config(cluster: EmbeddedCluster, settings: Settings) -> str:
         "# a client that died (a killed worker) is noticed within 2 s even mid-statement:",
         "# its statement is cancelled and its locks released",
         "client_connection_check_interval = 2s",
+        "# pg_stat_activity shows whole statements (the default keeps their first 1 kB)",
+        "track_activity_query_size = 8192",
     ]
     if settings.embedded_fast_commit:
         lines += [

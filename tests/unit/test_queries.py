@@ -115,7 +115,8 @@ def test_a_query_run_by_the_wrong_shape_or_an_unknown_name_is_refused(tmp_path):
     path = tmp_path / "q.sql"
     path.write_text("-- A file comment.\n\n-- name: one_row :one\n-- doc\nSELECT 1 AS x\n")
     queries = QueryFile(path)
-    assert queries.get("one_row", Shape.ONE).text.strip() == "-- doc\nSELECT 1 AS x"
+    # sent under its name, without its doc (pg_stat_activity shows which query it is)
+    assert queries.get("one_row", Shape.ONE).text.strip() == "-- qlarius: one_row\nSELECT 1 AS x"
     with pytest.raises(QueryError, match=r"declared :one .* run as :many"):
         queries.get("one_row", Shape.MANY)
     with pytest.raises(QueryError, match="no query named 'nope'"):
@@ -127,4 +128,6 @@ def test_table_placeholders_are_quoted_identifiers(tmp_path):
     path.write_text("-- name: count_rows :one\nSELECT count(*) FROM {table}\n")
     statement = QueryFile(path).statement("count_rows", {"table": 'offers"; DROP TABLE x; --'})
     assert not isinstance(statement, str)
-    assert statement.as_string(None) == 'SELECT count(*) FROM "offers""; DROP TABLE x; --"\n'
+    assert statement.as_string(None) == (
+        '-- qlarius: count_rows\nSELECT count(*) FROM "offers""; DROP TABLE x; --"\n'
+    )
