@@ -62,6 +62,11 @@ def is_connection_error(exc: BaseException) -> bool:
             psycopg.OperationalError | psycopg.InterfaceError | psycopg_pool.PoolTimeout,
         ) and not isinstance(seen, psycopg.errors.QueryCanceled):
             return True
+        if isinstance(seen, psycopg.InternalError) and seen.sqlstate is None:
+            # raised by psycopg itself, not the server: the answers on the wire no longer
+            # match the commands (seen behind PgBouncer while the server restarts: "received
+            # 2 results from command 'COMMIT'"). The connection is lost, not the query wrong.
+            return True
         seen = seen.__cause__ or seen.__context__
     return False
 

@@ -369,5 +369,12 @@ async def _supervise(
 
 
 def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    """``Type: first line``, and the same for what caused it (Procrastinate's
+    ``ConnectorException: Database error.`` alone does not say which error of the database)."""
+    parts = []
+    seen: BaseException | None = error
+    while seen is not None and len(parts) < 3:
+        text = str(seen).strip().splitlines()
+        parts.append(f"{type(seen).__name__}: {text[0]}" if text else type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return "; caused by ".join(parts)
