@@ -62,6 +62,9 @@ class PopulationChanges:
     inserted: int
     refreshed: int
     members: int
+    # MeFiles whose rows another transaction held (a MeFile being deleted, a row being
+    # written): not waited for, left to the caller to record as pending work
+    skipped: tuple[int, ...] = ()
 
     @property
     def changed(self) -> bool:
@@ -73,7 +76,8 @@ async def apply_band_memberships(
 ) -> PopulationChanges:
     """Make the targets' populations match band matching, snapshots inline, in one statement.
 
-    ``me_file_ids=None`` means every MeFile (populating); a list narrows it (syncing).
+    ``me_file_ids=None`` means every MeFile (populating); a list narrows it (syncing). Rows
+    held elsewhere are skipped, never waited for: ``skipped`` names their MeFiles.
     """
     row = await SQL.one(
         conn,
@@ -87,6 +91,7 @@ async def apply_band_memberships(
         inserted=row["inserted"],
         refreshed=row["refreshed"],
         members=row["members"],
+        skipped=tuple(row["skipped_me_files"]),
     )
 
 

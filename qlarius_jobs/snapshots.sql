@@ -18,58 +18,100 @@ ORDER BY target_id, me_file_id
 -- Bring the populations of the given targets (for all MeFiles, or only the given ones) in line
 -- with band matching, in one statement: delete the rows that no longer hold, insert the
 -- missing ones with their snapshots, and refresh the snapshot of kept rows whose tags changed.
--- Populating (one target, every MeFile) and syncing (one MeFile, every populated target)
+-- Populating (one target, every MeFile) and syncing (some MeFiles, every populated target)
 -- both run this, so they always agree.
-WITH wanted AS (
+-- It never waits on a row someone else holds, and never writes one it does not change: rows to
+-- delete or refresh are locked FOR UPDATE SKIP LOCKED, and MeFiles to insert FOR KEY SHARE SKIP
+-- LOCKED (one being deleted right now is not waited for, nor does its delete fail this
+-- statement's foreign-key check). What it had to skip comes back as skipped_me_files, for the
+-- caller to leave as pending work. Conflicting inserts do nothing.
+WITH wanted AS MATERIALIZED (
     SELECT m.me_file_id, m.band_id
     FROM qlarius_band_memberships m
     WHERE m.target_id = ANY(%(target_ids)s::bigint[])
       AND (%(me_file_ids)s::bigint[] IS NULL OR m.me_file_id = ANY(%(me_file_ids)s::bigint[]))
 ),
-current_rows AS (
+current_rows AS MATERIALIZED (
     SELECT tp.id, tp.me_file_id, tp.target_band_id AS band_id, tp.matching_tags_snapshot
     FROM target_populations tp
     JOIN target_bands b ON b.id = tp.target_band_id
     WHERE b.target_id = ANY(%(target_ids)s::bigint[])
       AND (%(me_file_ids)s::bigint[] IS NULL OR tp.me_file_id = ANY(%(me_file_ids)s::bigint[]))
 ),
+to_delete AS MATERIALIZED (
+    SELECT c.id, c.me_file_id FROM current_rows c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM wanted w WHERE w.me_file_id = c.me_file_id AND w.band_id = c.band_id)
+),
+delete_locked AS MATERIALIZED (
+    SELECT tp.id FROM target_populations tp
+    WHERE tp.id IN (SELECT id FROM to_delete)
+    ORDER BY tp.id
+    FOR UPDATE SKIP LOCKED
+),
 deleted AS (
     DELETE FROM target_populations tp
-    USING current_rows c
-    WHERE tp.id = c.id
-      AND NOT EXISTS (
-          SELECT 1 FROM wanted w WHERE w.me_file_id = c.me_file_id AND w.band_id = c.band_id)
+    WHERE tp.id IN (SELECT id FROM delete_locked)
     RETURNING tp.me_file_id
 ),
 pairs AS (
     SELECT array_agg(me_file_id) AS me_file_ids, array_agg(band_id) AS band_ids FROM wanted
 ),
-snapshots AS (
+snapshots AS MATERIALIZED (
     SELECT s.me_file_id, s.band_id, s.snapshot
     FROM pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
 ),
-inserted AS (
-    INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
-    SELECT s.band_id, s.me_file_id, s.snapshot
-    FROM snapshots s
+to_insert AS MATERIALIZED (
+    SELECT s.me_file_id, s.band_id, s.snapshot FROM snapshots s
     WHERE NOT EXISTS (
         SELECT 1 FROM current_rows c WHERE c.me_file_id = s.me_file_id AND c.band_id = s.band_id)
+),
+insert_locked AS MATERIALIZED (
+    SELECT m.id FROM me_files m
+    WHERE m.id IN (SELECT me_file_id FROM to_insert)
+    ORDER BY m.id
+    FOR KEY SHARE SKIP LOCKED
+),
+inserted AS (
+    INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+    SELECT i.band_id, i.me_file_id, i.snapshot
+    FROM to_insert i
+    WHERE i.me_file_id IN (SELECT id FROM insert_locked)
     ON CONFLICT (target_band_id, me_file_id) DO NOTHING
     RETURNING me_file_id
 ),
-refreshed AS (
-    UPDATE target_populations tp
-    SET matching_tags_snapshot = s.snapshot, updated_at = now()
+to_refresh AS MATERIALIZED (
+    SELECT c.id, c.me_file_id, s.snapshot
     FROM current_rows c
     JOIN snapshots s ON s.me_file_id = c.me_file_id AND s.band_id = c.band_id
-    WHERE tp.id = c.id AND c.matching_tags_snapshot IS DISTINCT FROM s.snapshot
+    WHERE c.matching_tags_snapshot IS DISTINCT FROM s.snapshot
+),
+refresh_locked AS MATERIALIZED (
+    SELECT tp.id FROM target_populations tp
+    WHERE tp.id IN (SELECT id FROM to_refresh)
+    ORDER BY tp.id
+    FOR UPDATE SKIP LOCKED
+),
+refreshed AS (
+    UPDATE target_populations tp
+    SET matching_tags_snapshot = r.snapshot, updated_at = now()
+    FROM to_refresh r
+    WHERE tp.id = r.id AND r.id IN (SELECT id FROM refresh_locked)
     RETURNING tp.me_file_id
 )
 SELECT
     (SELECT count(*) FROM deleted) AS deleted,
     (SELECT count(*) FROM inserted) AS inserted,
     (SELECT count(*) FROM refreshed) AS refreshed,
-    (SELECT count(*) FROM wanted) AS members
+    (SELECT count(*) FROM wanted) AS members,
+    ARRAY(
+        SELECT me_file_id FROM to_delete WHERE id NOT IN (SELECT id FROM delete_locked)
+        UNION
+        SELECT me_file_id FROM to_insert WHERE me_file_id NOT IN (SELECT id FROM insert_locked)
+        UNION
+        SELECT me_file_id FROM to_refresh WHERE id NOT IN (SELECT id FROM refresh_locked)
+        ORDER BY 1
+    ) AS skipped_me_files
 
 -- name: insert_populations :count
 -- Insert population rows with their snapshots in the same statement. Idempotent.

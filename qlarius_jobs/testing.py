@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from procrastinate import App, JobContext, jobs
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs.db.queries import QueryFile
@@ -72,6 +72,13 @@ async def perform_job(app: App, task: str, **args: Any) -> dict[str, Any]:
     )
     context = JobContext(app=app, job=job, start_timestamp=time.time(), abort_reason=lambda: None)
     return await spec.run(context, **args)
+
+
+def work_left(conn: Connection, queues: Iterable[str] = ALL_QUEUES) -> int:
+    """Jobs due or running in ``queues``, plus the pending work their jobs would take now:
+    the one definition of "work left" (``drain``, the tests, the storm)."""
+    row = SQL.one_sync(conn, "work_left", queues=list(queues))
+    return int(row["left"]) if row else 0
 
 
 async def drain(

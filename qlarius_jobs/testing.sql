@@ -19,14 +19,30 @@ WHERE at >= %(since)s AND type IN ('succeeded', 'failed', 'aborted', 'cancelled'
 GROUP BY type
 
 -- name: work_left :one
--- Jobs due in the queues, plus the pending syncs and reconciles their drains would take.
+-- What is left for workers on these queues: jobs due or running there, plus the pending work
+-- their jobs would take now (syncs and reconciles not set aside for a retry nor left for a
+-- target a job holds; targets a populate must handle; campaigns whose offers job must run).
+WITH free AS MATERIALIZED (
+    SELECT target_id, scope FROM qlarius_target_locks ORDER BY target_id, scope
+    FOR SHARE SKIP LOCKED
+)
 SELECT (SELECT count(*) FROM procrastinate_jobs
-        WHERE status = 'todo' AND queue_name = ANY(%(queues)s)
-          AND (scheduled_at IS NULL OR scheduled_at <= now()))
+        WHERE queue_name = ANY(%(queues)s)
+          AND (status = 'doing'
+               OR (status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now()))))
      + (SELECT count(*) FROM qlarius_pending_syncs p
-        WHERE 'targets' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now()))
+        WHERE 'targets' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
+          AND (p.target_id IS NULL
+               OR p.target_id IN (SELECT target_id FROM free WHERE scope = 'populations')))
      + (SELECT count(*) FROM qlarius_pending_reconciles p
-        WHERE 'offers' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now()))
+        WHERE 'offers' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
+          AND (p.target_id IS NULL
+               OR p.target_id IN (SELECT target_id FROM free WHERE scope = 'offers')))
+     + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t ON t.id = p.target_id
+        WHERE 'targets' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
+          AND (t.population_status <> 'not_populated' OR p.retry_after IS NOT NULL))
+     + (SELECT count(*) FROM qlarius_pending_campaigns p JOIN campaigns c ON c.id = p.campaign_id
+        WHERE 'default' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now()))
        AS left
 
 -- name: now :one

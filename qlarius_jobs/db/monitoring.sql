@@ -77,6 +77,8 @@ FROM procrastinate_periodic_defers d
 LEFT JOIN procrastinate_jobs j ON j.id = d.job_id;
 
 -- Pending level-triggered work (see README "Concurrency"): how much, and how old the oldest.
+-- sync, reconcile: MeFiles, for the drains; target: targets whose criteria changed, for a
+-- populate; campaign: campaigns whose inputs changed, for their offers job.
 CREATE OR REPLACE VIEW qlarius_pending_work AS
 SELECT 'sync' AS kind, count(*) AS pending,
        count(*) FILTER (WHERE target_id IS NOT NULL) AS waiting_for_a_target,
@@ -85,7 +87,15 @@ FROM qlarius_pending_syncs
 UNION ALL
 SELECT 'reconcile', count(*), count(*) FILTER (WHERE target_id IS NOT NULL),
        round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1)
-FROM qlarius_pending_reconciles;
+FROM qlarius_pending_reconciles
+UNION ALL
+SELECT 'target', count(*), 0,
+       round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1)
+FROM qlarius_pending_targets
+UNION ALL
+SELECT 'campaign', count(*), 0,
+       round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1)
+FROM qlarius_pending_campaigns;
 
 -- How long changes waited to be applied (cumulative histogram, Prometheus' shape).
 CREATE OR REPLACE VIEW qlarius_change_lag_buckets AS

@@ -383,10 +383,17 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
             f"WHERE {of_target}",
             (target,),
         )
+        # a population row the populate must insert, being inserted by this connection: the
+        # one wait a populate keeps (rows held elsewhere are skipped, not waited for)
+        missing = cluster.sql(
+            "DELETE FROM target_populations WHERE id = (SELECT min(id) FROM target_populations "
+            f"WHERE {of_target}) RETURNING target_band_id, me_file_id",
+            (target,),
+        )
         held = psycopg.connect(cluster.conninfo)
         held.execute(
-            f"SELECT id FROM target_populations WHERE {of_target} ORDER BY id LIMIT 1 FOR UPDATE",
-            (target,),
+            "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
+            missing[0],
         )
         doomed = Worker(
             cluster.conninfo, folder / "populate-doomed.log", "--queues", "targets", **fast

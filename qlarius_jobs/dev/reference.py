@@ -138,6 +138,7 @@ class Violations:
     missing_offers: int = 0  # an eligible (campaign, MeFile) without its offer
     extra_offers: int = 0  # an offer for a MeFile outside the bands its live campaign bids on
     wrong_offers: int = 0  # an offer on the wrong band/run or with another snapshot
+    stale_amounts: int = 0  # an offer not yet completed without its bid's current amounts
     null_snapshot_copies: int = (
         0  # offers or ad events with a NULL snapshot that a population explains
     )
@@ -184,14 +185,24 @@ def check(conn: psycopg.Connection, me_files: set[int] | None = None) -> Violati
                 found.note("stale_snapshots", f"me_file {key[1]} band {band}: {snap}")
 
     offers: dict[tuple[int, int], list[tuple[int, int, Any]]] = defaultdict(list)
-    for cid, me_file, run, band, snap in conn.execute(
-        "SELECT campaign_id, me_file_id, media_run_id, target_band_id, matching_tags_snapshot "
-        "FROM offers"
+    amounts: dict[tuple[int, int], tuple[Any, Any, bool]] = {}  # (amounts, completed)
+    for cid, me_file, run, band, snap, offer_amt, cost_amt, completed in conn.execute(
+        "SELECT o.campaign_id, o.me_file_id, o.media_run_id, o.target_band_id, "
+        "o.matching_tags_snapshot, o.offer_amt, o.marketer_cost_amt, "
+        "EXISTS (SELECT 1 FROM ad_events e WHERE e.offer_id = o.id AND e.is_offer_complete) "
+        "FROM offers o"
     ):
         if me_files is None or me_file in me_files:
             offers[(cid, me_file)].append((run, band, snap))
+            amounts[(cid, me_file)] = (offer_amt, cost_amt, completed)
     for cid, campaign in world.campaigns.items():
-        if not campaign["live"] or world.target_status.get(campaign["target"]) != "populated":
+        if not campaign["live"]:
+            # not live: only offers already completed stay (history)
+            for ocid, me_file in offers:
+                if ocid == cid and not amounts[(ocid, me_file)][2]:
+                    found.note("extra_offers", f"campaign {cid} (not live) me_file {me_file}")
+            continue
+        if world.target_status.get(campaign["target"]) != "populated":
             continue
         for (target, me_file), band in expected.items():
             if target != campaign["target"] or band not in campaign["bids"]:
@@ -205,6 +216,13 @@ def check(conn: psycopg.Connection, me_files: set[int] | None = None) -> Violati
                 found.note("wrong_offers", f"campaign {cid} me_file {me_file}: {rows}")
             elif snap != world.snapshot(me_file, band):
                 found.note("wrong_offers", f"campaign {cid} me_file {me_file}: snapshot {snap}")
+            offer_amt, cost_amt, completed = amounts[(cid, me_file)]
+            if not completed and (offer_amt, cost_amt) != campaign["bids"][band]:
+                found.note(
+                    "stale_amounts",
+                    f"campaign {cid} me_file {me_file}: {offer_amt}/{cost_amt}, "
+                    f"bid {campaign['bids'][band]}",
+                )
         for (ocid, me_file), rows in offers.items():
             if ocid != cid:
                 continue

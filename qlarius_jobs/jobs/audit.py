@@ -28,6 +28,8 @@ FINDINGS = {
     "offer_without_eligibility": "offer without eligibility",
     "eligible_without_offer": "eligible MeFile without offer",
     "stale_offer_snapshot": "stale offer snapshot",
+    "stale_offer_amount": "offer without its bid's amounts",
+    "offer_of_a_campaign_not_live": "offer of a campaign not live",
 }
 # what repairs each kind: a sync of the MeFile, or a reconcile of its offers
 SYNC_KINDS = {"drifted_population", "stale_snapshot"}

@@ -15,13 +15,15 @@ CROSS JOIN LATERAL (
 LIMIT %(size)s
 
 -- name: audit_free_targets :many
--- The populated targets an audit may judge now: no scope job holds either of their scopes (a
--- populate or an offers job in flight is not drift). Share-locked for the audit's transaction,
+-- The populated targets an audit may judge now: no scope job holds either of their scopes,
+-- and no re-populate is pending (a populate or an offers job in flight is not drift). Share-locked for the audit's transaction,
 -- so none starts before the audit's statement has read.
 WITH locked AS MATERIALIZED (
     SELECT l.target_id
     FROM qlarius_target_locks l
     WHERE l.target_id IN (SELECT id FROM targets WHERE population_status = 'populated')
+      -- criteria changed, its re-populate to come: in flight, not drift
+      AND NOT EXISTS (SELECT 1 FROM qlarius_pending_targets p WHERE p.target_id = l.target_id)
     ORDER BY l.target_id, l.scope
     FOR SHARE SKIP LOCKED
 )
@@ -33,6 +35,10 @@ SELECT target_id FROM locked GROUP BY target_id HAVING count(*) = 2 ORDER BY tar
 --   stale_snapshot        a population snapshot that is not what the tags give now
 --   offer_without_eligibility, eligible_without_offer, stale_offer_snapshot: offers of live
 --                         campaigns against the eligible set
+--   stale_offer_amount    an offer of a live campaign, not yet completed, without its bid's
+--                         current amounts
+--   offer_of_a_campaign_not_live  an offer not yet completed of a deactivated (or not yet
+--                         launched) campaign
 -- Only in the given (free, populated) targets; MeFiles with pending syncs or reconciles, and
 -- campaigns with an offers job due or running, are in flight, not drifted.
 WITH scope AS MATERIALIZED (
@@ -68,7 +74,8 @@ quiet_campaigns AS MATERIALIZED (
                       WHERE j.task_name = 'create_initial_pending_offers'
                         AND (j.status = 'doing' OR (j.status = 'todo'
                              AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())))
-                        AND j.args ->> 'campaign_id' = c.id::text)
+                        AND qlarius_job_arg_id(j.args, 'campaign_id') = c.id)
+      AND NOT EXISTS (SELECT 1 FROM qlarius_pending_campaigns p WHERE p.campaign_id = c.id)
 ),
 eligible AS MATERIALIZED (
     SELECT e.* FROM qlarius_eligible_offers e
@@ -76,9 +83,22 @@ eligible AS MATERIALIZED (
       AND e.me_file_id IN (SELECT me_file_id FROM scope)
 ),
 live_offers AS MATERIALIZED (
-    SELECT o.* FROM offers o
+    SELECT o.*, EXISTS (SELECT 1 FROM ad_events ae
+                        WHERE ae.offer_id = o.id AND ae.is_offer_complete) AS completed
+    FROM offers o
     WHERE o.campaign_id IN (SELECT id FROM quiet_campaigns)
       AND o.me_file_id IN (SELECT me_file_id FROM scope)
+),
+idle_campaigns AS MATERIALIZED (
+    SELECT c.id FROM campaigns c
+    WHERE c.target_id = ANY(%(target_ids)s::bigint[])
+      AND (c.deactivated_at IS NOT NULL OR c.launched_at IS NULL OR c.launched_at > now())
+      AND NOT EXISTS (SELECT 1 FROM qlarius_pending_campaigns p WHERE p.campaign_id = c.id)
+      AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                      WHERE j.task_name = 'create_initial_pending_offers'
+                        AND (j.status = 'doing' OR (j.status = 'todo'
+                             AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())))
+                        AND qlarius_job_arg_id(j.args, 'campaign_id') = c.id)
 )
 SELECT 'drifted_population' AS kind, me_file_id, target_id AS about
 FROM ((SELECT target_id, me_file_id, band_id FROM wanted
@@ -109,6 +129,19 @@ JOIN eligible e ON e.campaign_id = o.campaign_id AND e.me_file_id = o.me_file_id
                AND e.target_band_id = o.target_band_id AND e.media_run_id = o.media_run_id
 WHERE o.matching_tags_snapshot IS NOT NULL AND e.matching_tags_snapshot IS NOT NULL
   AND o.matching_tags_snapshot IS DISTINCT FROM e.matching_tags_snapshot
+UNION ALL
+SELECT 'stale_offer_amount', o.me_file_id, o.id
+FROM live_offers o
+JOIN eligible e ON e.campaign_id = o.campaign_id AND e.me_file_id = o.me_file_id
+               AND e.target_band_id = o.target_band_id AND e.media_run_id = o.media_run_id
+WHERE NOT o.completed
+  AND (o.offer_amt, o.marketer_cost_amt) IS DISTINCT FROM (e.offer_amt, e.marketer_cost_amt)
+UNION ALL
+SELECT 'offer_of_a_campaign_not_live', o.me_file_id, o.id
+FROM offers o
+WHERE o.campaign_id IN (SELECT id FROM idle_campaigns)
+  AND o.me_file_id IN (SELECT me_file_id FROM scope)
+  AND NOT EXISTS (SELECT 1 FROM ad_events ae WHERE ae.offer_id = o.id AND ae.is_offer_complete)
 ORDER BY 1, 2
 
 -- name: stuck_pending :many
@@ -131,11 +164,26 @@ stuck AS (
       AND (p.retry_after IS NULL OR p.retry_after <= now())
       AND (p.target_id IS NULL OR p.target_id IN
            (SELECT target_id FROM free WHERE scope = 'offers'))
+    UNION ALL
+    -- a target's populate, or a campaign's offers job, that should have consumed these rows
+    -- (a target never populated asks nothing; a job running now is not late)
+    SELECT 'target', p.recorded_at FROM qlarius_pending_targets p
+    JOIN targets t ON t.id = p.target_id
+    WHERE p.recorded_at < clock_timestamp() - make_interval(secs => %(older_than_seconds)s)
+      AND (p.retry_after IS NULL OR p.retry_after <= now())
+      AND (t.population_status <> 'not_populated' OR p.retry_after IS NOT NULL)
+      AND p.target_id IN (SELECT target_id FROM free WHERE scope = 'populations')
+    UNION ALL
+    SELECT 'campaign', p.recorded_at FROM qlarius_pending_campaigns p
+    JOIN campaigns c ON c.id = p.campaign_id
+    WHERE p.recorded_at < clock_timestamp() - make_interval(secs => %(older_than_seconds)s)
+      AND (p.retry_after IS NULL OR p.retry_after <= now())
+      AND c.target_id IN (SELECT target_id FROM free WHERE scope = 'offers')
 )
 SELECT k.kind, count(s.recorded_at) AS rows,
        COALESCE(round(extract(epoch FROM clock_timestamp() - min(s.recorded_at))::numeric, 1),
                 0) AS oldest_s
-FROM (VALUES ('sync'), ('reconcile')) k(kind)
+FROM (VALUES (1, 'sync'), (2, 'reconcile'), (3, 'target'), (4, 'campaign')) k(n, kind)
 LEFT JOIN stuck s ON s.kind = k.kind
-GROUP BY k.kind
-ORDER BY k.kind DESC
+GROUP BY k.n, k.kind
+ORDER BY k.n

@@ -83,7 +83,9 @@ SET chunks_pending = chunks_pending - 1,
     stale_snapshots = %(stale_snapshot)s,
     offers_without_eligibility = %(offer_without_eligibility)s,
     eligible_without_offer = %(eligible_without_offer)s,
-    stale_offer_snapshots = %(stale_offer_snapshot)s
+    stale_offer_snapshots = %(stale_offer_snapshot)s,
+    stale_offer_amounts = %(stale_offer_amount)s,
+    offers_of_campaigns_not_live = %(offer_of_a_campaign_not_live)s
 WHERE id = %(run_id)s
 RETURNING chunks_pending = 0 AS run_finished
 

@@ -87,12 +87,11 @@ class Claimed:
 
     rows: list[dict[str, Any]]
     free_targets: list[int]
-    busy_me_files: frozenset[int] = frozenset()  # being deleted right now: left for later
 
     @property
     def me_file_ids(self) -> list[int]:
-        """The MeFiles to work on (those being deleted excluded)."""
-        return sorted({r["me_file_id"] for r in self.rows} - self.busy_me_files)
+        """The MeFiles to work on."""
+        return sorted({r["me_file_id"] for r in self.rows})
 
     def earliest(self, me_file_ids: set[int] | None = None) -> tuple[list[int], list[Any]]:
         """(MeFile ids, their earliest recorded_at), for the rows about every target."""
@@ -306,6 +305,8 @@ async def drain(
             return report  # the active drainer checks for work after it lets go
         report.drainer = True
         try:
+            async with conn.transaction():
+                await SQL.count(conn, "drop_rows_of_gone_targets", tables={"table": kind.table})
             while time.monotonic() < deadline:
                 if not await _run_batch(conn, lease, apply, batch_size, report):
                     break
@@ -394,33 +395,39 @@ async def ensure_target_locks(conn: AsyncConnection, target_id: int | None = Non
     return await SQL.count(conn, "ensure_target_locks", target_id=target_id)
 
 
+ScopeState = Literal["locked", "gone", "busy"]
+
+
 @contextlib.asynccontextmanager
 async def scope_locked(
     conn: AsyncConnection, kind: DrainKind, target_id: int
-) -> AsyncIterator[bool]:
+) -> AsyncIterator[ScopeState]:
     """Take ``target_id``'s scope for the rest of ``conn``'s current transaction. Its
     statements from then on see every batch before (READ COMMITTED, which the app's pool
-    enforces: each statement takes a new snapshot). Yields False when the target does not
-    exist.
+    enforces: each statement takes a new snapshot). Yields ``"locked"``, ``"gone"`` (no such
+    target) or ``"busy"`` (the target is being deleted, or has no scope row yet: nothing was
+    waited for, the caller leaves its work for later).
 
-    Lock order, the same in every job: the targets row first (FOR KEY SHARE: the target cannot
-    be deleted meanwhile, its status can be updated), then the batch barrier, then the scope
-    row. The barrier is passed between two batches of ``kind``: a heavyweight lock, queued
-    fairly ahead of later batches, held only while taking the scope row that no batch holds
-    at that moment. From then on batches skip this target. The scope row must exist and be
-    committed (``ensure_target_locks``).
+    Lock order, the same in every job: the targets row first (FOR KEY SHARE SKIP LOCKED: the
+    target cannot be deleted meanwhile, its status can be updated, and one being deleted right
+    now is not waited for), then the batch barrier, then the scope row. The barrier is passed
+    between two batches of ``kind``: a heavyweight lock, queued fairly ahead of later batches,
+    held only while taking the scope row that no batch holds at that moment. From then on
+    batches skip this target. The scope row must exist and be committed
+    (``ensure_target_locks``).
     """
     if conn.info.transaction_status != TransactionStatus.INTRANS:
         # the barrier's lock and unlock must run on one server session: in one transaction
         raise RuntimeError("scope_locked needs an open transaction on its connection")
     if await SQL.one(conn, "lock_target_row", target_id=target_id) is None:
-        yield False
+        exists = await SQL.one(conn, "target_exists", target_id=target_id)
+        yield "busy" if exists and exists["present"] else "gone"
         return
     async with _session_lock_released(conn, kind.batch_key):
         await SQL.execute(conn, "advisory_lock", namespace=NAMESPACE, key=kind.batch_key)
         row = await SQL.one(conn, "try_lock_target_scope", target_id=target_id, scope=kind.scope)
     if row is None:
-        # Not held by a batch (the barrier excludes them), so held by a sweep's brief check:
-        # wait for it like any row lock.
+        # Not held by a batch (the barrier excludes them), so held by another scope job of
+        # this target or a sweep's brief check: wait for it like any row lock.
         row = await SQL.one(conn, "lock_target_scope", target_id=target_id, scope=kind.scope)
-    yield row is not None
+    yield "locked" if row is not None else "busy"

@@ -74,16 +74,29 @@ SELECT (SELECT count(*) FROM deferred) AS deferred,
        (SELECT count(*) FROM observed) AS buckets
 
 -- name: has_processable_pending :one
--- Is there pending work in {table} that a drain could take now (not only rows waiting for a
--- busy target)? Asked after the drainer lock is released, so nothing committed is missed.
-WITH free AS (
-    SELECT target_id FROM qlarius_target_locks WHERE scope = %(scope)s FOR SHARE SKIP LOCKED
-)
+-- Is there pending work in {table} that a batch could take now (not only rows waiting for a
+-- busy target)? The same free targets as a batch (qlarius_free_targets), so that this never
+-- says yes to work a batch cannot take (a drainer would loop on it). Asked after the drainer
+-- lease is released, so nothing committed is missed. Rows left for a target that is gone
+-- count too: a drain drops them (drop_rows_of_gone_targets).
 SELECT EXISTS (
     SELECT 1 FROM {table} p
-    WHERE (p.target_id IS NULL OR p.target_id IN (SELECT target_id FROM free))
+    WHERE (p.target_id IS NULL
+           OR p.target_id IN (SELECT qlarius_free_targets(%(scope)s)))
       AND (p.retry_after IS NULL OR p.retry_after <= now())
+) OR EXISTS (
+    SELECT 1 FROM {table} p
+    WHERE p.target_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = p.target_id)
 ) AS pending
+
+-- name: drop_rows_of_gone_targets :count
+-- Rows left for a target (finish_drain_batch) carry no foreign key, so that leaving one never
+-- waits for an application deleting that target: once the delete has committed, they are
+-- dropped here (its populations and offers went with it).
+DELETE FROM {table} p
+WHERE p.target_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = p.target_id)
 
 -- name: ensure_waiting_job :one
 -- Defer a drain job unless one is already waiting, or a drainer holds a live lease (it checks
@@ -130,38 +143,18 @@ ON CONFLICT DO NOTHING
 
 -- name: free_target_scopes :many
 -- The targets a batch may work on now, locked for its transaction so that none can be taken
--- before it commits: its scope row (no scope job holds it), its targets row and, for offers,
--- its campaigns' rows (none is being deleted: a delete would cascade into rows this batch
--- writes). Never waits: a target with any of them held is simply not returned (busy).
-WITH scope_rows AS MATERIALIZED (
-    SELECT target_id FROM qlarius_target_locks
-    WHERE scope = %(scope)s
-    ORDER BY target_id
-    FOR SHARE SKIP LOCKED
-),
-target_rows AS MATERIALIZED (
-    SELECT id FROM targets
-    WHERE id IN (SELECT target_id FROM scope_rows)
-    ORDER BY id
-    FOR KEY SHARE SKIP LOCKED
-),
-campaign_rows AS MATERIALIZED (
-    SELECT id FROM campaigns
-    WHERE %(scope)s = 'offers' AND target_id IN (SELECT id FROM target_rows)
-    ORDER BY id
-    FOR KEY SHARE SKIP LOCKED
-)
-SELECT t.id AS target_id
-FROM target_rows t
-WHERE %(scope)s <> 'offers'
-   OR NOT EXISTS (SELECT 1 FROM campaigns c
-                  WHERE c.target_id = t.id AND c.id NOT IN (SELECT id FROM campaign_rows))
-ORDER BY t.id
+-- before it commits (qlarius_free_targets: scope row free, targets row and, for offers, its
+-- campaigns' rows not being deleted). Never waits: a busy target is simply not returned.
+SELECT target_id FROM qlarius_free_targets(%(scope)s) AS f(target_id)
 
 -- name: lock_target_row :one
 -- A scope job keeps its target from being deleted while it runs (updates are not blocked):
--- taken first, before any row the delete would cascade into.
-SELECT id FROM targets WHERE id = %(target_id)s FOR KEY SHARE
+-- taken first, before any row the delete would cascade into. SKIP LOCKED: a target being
+-- deleted right now is not waited for (target_exists then tells busy from gone).
+SELECT id FROM targets WHERE id = %(target_id)s FOR KEY SHARE SKIP LOCKED
+
+-- name: target_exists :one
+SELECT EXISTS (SELECT 1 FROM targets WHERE id = %(target_id)s) AS present
 
 -- name: lock_target_scope :one
 -- A scope job takes its target's scope row for its whole transaction (waits for holders).

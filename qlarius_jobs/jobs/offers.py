@@ -55,13 +55,16 @@ async def reconcile_offers(
     campaign_id: int | None = None,
 ) -> OfferChanges:
     """Make the offers of some MeFiles (or of one campaign), in the given targets' campaigns,
-    exactly the eligible ones: delete the ineligible ones, **then** create the missing ones,
-    and refresh the snapshot of those whose population's changed. Each step one statement.
+    exactly the eligible ones: delete the ineligible ones (a campaign that is not live keeps
+    its completed ones), **then** create the missing ones, and bring the others in line with
+    their population's snapshot and, until completed, their bid's amounts. Each step one
+    statement.
 
-    Never waits on a row someone else holds: a MeFile whose ineligible offer is locked (the
-    application recording an ad event on it), or whose NULL-snapshot population is being
-    written, is left out (``blocked``) for the caller to retry. An offer never copies a NULL
-    snapshot: a legacy population behind one is filled first.
+    Never waits on a row someone else holds, and locks only the rows it changes: a MeFile
+    whose offer is locked (the application recording an ad event on one being withdrawn), or
+    being deleted, or whose NULL-snapshot population is being written, is left out
+    (``blocked``) for the caller to retry. An offer never copies a NULL snapshot: a legacy
+    population behind one is filled first.
     """
     scope: dict[str, Any] = {
         "free_targets": free_targets,
@@ -80,18 +83,20 @@ async def reconcile_offers(
         await snapshots.fill_missing_population_snapshots(conn, [r["id"] for r in missing])
     )
     blocked |= {r["me_file_id"] for r in missing if r["id"] not in filled}
-    upserted = await SQL.many(
+    created = await SQL.one(
         conn,
-        "upsert_eligible_offers",
+        "insert_missing_offers",
         pending_seconds=get_settings().offer_pending_seconds,
         blocked=sorted(blocked),
         **scope,
     )
-    created = sum(1 for r in upserted if r["created"])
+    refreshed = await SQL.one(conn, "refresh_stale_offers", blocked=sorted(blocked), **scope)
+    assert created is not None and refreshed is not None
+    blocked |= set(created["skipped"]) | set(refreshed["skipped"])
     return OfferChanges(
         deleted=deleted,
-        created=created,
-        refreshed=len(upserted) - created,
+        created=int(created["created"]),
+        refreshed=int(refreshed["refreshed"]),
         snapshots_filled=len(filled),
         blocked=frozenset(blocked),
     )
@@ -105,59 +110,109 @@ async def reconcile_offers(
     time_limit_seconds=600,
 )
 async def create_initial_pending_offers(run: JobRun, args: CampaignArgs) -> dict[str, Any]:
-    """One pending offer per population whose band has a bid, copying its snapshots.
+    """Make the campaign's offers exactly the eligible ones: one pending offer per population
+    whose band it bids on, copying the population's snapshot and the bid's amounts; not live
+    (deactivated), its offers not yet completed are withdrawn.
 
-    Until the target is populated, the job defers itself again (3 minutes by default) and
-    gives up with an error after an hour.
+    Level-triggered: it consumes the campaign's pending rows (left by any change to the
+    campaign, its bids or its media runs) in the transaction that reads the campaign. Until
+    the target is populated, the job defers itself again (3 minutes by default) and gives up
+    with an error after an hour; launched in the future, it comes back at launch time.
     """
     async with run.transaction() as conn:
         campaign = await SQL.one(conn, "campaign_for_offers", campaign_id=args.campaign_id)
         if campaign is not None:
             await drains.ensure_target_locks(conn, campaign["target_id"])
     if campaign is None:
-        run.log.warning(
-            f"campaign {args.campaign_id} not found; no offers created",
-            campaign_id=args.campaign_id,
+        return _campaign_gone(run, args.campaign_id)
+    async with run.transaction() as conn:
+        # The campaign first (never waiting for a delete), then its pending rows, then what
+        # they ask: read after they were taken, so a change committed later is left pending.
+        if await SQL.one(conn, "lock_campaign_row", campaign_id=args.campaign_id) is None:
+            if await SQL.one(conn, "campaign_for_offers", campaign_id=args.campaign_id) is None:
+                return _campaign_gone(run, args.campaign_id)
+            return await _leave_for_later(run, conn, args.campaign_id, "the campaign is busy")
+        await SQL.count(conn, "take_pending_campaign", campaign_id=args.campaign_id)
+        campaign = await SQL.one(conn, "campaign_for_offers", campaign_id=args.campaign_id)
+        assert campaign is not None  # key-share locked: not deleted
+        populated = "populated" in (
+            campaign["population_status"],
+            campaign["status_before_populating"],
         )
-        return {"campaign_id": args.campaign_id, "found": False}
-    if campaign["deactivated_at"] is not None or campaign["launched_at"] is None:
-        run.log.warning(
-            f"campaign {args.campaign_id} is not live (not launched or deactivated); "
-            "no offers created",
-            campaign_id=args.campaign_id,
-        )
-        return {"campaign_id": args.campaign_id, "live": False, "created": 0}
+        waited: float | None = None
+        if campaign["live"] and not populated:
+            # never populated yet: nothing to offer on. (A target being re-populated keeps its
+            # populations meanwhile, and its populate records the reconciles of what it changes.)
+            waited = await _wait_for_population(run, conn, args.campaign_id, campaign)
+            if waited is None:
+                return {"campaign_id": args.campaign_id, "created": 0, "rescheduled": True}
+        else:
+            return await _reconcile_campaign(run, conn, args.campaign_id, campaign)
+    # committed: the wait ended, the pending rows taken
+    raise JobGaveUp(
+        f"campaign {args.campaign_id}: target {campaign['target_id']} still not "
+        f"populated after {int(waited)} s; giving up"
+    )
+
+
+async def _reconcile_campaign(
+    run: JobRun, conn: AsyncConnection, campaign_id: int, campaign: dict[str, Any]
+) -> dict[str, Any]:
+    """Live on a populated target: reconcile. Not live: withdraw what is not completed. The
+    target's offers scope first: reconcile batches leave this target's campaigns to
+    afterwards, so none can miss an offer this job writes (see drains.py)."""
+    target_id = campaign["target_id"]
+    async with drains.scope_locked(conn, drains.RECONCILE, target_id) as state:
+        if state == "gone":
+            return _campaign_gone(run, campaign_id)
+        parts = await SQL.one(conn, "target_parts_free", target_id=target_id, scope="offers")
+        if state == "busy" or not (parts and parts["free"]):
+            return await _leave_for_later(
+                run,
+                conn,
+                campaign_id,
+                "its target, or a band, campaign or media run of it, is being deleted",
+            )
+        result = await _offer_campaign(conn, campaign_id, target_id)
     if campaign["launches_later"]:
         # launched in the future: come back at launch time (nothing else would)
-        async with run.transaction() as conn:
-            next_job = await create_initial_pending_offers.defer(
-                conn,
-                schedule_in={"seconds": float(campaign["seconds_to_launch"])},
-                campaign_id=args.campaign_id,
-            )
+        next_job = await create_initial_pending_offers.defer(
+            conn,
+            schedule_in={"seconds": float(campaign["seconds_to_launch"])},
+            campaign_id=campaign_id,
+        )
         run.log.info(
-            f"campaign {args.campaign_id} launches at {campaign['launched_at'].isoformat()}; "
+            f"campaign {campaign_id} launches at {campaign['launched_at'].isoformat()}; "
             "offers then",
-            campaign_id=args.campaign_id,
+            campaign_id=campaign_id,
             next_job_id=next_job,
         )
-        return {"campaign_id": args.campaign_id, "created": 0, "rescheduled": True}
-    if "populated" not in (campaign["population_status"], campaign["status_before_populating"]):
-        # never populated yet: nothing to offer on. (A target being re-populated keeps its
-        # populations meanwhile, and its populate records the reconciles of what it changes.)
-        return await _wait_for_population(run, args.campaign_id, campaign)
-    async with run.transaction() as conn:
-        # The campaign, then the target's offers scope: reconcile batches leave this target's
-        # campaigns to afterwards, so none can miss an offer this job writes (see drains.py).
-        if await SQL.one(conn, "lock_campaign_row", campaign_id=args.campaign_id):
-            async with drains.scope_locked(conn, drains.RECONCILE, campaign["target_id"]) as found:
-                if found:
-                    return await _offer_campaign(conn, args.campaign_id, campaign["target_id"])
-    run.log.warning(
-        f"campaign {args.campaign_id} or its target was deleted meanwhile; no offers created",
-        campaign_id=args.campaign_id,
+        result["rescheduled"] = True
+    elif not campaign["live"]:
+        result["live"] = False
+    return result
+
+
+def _campaign_gone(run: JobRun, campaign_id: int) -> dict[str, Any]:
+    run.log.warning(f"campaign {campaign_id} not found; no offers created", campaign_id=campaign_id)
+    return {"campaign_id": campaign_id, "found": False}
+
+
+async def _leave_for_later(
+    run: JobRun, conn: AsyncConnection, campaign_id: int, why: str
+) -> dict[str, Any]:
+    """A row this job needs is held (being deleted): not waited for; the campaign is pending
+    again in a moment, and the workers' sweep defers its job then."""
+    await SQL.execute(
+        conn, "leave_pending_campaign", campaign_id=campaign_id, retry_seconds=RETRY_SECONDS
     )
-    return {"campaign_id": args.campaign_id, "found": False}
+    run.log.info(
+        f"campaign {campaign_id} left for later: {why}", campaign_id=campaign_id, busy=True
+    )
+    return {"campaign_id": campaign_id, "busy": True}
+
+
+RETRY_SECONDS = 2.0
 
 
 async def _offer_campaign(
@@ -179,30 +234,24 @@ async def _offer_campaign(
 
 
 async def _wait_for_population(
-    run: JobRun, campaign_id: int, campaign: dict[str, Any]
-) -> dict[str, Any]:
+    run: JobRun, conn: AsyncConnection, campaign_id: int, campaign: dict[str, Any]
+) -> float | None:
     """The target is not populated yet: try again later, and give up after a while (measured
-    from the first wait, kept in the database rather than in arguments anyone could set)."""
+    from the first wait, kept in the database rather than in arguments anyone could set).
+    Returns the seconds waited when it is time to give up (the caller raises once this
+    transaction committed), else None."""
     settings = get_settings()
-    async with run.transaction() as conn:
-        started = await SQL.one(conn, "offer_wait_since", campaign_id=campaign_id)
-        assert started is not None
-        waited = (dt.datetime.now(dt.UTC) - started["since"]).total_seconds()
-        if waited >= settings.offers_give_up_after_seconds:
-            await SQL.execute(conn, "end_offer_wait", campaign_id=campaign_id)
-            give_up = True
-        else:
-            give_up = False
-            next_job = await create_initial_pending_offers.defer(
-                conn,
-                schedule_in={"seconds": settings.offers_retry_delay_seconds},
-                campaign_id=campaign_id,
-            )
-    if give_up:
-        raise JobGaveUp(
-            f"campaign {campaign_id}: target {campaign['target_id']} still not "
-            f"populated after {int(waited)} s; giving up"
-        )
+    started = await SQL.one(conn, "offer_wait_since", campaign_id=campaign_id)
+    assert started is not None
+    waited = (dt.datetime.now(dt.UTC) - started["since"]).total_seconds()
+    if waited >= settings.offers_give_up_after_seconds:
+        await SQL.execute(conn, "end_offer_wait", campaign_id=campaign_id)
+        return waited
+    next_job = await create_initial_pending_offers.defer(
+        conn,
+        schedule_in={"seconds": settings.offers_retry_delay_seconds},
+        campaign_id=campaign_id,
+    )
     run.log.warning(
         f"target {campaign['target_id']} of campaign {campaign_id} is not "
         f"populated yet ({campaign['population_status']}); trying again in "
@@ -212,7 +261,7 @@ async def _wait_for_population(
         next_job_id=next_job,
         waited_s=int(waited),
     )
-    return {"campaign_id": campaign_id, "created": 0, "rescheduled": True}
+    return None
 
 
 async def apply_pending_reconciles(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection
 
 from qlarius_jobs import snapshots
@@ -14,6 +17,14 @@ from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.beside(__file__)
 blueprint = JobBlueprint()
+
+
+class TargetBusy(RuntimeError):
+    """The target's row stayed held by another transaction: this attempt fails (retried)."""
+
+
+STATUS_WRITE_TRIES = 40  # NOWAIT tries, backing off to 0.5 s: about 15 s in all
+RETRY_SECONDS = 2.0
 
 
 @blueprint.job(
@@ -31,21 +42,51 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     the target's populations scope: sync batches skip this target meanwhile and leave its part
     of each change for afterwards (see ``drains.py``); it never waits for a whole drain.
     Every population it changes records a reconcile of that MeFile's offers (a trigger).
+
+    Level-triggered: it consumes the target's pending rows (its criteria or traits changed)
+    before it reads. It waits for nobody: a target or band being deleted leaves the populate
+    for later (the target pending again), a MeFile being deleted leaves that MeFile to a sync,
+    and the status is written with NOWAIT, again and again, rather than by waiting for an
+    application transaction that holds the target's row.
     """
     async with run.transaction() as conn:
         await drains.ensure_target_locks(conn, args.target_id)
     async with (
         run.transaction() as conn,
-        drains.scope_locked(conn, drains.SYNC, args.target_id) as found,
+        drains.scope_locked(conn, drains.SYNC, args.target_id) as state,
     ):
-        if not found:
+        if state == "gone":
             run.log.warning(
                 f"target {args.target_id} not found; nothing to populate",
                 target_id=args.target_id,
             )
             return {"target_id": args.target_id, "found": False}
+        await SQL.count(conn, "take_pending_target", target_id=args.target_id)
+        parts = await SQL.one(conn, "target_parts_free", target_id=args.target_id)
+        if state == "busy" or not (parts and parts["free"]):
+            await SQL.execute(
+                conn,
+                "leave_pending_target",
+                target_id=args.target_id,
+                retry_seconds=RETRY_SECONDS,
+            )
+            run.log.info(
+                f"target {args.target_id} left for later: it, or one of its bands, is being "
+                "deleted",
+                target_id=args.target_id,
+                busy=True,
+            )
+            return {"target_id": args.target_id, "busy": True}
         changes = await snapshots.apply_band_memberships(conn, [args.target_id])
-        await SQL.execute(conn, "mark_target_populated", target_id=args.target_id)
+        if changes.skipped:
+            # MeFiles being deleted (or rows written) right now: a sync finishes them
+            await drains.requeue_pending(
+                conn,
+                drains.SYNC,
+                list(changes.skipped),
+                [dt.datetime.now(dt.UTC)] * len(changes.skipped),
+            )
+        tries = await _mark_populated(conn, args.target_id)
         # syncs left this target's part of their changes for now: wake them at commit
         await drains.wake_drains(conn, drains.SYNC)
     return {
@@ -54,7 +95,35 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "inserted": changes.inserted,
         "deleted": changes.deleted,
         "refreshed": changes.refreshed,
+        "left_for_later": len(changes.skipped),
+        "status_write_tries": tries,
     }
+
+
+async def _mark_populated(conn: AsyncConnection, target_id: int) -> int:
+    """Mark the target populated without ever waiting on its row (NOWAIT in a savepoint,
+    backing off); returns the tries it took. ``TargetBusy`` when the row stays held, or at
+    once when its holder waits for this transaction (a delete of the target)."""
+    delay = 0.05
+    for attempt in range(1, STATUS_WRITE_TRIES + 1):
+        try:
+            async with conn.transaction():
+                await SQL.one(conn, "lock_target_for_status", target_id=target_id)
+                await SQL.execute(conn, "mark_target_populated", target_id=target_id)
+            return attempt
+        except psycopg.errors.LockNotAvailable:
+            blocked = await SQL.one(conn, "someone_waits_for_this_transaction")
+            if blocked and blocked["waiting"]:
+                raise TargetBusy(
+                    f"target {target_id}: its row is held by a transaction that waits for this "
+                    "populate (the target being deleted?); the populate gives way (retried)"
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    raise TargetBusy(
+        f"target {target_id}: its row stayed locked by another transaction; not marked "
+        "populated (the attempt is retried)"
+    )
 
 
 async def apply_pending_syncs(
@@ -72,7 +141,9 @@ async def apply_pending_syncs(
             "inserted": changes.inserted,
             "deleted": changes.deleted,
             "refreshed": changes.refreshed,
-        }
+        },
+        # MeFiles being deleted, or rows written elsewhere: not waited for, back in a moment
+        left_for_later=set(changes.skipped),
     )
 
 

@@ -1,5 +1,34 @@
 -- The populations jobs (populations.py).
 
+-- name: take_pending_target :count
+-- The target's pending rows (its criteria or traits changed), consumed by the populate about
+-- to read them, in its transaction, before it reads: a change committed later leaves its row.
+DELETE FROM qlarius_pending_targets WHERE target_id = %(target_id)s
+
+-- name: leave_pending_target :exec
+-- The populate could not run now (a row held elsewhere): the target's pending rows (or a new
+-- one) are due again after retry_seconds, when the workers' sweep defers a populate.
+WITH later AS (
+    UPDATE qlarius_pending_targets
+    SET retry_after = now() + make_interval(secs => %(retry_seconds)s)
+    WHERE target_id = %(target_id)s
+    RETURNING 1
+)
+INSERT INTO qlarius_pending_targets (target_id, retry_after)
+SELECT %(target_id)s, now() + make_interval(secs => %(retry_seconds)s)
+WHERE NOT EXISTS (SELECT 1 FROM later)
+
+-- name: target_parts_free :one
+-- Whether the target's bands are all free to be referenced (none being deleted); locked FOR
+-- KEY SHARE for the transaction.
+SELECT qlarius_lock_target_parts(%(target_id)s, 'populations') AS free
+
+-- name: lock_target_for_status :one
+-- The targets row for the status write, without waiting: an application transaction holding
+-- it makes this fail at once (lock_not_available), and the populate tries again a moment
+-- later, in a savepoint.
+SELECT id FROM targets WHERE id = %(target_id)s FOR NO KEY UPDATE NOWAIT
+
 -- name: mark_target_populated :exec
 UPDATE targets
 SET population_status = 'populated', last_populated_at = now(), status_before_populating = NULL,
@@ -22,3 +51,13 @@ SELECT id FROM target_populations
 WHERE target_band_id = %(band_id)s AND matching_tags_snapshot IS NULL AND id > %(after_id)s
 ORDER BY id
 LIMIT %(batch_size)s
+
+-- name: someone_waits_for_this_transaction :one
+-- Whether another session waits for a lock this transaction holds: when the populate cannot
+-- take its target's row and this is true, the holder of that row may well be waiting for the
+-- populate (an application deleting the target waits for its key-share lock), so the populate
+-- gives way rather than keep both waiting.
+SELECT EXISTS (
+    SELECT 1 FROM pg_stat_activity a
+    WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY(pg_blocking_pids(a.pid))
+) AS waiting

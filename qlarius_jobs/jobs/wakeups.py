@@ -1,4 +1,6 @@
-"""Wake-ups: defer a drain job when pending work appears (see ``drains.py``).
+"""Wake-ups: defer a job when pending work appears (see ``drains.py``): a drain job for
+pending syncs and reconciles, a populate for a pending target, an offers job for a pending
+campaign.
 
 Pending rows NOTIFY ``qlarius_wakeup`` when they commit. Each worker process LISTENs and, on a
 notification, makes sure a drain job of that kind is waiting: a waiting job has not started
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import psycopg
 import psycopg_pool
 
+from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
 from qlarius_jobs.jobs.resilience import MAX_BACKOFF_SECONDS, Availability, is_connection_error
 from qlarius_jobs.logs import get_logger
@@ -26,6 +29,9 @@ from qlarius_jobs.logs import get_logger
 log = get_logger(__name__)
 
 CHANNEL = "qlarius_wakeup"
+SCOPES = {"target", "campaign"}  # notifications of pending scopes (the rest are drain kinds)
+
+SQL = QueryFile.beside(__file__)
 
 
 class Wakeups:
@@ -51,6 +57,12 @@ class Wakeups:
             async with self.pool.connection() as conn:
                 if await drains.ensure_waiting_job(conn, drains.KINDS[name]) is not None:
                     self.deferred += 1
+        if kinds & SCOPES:
+            async with self.pool.connection() as conn, conn.transaction():
+                await SQL.execute(conn, "scope_sweep_lock")
+                row = await SQL.one(conn, "ensure_scope_jobs")
+            if row:
+                self.deferred += int(row["populates"]) + int(row["offers"])
 
     async def _sweep(self) -> set[str]:
         """The kinds with work a drain could take now (not only rows left for a busy target)."""
@@ -58,11 +70,15 @@ class Wakeups:
             async with conn.transaction():
                 # targets written with triggers off get their scope rows here at the latest
                 await drains.ensure_target_locks(conn)
-            return {
+            kinds = {
                 name
                 for name, kind in drains.KINDS.items()
                 if await drains.has_processable(conn, kind)
             }
+            row = await SQL.one(conn, "pending_scopes")
+            if row and row["pending"]:
+                kinds |= SCOPES
+            return kinds
 
     async def sweep_once(self) -> None:
         """Defer a drain job for every kind with pending work (a worker run that will stop when

@@ -238,23 +238,11 @@ async def drain(rounds: int = 20, queues: set[str] | None = None) -> None:
 
 
 def work_left(queues: set[str] | None = None) -> int:
-    """Jobs due or running (in ``queues``), plus the pending syncs and reconciles that a drain
-    on those queues could take now (not rows left for a target a job holds)."""
-    queues = queues or {"default", "targets", "offers", "maintenance"}
-    pending = (
-        "SELECT count(*) FROM {table} p WHERE (p.retry_after IS NULL OR p.retry_after <= now()) "
-        "AND (p.target_id IS NULL OR p.target_id IN (SELECT target_id FROM qlarius_target_locks "
-        "     WHERE scope = '{scope}' FOR SHARE SKIP LOCKED)) AND '{queue}' = ANY(%(queues)s)"
-    )
+    """``qlarius_jobs.testing.work_left``: jobs due or running, and pending work."""
+    from qlarius_jobs import testing
+
     with psycopg.connect(TEST_DB.conninfo) as conn:
-        return conn.execute(
-            "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-            "        AND (scheduled_at IS NULL OR scheduled_at <= now()) "
-            "        AND queue_name = ANY(%(queues)s)) "
-            f" + ({pending.format(table='qlarius_pending_syncs', scope='populations', queue='targets')})"
-            f" + ({pending.format(table='qlarius_pending_reconciles', scope='offers', queue='offers')})",
-            {"queues": list(queues)},
-        ).fetchone()[0]
+        return testing.work_left(conn, sorted(queues) if queues else testing.ALL_QUEUES)
 
 
 def log_events(caplog) -> list[dict]:

@@ -153,3 +153,28 @@ async def test_pending_work_that_no_drain_applies_is_reported_stuck(app, sync_co
     await drain()
     assert _audit_cli().returncode == 0
     assert reference.check(sync_conn).total() == 0
+
+
+async def test_the_audit_finds_stale_amounts_and_open_offers_of_a_campaign_not_live(app, sync_conn):
+    s = await _world(sync_conn)
+    inner = s["people"][0]
+    second = s["w"].campaign(s["target"], {s["outer"]: ("1.00", "2.00")})
+    await drain()
+    sync_conn.execute(
+        "UPDATE offers SET offer_amt = 99 WHERE me_file_id = %s AND campaign_id = %s",
+        (inner, s["campaign"]),
+    )
+    sync_conn.execute("UPDATE campaigns SET deactivated_at = now() WHERE id = %s", (second,))
+    # recorded nowhere, as after a hand edit with triggers off or a restore
+    sync_conn.execute("DELETE FROM qlarius_pending_campaigns")
+    sync_conn.execute("DELETE FROM qlarius_pending_reconciles")
+    found = _audit_cli()
+    assert found.returncode == 1
+    counts = json.loads(found.stdout)
+    assert counts["stale_offer_amount"] == 1
+    assert counts["offer_of_a_campaign_not_live"] == 2  # the two MeFiles of the outer band
+    assert reference.check(sync_conn).total() == 3
+    _audit_cli("--repair")
+    await drain()
+    assert _audit_cli().returncode == 0
+    assert reference.check(sync_conn).total() == 0

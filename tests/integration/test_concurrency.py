@@ -287,16 +287,19 @@ async def test_the_application_never_waits_for_a_running_job(app, sync_conn, job
     await drain()
     offer_id = w.one("SELECT id FROM offers WHERE me_file_id = %s", (member,))
     if job_held == "populate":
-        # a stale snapshot the populate will refresh
-        w.conn.execute(
-            "UPDATE target_populations SET matching_tags_snapshot = '{\"tags\": 1}' "
-            "WHERE me_file_id = %s AND target_band_id = %s",
-            (mover, s["outer"]),
-        )
-        w.conn.execute("DELETE FROM qlarius_pending_reconciles")
-    # stop the job mid-way on a population row it must write, holding what it holds
+        # a MeFile only the populate will insert (its own sync is not this test's)
+        newcomer = w.me_file([s["female"]])
+        w.conn.execute("DELETE FROM qlarius_pending_syncs")
+        blocked_row = (s["outer"], newcomer)
+    else:
+        blocked_row = (s["middle"], mover)  # the sync below moves it there
+    # Stop the job mid-way, holding what it holds: the population row it must insert is being
+    # inserted, uncommitted, by another transaction (the one wait the jobs keep: a row they
+    # hold, or skip, is never waited for).
     holder = psycopg.connect(TEST_DB.conninfo)
-    holder.execute("SELECT 1 FROM target_populations WHERE me_file_id = %s FOR UPDATE", (mover,))
+    holder.execute(
+        "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)", blocked_row
+    )
     try:
         async with running_workers({"targets"}):
             if job_held == "populate":
@@ -614,9 +617,15 @@ async def test_deleting_a_target_during_its_populate_does_not_deadlock(app, sync
     await _trigger(s["target"])
     await drain()
     sync_conn.execute("DELETE FROM campaigns")  # (a target with campaigns cannot be deleted)
+    newcomer = w.me_file([s["female"]])
+    sync_conn.execute("DELETE FROM qlarius_pending_syncs")  # the populate inserts it
     log = server_log()
+    # the populate stops on the population row it must insert, being inserted elsewhere
     holder = psycopg.connect(TEST_DB.conninfo)
-    holder.execute("SELECT 1 FROM target_populations WHERE me_file_id = %s FOR UPDATE", (mover,))
+    holder.execute(
+        "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
+        (s["outer"], newcomer),
+    )
     try:
         async with running_workers({"targets"}):
             w.conn.execute(

@@ -204,7 +204,12 @@ def test_status_shows_every_section_as_json_and_tables(sync_conn):
         "periodic",
         "recent_errors",
     }
-    assert {row["kind"] for row in status["pending_work"]} == {"sync", "reconcile"}
+    assert {row["kind"] for row in status["pending_work"]} == {
+        "sync",
+        "reconcile",
+        "target",
+        "campaign",
+    }
     assert status["jobs"] == [
         {"queue": "targets", "status": "doing", "jobs": 1, "earliest_scheduled": None}
     ]

@@ -179,7 +179,12 @@ def test_the_console_and_status_read_through_the_pooler(pooled_conninfo, sync_co
     from qlarius_jobs.ops import status
 
     collected = status.collect(pooled_conninfo)
-    assert {r["kind"] for r in collected["pending_work"]} == {"sync", "reconcile"}
+    assert {r["kind"] for r in collected["pending_work"]} == {
+        "sync",
+        "reconcile",
+        "target",
+        "campaign",
+    }
 
 
 def test_the_pooler_fixture_really_pools_transactions(pooled_conninfo):
