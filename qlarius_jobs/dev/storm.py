@@ -21,15 +21,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from qlarius_jobs import api
-from qlarius_jobs.api import record_ad_event
 from qlarius_jobs.db import connection, migrate
 from qlarius_jobs.dev import embedded, pooler, reference, seed
+from qlarius_jobs.dev.marketplace import Application, World
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
@@ -196,159 +194,6 @@ class Workers:
         return codes
 
 
-# --- the application --------------------------------------------------------------------
-
-
-@dataclass
-class World:
-    me_files: list[int]
-    traits: list[int]  # child traits that some trait group uses (changes that matter)
-    other_traits: list[int]
-    targets: list[int]
-    campaigns: list[int]
-    bands_by_target: dict[int, list[int]]
-
-    @classmethod
-    def load(cls, conn: psycopg.Connection) -> World:
-        me_files = [r[0] for r in conn.execute("SELECT id FROM me_files ORDER BY id")]
-        grouped = {r[0] for r in conn.execute("SELECT DISTINCT trait_id FROM trait_group_traits")}
-        children = [
-            r[0] for r in conn.execute("SELECT id FROM traits WHERE parent_trait_id IS NOT NULL")
-        ]
-        targets = [r[0] for r in conn.execute("SELECT id FROM targets ORDER BY id")]
-        campaigns = [r[0] for r in conn.execute("SELECT id FROM campaigns ORDER BY id")]
-        bands: dict[int, list[int]] = {}
-        for band, target in conn.execute("SELECT id, target_id FROM target_bands ORDER BY id"):
-            bands.setdefault(target, []).append(band)
-        return cls(
-            me_files=me_files,
-            traits=sorted(grouped),
-            other_traits=[t for t in children if t not in grouped],
-            targets=targets,
-            campaigns=campaigns,
-            bands_by_target=bands,
-        )
-
-
-class Application:
-    """What the marketplace does to the database while the jobs run."""
-
-    def __init__(
-        self, conninfo: str, world: World, deadline: float, rng: random.Random, changers: int
-    ) -> None:
-        self.conninfo = conninfo
-        self.changers = changers
-        self.world = world
-        self.deadline = deadline
-        self.rng = rng
-        self.counts: dict[str, int] = {}
-        self.errors: list[str] = []
-
-    def _count(self, what: str) -> None:
-        self.counts[what] = self.counts.get(what, 0) + 1
-
-    async def _loop(self, what: str, pause: tuple[float, float], step: Any) -> None:
-        # prepare_threshold None: what an application behind a transaction pooler must set
-        async with await psycopg.AsyncConnection.connect(
-            self.conninfo, prepare_threshold=None
-        ) as conn:
-            while time.monotonic() < self.deadline:
-                try:
-                    if await step(conn):
-                        self._count(what)
-                    await conn.commit()
-                except LookupError:
-                    await conn.rollback()
-                    self._count(f"{what} refused")
-                except psycopg.Error as exc:
-                    await conn.rollback()
-                    self.errors.append(f"{what}: {type(exc).__name__}: {str(exc).strip()[:200]}")
-                await asyncio.sleep(self.rng.uniform(*pause))
-
-    async def change_tags(self, conn: psycopg.AsyncConnection) -> bool:
-        me_file = self.rng.choice(self.world.me_files)
-        cur = await conn.execute(
-            "SELECT trait_id FROM me_file_tags WHERE me_file_id = %s", (me_file,)
-        )
-        current = [r[0] for r in await cur.fetchall()]
-        for _ in range(self.rng.randint(1, 3)):
-            op = self.rng.random()
-            if op < 0.45 or not current:
-                pool = self.world.traits if self.rng.random() < 0.9 else self.world.other_traits
-                await conn.execute(
-                    "INSERT INTO me_file_tags (me_file_id, trait_id, tag_value) "
-                    "VALUES (%s, %s, %s) ON CONFLICT (me_file_id, trait_id) "
-                    "DO UPDATE SET tag_value = EXCLUDED.tag_value, updated_at = now()",
-                    (me_file, self.rng.choice(pool), self.rng.choice([None, "", "v1", "v2"])),
-                )
-            elif op < 0.85:
-                await conn.execute(
-                    "DELETE FROM me_file_tags WHERE me_file_id = %s AND trait_id = %s",
-                    (me_file, self.rng.choice(current)),
-                )
-            else:
-                await conn.execute(
-                    "UPDATE me_file_tags SET tag_value = %s, updated_at = now() "
-                    "WHERE me_file_id = %s AND trait_id = %s",
-                    (self.rng.choice(["x", "y", None]), me_file, self.rng.choice(current)),
-                )
-        await api.notify_tags_changed(conn, me_file)
-        return True
-
-    async def repopulate(self, conn: psycopg.AsyncConnection) -> bool:
-        await api.trigger_population(conn, self.rng.choice(self.world.targets))
-        return True
-
-    async def offer(self, conn: psycopg.AsyncConnection) -> bool:
-        campaign = self.rng.choice(self.world.campaigns)
-        if self.rng.random() < 0.3:  # the marketer changes a bid: offers must follow
-            cur = await conn.execute(
-                "SELECT b.id, b.target_band_id, c.target_id FROM bids b "
-                "JOIN campaigns c ON c.id = b.campaign_id WHERE b.campaign_id = %s",
-                (campaign,),
-            )
-            bids = await cur.fetchall()
-            if len(bids) > 1 and self.rng.random() < 0.5:
-                await conn.execute("DELETE FROM bids WHERE id = %s", (self.rng.choice(bids)[0],))
-            elif bids:
-                bands = self.world.bands_by_target.get(bids[0][2], [])
-                await conn.execute(
-                    "INSERT INTO bids (campaign_id, target_band_id, offer_amt, marketer_cost_amt) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT (campaign_id, target_band_id) "
-                    "DO UPDATE SET offer_amt = EXCLUDED.offer_amt",
-                    (campaign, self.rng.choice(bands), self.rng.randint(1, 9), 10),
-                )
-        await api.offer_campaign(conn, campaign)
-        return True
-
-    async def ad_event(self, conn: psycopg.AsyncConnection) -> bool:
-        cur = await conn.execute(
-            "SELECT id FROM offers WHERE id >= (SELECT min(id) + floor(random() * "
-            "(max(id) - min(id) + 1)) FROM offers) ORDER BY id LIMIT 1"
-        )
-        row = await cur.fetchone()
-        if row is None:
-            return False
-        await record_ad_event(conn, row[0], is_offer_complete=self.rng.random() < 0.3)
-        return True
-
-    async def backfill(self, conn: psycopg.AsyncConnection) -> bool:
-        return await defer_job(conn, "backfill_missing_snapshots") is not None
-
-    async def run(self) -> None:
-        await asyncio.gather(
-            *(
-                self._loop("tag changes", (0.0, 0.02), self.change_tags)
-                for _ in range(self.changers)
-            ),
-            # a marketer editing a target now and then (each target every half minute or so)
-            self._loop("re-populations", (8.0, 15.0), self.repopulate),
-            self._loop("campaign offers", (1.0, 3.0), self.offer),
-            self._loop("ad events", (0.02, 0.1), self.ad_event),
-            self._loop("backfills", (5.0, 10.0), self.backfill),
-        )
-
-
 # --- the run ------------------------------------------------------------------------------
 
 
@@ -369,12 +214,18 @@ def _p99(histogram: dict[int, int]) -> int | None:
 
 
 def _work_left(conn: psycopg.Connection) -> int:
+    """Everything not yet done: jobs due or running, and every pending row, also those set
+    aside for a retry or left for a busy target (they are work too, only later)."""
     return int(
         conn.execute(
             "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
             "        AND (scheduled_at IS NULL OR scheduled_at <= now())) "
             "     + (SELECT count(*) FROM qlarius_pending_syncs) "
-            "     + (SELECT count(*) FROM qlarius_pending_reconciles)"
+            "     + (SELECT count(*) FROM qlarius_pending_reconciles) "
+            "     + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t "
+            "        ON t.id = p.target_id WHERE t.population_status <> 'not_populated' "
+            "        OR p.retry_after IS NOT NULL) "
+            "     + (SELECT count(*) FROM qlarius_pending_campaigns)"
         ).fetchone()[0]
     )
 

@@ -32,6 +32,16 @@ async def test_a_short_storm_breaks_no_invariant(tmp_path, request, through):
     assert report.problems() == [], "\n".join(report.lines())
     assert report.killed_pid is not None
     assert report.counts["tag changes"] > 100 and report.counts["re-populations"] >= 2
+    # every other input of the rules changed too, with no call from the application
+    for kind in (
+        "criteria edits",
+        "traits renamed",
+        "bid amounts",
+        "campaigns deactivated or back",
+        "campaigns moved",
+        "MeFiles deleted",
+    ):
+        assert report.counts.get(kind, 0) >= 1, (kind, report.counts)
     assert report.deadlocks == 0
     # The lag is measured and printed; its target (p99 < 5 s) is a benchmark's, checked by the
     # storm row of `make bench` and by `make storm`, not by a timed assertion here: with two
