@@ -179,7 +179,14 @@ class JobRun:
                 except psycopg.OperationalError:
                     await conn.close()  # the pool replaces a closed connection
                     continue
-                yield conn
+                try:
+                    yield conn
+                except psycopg.InternalError as exc:
+                    if exc.sqlstate is None:
+                        # psycopg lost track of the answers on the wire (behind PgBouncer, a
+                        # server restart mid-COMMIT): never hand this connection out again
+                        await conn.close()
+                    raise
                 return
         raise psycopg.OperationalError("no live connection to the database")
 
