@@ -404,9 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser(
-        "migrate", help="apply Procrastinate's schema and qlarius_jobs/db/migrations (idempotent)"
-    )
+    sub.add_parser("migrate", help="apply Procrastinate's schema and sql/migrations (idempotent)")
     status = sub.add_parser("status", help="NULL-snapshot counts, jobs, backfill runs, errors")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=10, help="rows of runs and errors")

@@ -20,7 +20,7 @@ from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 Snapshot = dict[str, Any]
 Pair = tuple[int, int]  # (me_file_id, band_id)

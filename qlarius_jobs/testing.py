@@ -27,7 +27,7 @@ from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog, runner
 from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 ALL_QUEUES = ("default", "targets", "offers", "maintenance")
 

@@ -7,7 +7,6 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -15,7 +14,7 @@ import psycopg
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import runner
 
-SQL = QueryFile(Path(__file__).with_name("bench.sql"))
+SQL = QueryFile.named("bench/bench")
 
 COPY_TABLES = ("target_populations", "offers", "ad_events")
 

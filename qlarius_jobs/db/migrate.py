@@ -1,5 +1,5 @@
 """``qlarius-jobs migrate``: Procrastinate's schema, then the numbered migrations of
-``db/migrations/``, then the operators' views of ``db/monitoring.sql``.
+``sql/migrations/``, then the operators' views of ``sql/monitoring.sql``.
 
 Each migration runs once, in its own transaction, and is recorded in
 ``qlarius_schema_migrations``. Procrastinate's schema is applied once on a fresh database and
@@ -24,13 +24,12 @@ from typing import Any, LiteralString, cast
 import psycopg
 from procrastinate import schema as procrastinate_schema
 
-from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.db.queries import QueryFile, sql_root
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
-_HERE = Path(__file__).resolve().parent
+SQL = QueryFile.of(__file__)
 _MIGRATE_LOCK_KEY = 7_361_201_001  # arbitrary, constant: one migrate at a time per database
 _PROCRASTINATE_MIGRATION = re.compile(r"^(\d+)\.(\d+)\.(\d+)_(\d+)_.*\.sql$")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -44,9 +43,9 @@ class Migration:
 
 
 def migrations() -> list[Migration]:
-    """The numbered files of ``db/migrations/``, in order."""
+    """The numbered files of ``sql/migrations/``, in order."""
     found: list[Migration] = []
-    for path in sorted((_HERE / "migrations").iterdir()):
+    for path in sorted((sql_root() / "migrations").iterdir()):
         match = _MIGRATION_NAME.match(path.name)
         if not match:
             continue
@@ -55,13 +54,13 @@ def migrations() -> list[Migration]:
         )
     versions = [m.version for m in found]
     if len(versions) != len(set(versions)):
-        raise ValueError(f"duplicate migration numbers in {_HERE / 'migrations'}")
+        raise ValueError(f"duplicate migration numbers in {sql_root() / 'migrations'}")
     return found
 
 
 def monitoring() -> LiteralString:
-    """``db/monitoring.sql``: the operators' views, re-applied by every ``migrate``."""
-    return cast(LiteralString, (_HERE / "monitoring.sql").read_text(encoding="utf-8"))
+    """``sql/monitoring.sql``: the operators' views, re-applied by every ``migrate``."""
+    return cast(LiteralString, (sql_root() / "monitoring.sql").read_text(encoding="utf-8"))
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Named queries: each unit keeps its SQL in one ``.sql`` file beside its module.
+"""Named queries: each module keeps its SQL in one ``.sql`` file at its own path under
+``sql/queries/`` (``sql/queries/jobs/populations.sql`` for ``qlarius_jobs/jobs/populations.py``).
 
 A file holds many queries, each under a header naming it and the shape of its result, as in
 Procrastinate's ``queries.sql`` and River's sqlc files::
@@ -13,7 +14,7 @@ call says which it expects (``one``, ``many``, ``count``, ``execute``): a mismat
 name, a duplicate name or a malformed header is an error, and ``tests/unit/test_queries.py``
 checks every call in the package against the files, and that every query is used.
 
-A module loads its file at import (``SQL = QueryFile.beside(__file__)``): a file that does not
+A module loads its file at import (``SQL = QueryFile.of(__file__)``): a file that does not
 parse fails the import, not a job at 3 a.m.
 """
 
@@ -106,6 +107,21 @@ def parse(path: Path, text: str) -> dict[str, Query]:
     return queries
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # qlarius_jobs/
+
+
+def sql_root() -> Path:
+    """The project's SQL: ``sql/`` at the top of a checkout, which the wheel carries inside
+    the package as ``qlarius_jobs/_sql/`` (pyproject's ``force-include``)."""
+    for candidate in (_PACKAGE / "_sql", _PACKAGE.parent / "sql"):
+        if (candidate / "monitoring.sql").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"the project's SQL is missing: neither {_PACKAGE / '_sql'} (an installed wheel) nor "
+        f"{_PACKAGE.parent / 'sql'} (a checkout) holds monitoring.sql"
+    )
+
+
 class QueryFile:
     """The named queries of one ``.sql`` file, and the way to run them."""
 
@@ -114,9 +130,16 @@ class QueryFile:
         self.queries = parse(path, path.read_text(encoding="utf-8"))
 
     @classmethod
-    def beside(cls, module_file: str) -> QueryFile:
-        """``populations.sql`` for ``populations.py``."""
-        return cls(Path(module_file).with_suffix(".sql"))
+    def of(cls, module_file: str) -> QueryFile:
+        """A module's queries, at the same path under ``sql/queries/``:
+        ``sql/queries/jobs/populations.sql`` for ``qlarius_jobs/jobs/populations.py``."""
+        relative = Path(module_file).resolve().relative_to(_PACKAGE).with_suffix(".sql")
+        return cls(sql_root() / "queries" / relative)
+
+    @classmethod
+    def named(cls, relative: str) -> QueryFile:
+        """A file several modules share: ``named("bench/bench")``."""
+        return cls(sql_root() / "queries" / f"{relative}.sql")
 
     def __repr__(self) -> str:
         return f"QueryFile({self.path.name}: {len(self.queries)} queries)"

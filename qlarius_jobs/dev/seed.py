@@ -22,7 +22,7 @@ from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 
 @dataclass(frozen=True)

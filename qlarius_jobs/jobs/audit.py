@@ -19,7 +19,7 @@ from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
 from qlarius_jobs.settings import get_settings
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 FINDINGS = {
     # kind: the words operators alert on

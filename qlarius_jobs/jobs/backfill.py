@@ -21,7 +21,7 @@ from qlarius_jobs.jobs import audit
 from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun, NoArgs, RowId
 from qlarius_jobs.settings import get_settings
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 blueprint = JobBlueprint()
 
 WORKER = "BackfillMissingSnapshotsWorker"  # the name operators grep for, from the seed note

@@ -44,7 +44,7 @@ from qlarius_jobs.settings import Settings, get_settings
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 LIVE_CONNECTION_TRIES = 3
 ERROR_LIMIT = 300  # characters of an error message in a log line

@@ -43,7 +43,7 @@ from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 # Advisory lock keys of this project: (NAMESPACE, key). The migration lock uses the one-key
 # form, which PostgreSQL keeps apart from the two-key form.

@@ -11,7 +11,7 @@ from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.base import Backoff, JobBlueprint, JobRun, NoArgs
 from qlarius_jobs.settings import get_settings
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 blueprint = JobBlueprint()
 
 

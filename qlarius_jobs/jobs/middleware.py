@@ -19,7 +19,7 @@ from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 TRACEBACK_LIMIT = 4000  # characters kept: the end of the traceback, where the cause is
 MESSAGE_LIMIT = 2000

@@ -22,7 +22,7 @@ from qlarius_jobs.jobs.base import (
 )
 from qlarius_jobs.settings import get_settings
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 blueprint = JobBlueprint()
 
 

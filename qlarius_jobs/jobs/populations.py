@@ -15,7 +15,7 @@ from qlarius_jobs.jobs import drains
 from qlarius_jobs.jobs.base import BandArgs, JobBlueprint, JobRun, MeFileArgs, NoArgs, TargetArgs
 from qlarius_jobs.settings import get_settings
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 blueprint = JobBlueprint()
 
 

@@ -38,7 +38,7 @@ from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 
 def configured_queues() -> dict[str, int]:

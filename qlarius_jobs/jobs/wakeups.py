@@ -31,7 +31,7 @@ log = get_logger(__name__)
 CHANNEL = "qlarius_wakeup"
 SCOPES = {"target", "campaign"}  # notifications of pending scopes (the rest are drain kinds)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 
 class Wakeups:

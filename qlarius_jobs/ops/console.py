@@ -49,7 +49,7 @@ from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 READINGS = metrics.SQL  # what /metrics reads too: one query for both
 HERE = Path(__file__).parent
 OPEN_PATHS = ("/healthz", "/readyz", "/static/")  # probes need no password

@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.base import BIGINT_MAX
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 STATES = ("todo", "doing", "succeeded", "failed", "cancelled", "aborting", "aborted")
 RETRYABLE = ("failed", "cancelled", "aborted")

@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString
 
 from qlarius_jobs.db.queries import QueryFile
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 DURATION_BOUNDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
 TABLES = ("target_populations", "offers", "ad_events")

@@ -1,4 +1,4 @@
-"""What ``qlarius-jobs status`` shows; every section is a view of ``db/monitoring.sql``."""
+"""What ``qlarius-jobs status`` shows; every section is a view of ``sql/monitoring.sql``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.settings import get_settings
 
-SQL = QueryFile.beside(__file__)
+SQL = QueryFile.of(__file__)
 
 SECTION_TITLES = {
     "jobs": "Jobs by queue and state",

@@ -65,7 +65,7 @@ def test_the_sql_functions_and_columns_we_use_exist_in_its_schema():
 def test_our_sql_calls_no_versioned_function_the_adapter_does_not_list():
     used = {
         name
-        for path in [*PACKAGE.rglob("*.sql"), *PACKAGE.rglob("*.py")]
+        for path in [*(ROOT / "sql").rglob("*.sql"), *PACKAGE.rglob("*.py")]
         for name in VERSIONED.findall(path.read_text())
         if not name.startswith("procrastinate_jobs")
     }

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 
 import qlarius_jobs
-from qlarius_jobs.db.queries import CALL_SHAPES, QueryError, QueryFile, Shape, parse
+from qlarius_jobs.db.queries import CALL_SHAPES, QueryError, QueryFile, Shape, parse, sql_root
 
 PACKAGE = Path(qlarius_jobs.__file__).parent
-# Whole files run as they are, not named queries.
-NOT_NAMED = {PACKAGE / "db" / "monitoring.sql"} | set((PACKAGE / "db" / "migrations").glob("*.sql"))
+QUERIES = sql_root() / "queries"  # migrations and monitoring.sql run whole, not by name
 
 
 def _query_files() -> list[Path]:
-    return sorted(p for p in PACKAGE.rglob("*.sql") if p not in NOT_NAMED)
+    return sorted(QUERIES.rglob("*.sql"))
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -85,7 +84,7 @@ def test_every_query_is_used():
     for _, _, query_file, name, _ in _calls():
         used[query_file.path].add(name)
     unused = [
-        f"{path.relative_to(PACKAGE.parent)}: {name}"
+        f"{path.relative_to(QUERIES.parent)}: {name}"
         for path in _query_files()
         for name in QueryFile(path).queries
         if name not in used[path]

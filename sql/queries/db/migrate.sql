@@ -1,5 +1,5 @@
 -- The bookkeeping of `qlarius-jobs migrate` (db/migrate.py). The schema itself is in
--- db/migrations/ and the operators' views in db/monitoring.sql.
+-- sql/migrations/ and the operators' views in sql/monitoring.sql.
 
 -- name: lock_migrations :exec
 -- One migrate step at a time per database, for the step's transaction.

@@ -1,4 +1,4 @@
--- qlarius-jobs status (status.py): each section reads a view of db/monitoring.sql.
+-- qlarius-jobs status (status.py): each section reads a view of sql/monitoring.sql.
 
 -- name: status_job_counts :many
 SELECT queue_name AS queue, status, jobs, earliest_scheduled FROM qlarius_job_counts
@@ -8,7 +8,7 @@ SELECT job_id, task_name, queue_name AS queue, attempts, worker_id, last_heartbe
 FROM qlarius_stalled_jobs ORDER BY job_id LIMIT 50
 
 -- name: status_null_snapshots :many
--- The seed note's health check (the view lives in db/monitoring.sql).
+-- The seed note's health check (the view lives in sql/monitoring.sql).
 SELECT target_populations, offers, ad_events FROM qlarius_null_snapshot_counts
 
 -- name: pending_counts :many
