@@ -107,7 +107,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from qlarius_jobs.jobs import runner
+    from qlarius_jobs.worker import runner
 
     queues = runner.parse_queues(args.queues)
     runner.check_task_timeouts()
@@ -367,7 +367,7 @@ def cmd_storm(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The demo: database, migrations, demo data when empty, the jobs it triggers, workers."""
     from qlarius_jobs.dev import seed
-    from qlarius_jobs.jobs import runner
+    from qlarius_jobs.worker import runner
 
     conninfo = _migrated_database()
     if seed.database_is_empty(conninfo):

@@ -24,8 +24,9 @@ from psycopg import AsyncConnection, Connection
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs import catalog, runner
-from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
+from qlarius_jobs.jobs import catalog
+from qlarius_jobs.worker import runner
+from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 
 SQL = QueryFile.of(__file__)
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs import runner
+from qlarius_jobs.worker import runner
 
 SQL = QueryFile.named("bench/bench")
 

@@ -17,8 +17,8 @@ from qlarius_jobs.api import notify_tags_changed, offer_campaign, trigger_popula
 from qlarius_jobs.app import app
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.catalog import defer_job
-from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 
 log = get_logger(__name__)
 

@@ -37,10 +37,10 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
-from qlarius_jobs.jobs.procrastinate_adapter import refusal_cause, refused_queueing_lock
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import Settings, get_settings
+from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
+from qlarius_jobs.worker.procrastinate_adapter import refusal_cause, refused_queueing_lock
 
 log = get_logger(__name__)
 

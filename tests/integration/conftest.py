@@ -220,7 +220,7 @@ async def drain(rounds: int = 20, queues: set[str] | None = None) -> None:
     Without the periodic schedule: a tick (the hourly backfill, deferred up to 10 minutes
     late by a starting worker) would add jobs that the tests did not ask for.
     """
-    from qlarius_jobs.jobs import runner
+    from qlarius_jobs.worker import runner
 
     configured = runner.configured_queues()
     chosen = {q: c for q, c in configured.items() if queues is None or q in queues}

@@ -18,10 +18,11 @@ from psycopg import conninfo as pg_conninfo
 from qlarius_jobs import api
 from qlarius_jobs.api import record_ad_event
 from qlarius_jobs.dev import reference
-from qlarius_jobs.jobs import drains, runner
+from qlarius_jobs.jobs import drains
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.jobs.populations import apply_pending_syncs
-from qlarius_jobs.jobs.wakeups import Wakeups
+from qlarius_jobs.worker import runner
+from qlarius_jobs.worker.wakeups import Wakeups
 from tests.integration.conftest import BIN, TEST_DB, TargetRowHolder, drain, jobs, server_log
 from tests.integration.factories import standard_world
 

@@ -10,8 +10,8 @@ import pytest
 from procrastinate import exceptions, jobs, manager
 
 from qlarius_jobs.jobs.base import CheckedJobManager
-from qlarius_jobs.jobs.procrastinate_adapter import QUEUEING_LOCK_INDEX
-from qlarius_jobs.jobs.resilience import Availability, JobNotRunningHere, ResilientJobManager
+from qlarius_jobs.worker.procrastinate_adapter import QUEUEING_LOCK_INDEX
+from qlarius_jobs.worker.resilience import Availability, JobNotRunningHere, ResilientJobManager
 
 
 def _resilient(app) -> ResilientJobManager:

@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from qlarius_jobs.jobs import runner
 from qlarius_jobs.jobs.catalog import defer_job
+from qlarius_jobs.worker import runner
 from tests.integration.conftest import (
     TEST_DB,
     TargetRowHolder,

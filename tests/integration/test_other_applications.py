@@ -16,7 +16,8 @@ import pytest
 from procrastinate import exceptions
 
 from qlarius_jobs import testing
-from qlarius_jobs.jobs import catalog, runner
+from qlarius_jobs.jobs import catalog
+from qlarius_jobs.worker import runner
 from tests.integration.conftest import TEST_DB, unmigrated_database
 
 QUEUE = "their_queue"

@@ -13,7 +13,7 @@ RUNTIME = [
     "qlarius_jobs.api",
     "qlarius_jobs.cli",
     "qlarius_jobs.jobs.catalog",
-    "qlarius_jobs.jobs.runner",
+    "qlarius_jobs.worker.runner",
     "qlarius_jobs.ops.status",
 ]
 

@@ -1,4 +1,4 @@
-"""Procrastinate's internals, reached only through ``jobs/procrastinate_adapter.py``: this
+"""Procrastinate's internals, reached only through ``worker/procrastinate_adapter.py``: this
 fails on a Procrastinate version lacking any of them, and when code elsewhere reaches one."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import psycopg_pool.base
 from procrastinate import exceptions, manager, schema, testing
 from procrastinate import worker as procrastinate_worker
 
-from qlarius_jobs.jobs import procrastinate_adapter as adapter
+from qlarius_jobs.worker import procrastinate_adapter as adapter
 
 PACKAGE = Path(adapter.__file__).resolve().parents[1]
 ROOT = PACKAGE.parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from procrastinate import exceptions
 
-from qlarius_jobs.jobs.runner import _one_line
+from qlarius_jobs.worker.runner import _one_line
 
 
 def test_a_wrapped_database_error_is_named_in_the_stop_line():
@@ -33,7 +33,7 @@ def test_an_error_without_a_cause_is_one_line():
 def test_psycopg_losing_track_of_the_wire_is_a_lost_connection_not_a_bad_query():
     """Behind PgBouncer, during a server restart, psycopg once read two answers to a COMMIT:
     the worker stopped for good, where a lost connection is waited out."""
-    from qlarius_jobs.jobs.resilience import is_connection_error
+    from qlarius_jobs.worker.resilience import is_connection_error
 
     try:
         try:

@@ -24,17 +24,17 @@ from qlarius_jobs.db.connection import POOL_LIMIT
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.base import CheckedJobManager
-from qlarius_jobs.jobs.procrastinate_adapter import (
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
+from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
     periodic_tasks_disabled,
     running_job_ids,
     steady_pool_reconnects,
 )
-from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
-from qlarius_jobs.jobs.resilience import Availability, ResilientJobManager
-from qlarius_jobs.jobs.wakeups import Wakeups
-from qlarius_jobs.logs import get_logger
-from qlarius_jobs.settings import get_settings
+from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
+from qlarius_jobs.worker.resilience import Availability, ResilientJobManager
+from qlarius_jobs.worker.wakeups import Wakeups
 
 log = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""Wake-ups: defer a job when pending work appears (see ``drains.py``): a drain job for
+"""Wake-ups: defer a job when pending work appears (see ``jobs/drains.py``): a drain job for
 pending syncs and reconciles, a populate for a pending target, an offers job for a pending
 campaign.
 
@@ -23,8 +23,8 @@ import psycopg_pool
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
-from qlarius_jobs.jobs.resilience import MAX_BACKOFF_SECONDS, Availability, is_connection_error
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.worker.resilience import MAX_BACKOFF_SECONDS, Availability, is_connection_error
 
 log = get_logger(__name__)
 

@@ -14,8 +14,8 @@ import psycopg
 from procrastinate import JobContext
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs.procrastinate_adapter import pool as app_pool
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 
 log = get_logger(__name__)
 
