@@ -91,7 +91,9 @@ FROM qlarius_pending_reconciles
 UNION ALL
 SELECT 'target', count(*), 0,
        round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1)
-FROM qlarius_pending_targets
+FROM (SELECT recorded_at FROM qlarius_pending_targets
+      UNION ALL  -- criteria changes the sweep has not yet resolved into targets
+      SELECT recorded_at FROM qlarius_pending_criteria) t
 UNION ALL
 SELECT 'campaign', count(*), 0,
        round(extract(epoch FROM clock_timestamp() - min(recorded_at))::numeric, 1)

@@ -225,6 +225,7 @@ def _work_left(conn: psycopg.Connection) -> int:
             "     + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t "
             "        ON t.id = p.target_id WHERE t.population_status <> 'not_populated' "
             "        OR p.retry_after IS NOT NULL) "
+            "     + (SELECT count(*) FROM qlarius_pending_criteria) "
             "     + (SELECT count(*) FROM qlarius_pending_campaigns)"
         ).fetchone()[0]
     )

@@ -20,7 +20,7 @@ blueprint = JobBlueprint()
 
 
 class TargetBusy(RuntimeError):
-    """The target's row stayed held by another transaction: this attempt fails (retried)."""
+    """The target's row stayed held by another transaction: the populate is left for later."""
 
 
 STATUS_WRITE_TRIES = 40  # NOWAIT tries, backing off to 0.5 s: about 15 s in all
@@ -64,29 +64,25 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         await SQL.count(conn, "take_pending_target", target_id=args.target_id)
         parts = await SQL.one(conn, "target_parts_free", target_id=args.target_id)
         if state == "busy" or not (parts and parts["free"]):
-            await SQL.execute(
-                conn,
-                "leave_pending_target",
-                target_id=args.target_id,
-                retry_seconds=RETRY_SECONDS,
+            return await _leave_for_later(
+                run, conn, args.target_id, "it, or one of its bands, is being deleted"
             )
-            run.log.info(
-                f"target {args.target_id} left for later: it, or one of its bands, is being "
-                "deleted",
-                target_id=args.target_id,
-                busy=True,
-            )
-            return {"target_id": args.target_id, "busy": True}
-        changes = await snapshots.apply_band_memberships(conn, [args.target_id])
-        if changes.skipped:
-            # MeFiles being deleted (or rows written) right now: a sync finishes them
-            await drains.requeue_pending(
-                conn,
-                drains.SYNC,
-                list(changes.skipped),
-                [dt.datetime.now(dt.UTC)] * len(changes.skipped),
-            )
-        tries = await _mark_populated(conn, args.target_id)
+        try:
+            async with conn.transaction():  # a savepoint: all of it, or none
+                changes = await snapshots.apply_band_memberships(conn, [args.target_id])
+                if changes.skipped:
+                    # MeFiles being deleted (or rows written) right now: a sync finishes them
+                    await drains.requeue_pending(
+                        conn,
+                        drains.SYNC,
+                        list(changes.skipped),
+                        [dt.datetime.now(dt.UTC)] * len(changes.skipped),
+                    )
+                tries = await _mark_populated(conn, args.target_id)
+        except TargetBusy as busy:
+            # the application held the target's row all along (or waits for us): nothing of
+            # this run is kept but the target's pending row, due again in a moment
+            return await _leave_for_later(run, conn, args.target_id, str(busy))
         # syncs left this target's part of their changes for now: wake them at commit
         await drains.wake_drains(conn, drains.SYNC)
     return {
@@ -98,6 +94,19 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "left_for_later": len(changes.skipped),
         "status_write_tries": tries,
     }
+
+
+async def _leave_for_later(
+    run: JobRun, conn: AsyncConnection, target_id: int, why: str
+) -> dict[str, Any]:
+    """The populate cannot run now: the target stays pending, due again in RETRY_SECONDS,
+    when the workers' sweep defers a populate (this job ends, succeeded, having waited for
+    nobody)."""
+    await SQL.execute(
+        conn, "leave_pending_target", target_id=target_id, retry_seconds=RETRY_SECONDS
+    )
+    run.log.info(f"target {target_id} left for later: {why}", target_id=target_id, busy=True)
+    return {"target_id": target_id, "busy": True}
 
 
 async def _mark_populated(conn: AsyncConnection, target_id: int) -> int:
@@ -116,13 +125,13 @@ async def _mark_populated(conn: AsyncConnection, target_id: int) -> int:
             if blocked and blocked["waiting"]:
                 raise TargetBusy(
                     f"target {target_id}: its row is held by a transaction that waits for this "
-                    "populate (the target being deleted?); the populate gives way (retried)"
+                    "populate (the target being deleted?); the populate gives way"
                 ) from None
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
     raise TargetBusy(
         f"target {target_id}: its row stayed locked by another transaction; not marked "
-        "populated (the attempt is retried)"
+        "populated (the populate runs again in a moment)"
     )
 
 

@@ -13,6 +13,7 @@ this loop; it reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -60,9 +61,19 @@ class Wakeups:
         if kinds & SCOPES:
             async with self.pool.connection() as conn, conn.transaction():
                 await SQL.execute(conn, "scope_sweep_lock")
+                # criteria changes become pending targets and campaigns first (a statement
+                # of their own: the next one sees the rows this one writes)
+                await SQL.one(conn, "resolve_pending_criteria")
                 row = await SQL.one(conn, "ensure_scope_jobs")
+                offers = None
+                with contextlib.suppress(psycopg.errors.LockNotAvailable):
+                    async with conn.transaction():  # a savepoint: given up on, not failed
+                        await SQL.execute(conn, "limit_lock_waits")
+                        offers = await SQL.one(conn, "ensure_offers_jobs")
             if row:
-                self.deferred += int(row["populates"]) + int(row["offers"])
+                self.deferred += int(row["populates"])
+            if offers:
+                self.deferred += int(offers["offers"])
 
     async def _sweep(self) -> set[str]:
         """The kinds with work a drain could take now (not only rows left for a busy target)."""

@@ -41,6 +41,7 @@ SELECT (SELECT count(*) FROM procrastinate_jobs
      + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t ON t.id = p.target_id
         WHERE 'targets' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
           AND (t.population_status <> 'not_populated' OR p.retry_after IS NOT NULL))
+     + (SELECT count(*) FROM qlarius_pending_criteria WHERE 'targets' = ANY(%(queues)s))
      + (SELECT count(*) FROM qlarius_pending_campaigns p JOIN campaigns c ON c.id = p.campaign_id
         WHERE 'default' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now()))
        AS left

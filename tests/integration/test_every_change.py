@@ -422,7 +422,7 @@ async def test_a_target_never_populated_asks_nothing_of_a_criteria_change(app, s
     w.me_file([s["female"]])
     await drain()
     w.conn.execute("DELETE FROM trait_group_traits WHERE trait_id = %s", (s["heat"],))
-    assert w.count("SELECT count(*) FROM qlarius_pending_targets") == 1
+    assert w.count("SELECT count(*) FROM qlarius_pending_criteria") == 1
     await drain()
     assert w.count("SELECT count(*) FROM qlarius_pending_targets") == 0
     assert jobs(sync_conn, "populate_target") == []

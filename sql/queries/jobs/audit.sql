@@ -24,6 +24,8 @@ WITH locked AS MATERIALIZED (
     WHERE l.target_id IN (SELECT id FROM targets WHERE population_status = 'populated')
       -- criteria changed, its re-populate to come: in flight, not drift
       AND NOT EXISTS (SELECT 1 FROM qlarius_pending_targets p WHERE p.target_id = l.target_id)
+      -- criteria changes not yet resolved into targets (the sweep does, every few seconds)
+      AND NOT EXISTS (SELECT 1 FROM qlarius_pending_criteria)
     ORDER BY l.target_id, l.scope
     FOR SHARE SKIP LOCKED
 )
@@ -173,6 +175,9 @@ stuck AS (
       AND (p.retry_after IS NULL OR p.retry_after <= now())
       AND (t.population_status <> 'not_populated' OR p.retry_after IS NOT NULL)
       AND p.target_id IN (SELECT target_id FROM free WHERE scope = 'populations')
+    UNION ALL
+    SELECT 'target', p.recorded_at FROM qlarius_pending_criteria p  -- no sweep resolved them
+    WHERE p.recorded_at < clock_timestamp() - make_interval(secs => %(older_than_seconds)s)
     UNION ALL
     SELECT 'campaign', p.recorded_at FROM qlarius_pending_campaigns p
     JOIN campaigns c ON c.id = p.campaign_id
