@@ -13,7 +13,6 @@ this loop; it reconnects with backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -65,11 +64,7 @@ class Wakeups:
                 # of their own: the next one sees the rows this one writes)
                 await SQL.one(conn, "resolve_pending_criteria")
                 row = await SQL.one(conn, "ensure_scope_jobs")
-                offers = None
-                with contextlib.suppress(psycopg.errors.LockNotAvailable):
-                    async with conn.transaction():  # a savepoint: given up on, not failed
-                        await SQL.execute(conn, "limit_lock_waits")
-                        offers = await SQL.one(conn, "ensure_offers_jobs")
+                offers = await SQL.one(conn, "ensure_offers_jobs")
             if row:
                 self.deferred += int(row["populates"])
             if offers:

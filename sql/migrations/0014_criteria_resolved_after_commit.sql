@@ -139,3 +139,41 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+
+-- 5. Offers jobs for pending campaigns, each in a block of its own (a savepoint) with a short
+-- lock timeout: a job the application is inserting right now with the same queueing lock
+-- (an uncommitted offer_campaign) would make the insert wait for its transaction; that one
+-- campaign is skipped until the next sweep (the application's own job comes at its commit),
+-- and every other campaign still gets its job. One call, the loop runs in the server.
+CREATE FUNCTION qlarius_defer_pending_offers_jobs(p_lock_timeout text) RETURNS TABLE (
+    deferred int, skipped int
+) LANGUAGE plpgsql AS $$
+DECLARE
+    campaign bigint;
+    inserted int;
+BEGIN
+    deferred := 0;
+    skipped := 0;
+    PERFORM set_config('lock_timeout', p_lock_timeout, true);
+    FOR campaign IN
+        SELECT c.id FROM campaigns c
+        WHERE EXISTS (
+                SELECT 1 FROM qlarius_pending_campaigns p
+                WHERE p.campaign_id = c.id AND (p.retry_after IS NULL OR p.retry_after <= now()))
+        ORDER BY c.id
+    LOOP
+        BEGIN
+            INSERT INTO procrastinate_jobs (queue_name, task_name, args)
+            VALUES ('default', 'create_initial_pending_offers',
+                    jsonb_build_object('campaign_id', campaign))
+            ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING;
+            GET DIAGNOSTICS inserted = ROW_COUNT;
+            deferred := deferred + inserted;
+        EXCEPTION WHEN lock_not_available THEN
+            skipped := skipped + 1;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', '0', true);
+    RETURN NEXT;
+END;
+$$;

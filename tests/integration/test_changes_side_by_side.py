@@ -12,6 +12,7 @@ import psycopg
 
 from qlarius_jobs import api, testing
 from qlarius_jobs.dev import reference
+from qlarius_jobs.worker.wakeups import SQL as WAKEUPS
 from qlarius_jobs.worker.wakeups import Wakeups
 from tests.integration.conftest import TEST_DB, drain, insert_job_by_hand, jobs
 from tests.integration.factories import standard_world
@@ -279,3 +280,77 @@ async def test_an_offer_no_longer_completed_is_withdrawn_from_a_deactivated_camp
     w.conn.execute("DELETE FROM ad_events WHERE offer_id = %s", (completed,))  # or TRUNCATE
     await drain()
     assert_all_invariants(sync_conn)
+
+
+# From a second review.
+
+# A. One application transaction re-offering one campaign (api.offer_campaign, not committed
+# yet) stops every other campaign's offers: ensure_offers_jobs is one INSERT for all
+# campaigns; it waits on that one campaign's queueing lock, times out after 200 ms, and the
+# whole statement is given up, so no campaign gets its job while that transaction is open.
+
+
+async def test_an_open_offer_campaign_does_not_hold_up_other_campaigns(app, sync_conn):
+    s = await _populated_market(sync_conn)
+    w = s["w"]
+    a = s["campaign"]
+    b = w.campaign(s["target"], {s["outer"]: ("1.00", "2.00")})
+    await drain()
+    assert_all_invariants(sync_conn)
+    # a committed change to campaign A (it is pending, as in test_changes_side_by_side #4)
+    w.conn.execute("UPDATE bids SET offer_amt = 9 WHERE campaign_id = %s", (a,))
+    async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo) as application:
+        # the application re-offers campaign A and keeps its transaction open
+        assert await api.offer_campaign(application, a) is not None
+        # a marketer changes campaign B's bid: committed, B is pending
+        w.conn.execute("UPDATE bids SET offer_amt = 7 WHERE campaign_id = %s", (b,))
+        for _ in range(3):  # several sweeps, as the workers would run them
+            await Wakeups(
+                app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
+            ).sweep_once()
+        waiting_for_b = [
+            j
+            for j in jobs(sync_conn, "create_initial_pending_offers")
+            if j["args"] == {"campaign_id": b} and j["status"] == "todo"
+        ]
+        pending_b = w.count(
+            "SELECT count(*) FROM qlarius_pending_campaigns WHERE campaign_id = %s", (b,)
+        )
+        await application.rollback()
+    assert waiting_for_b, f"campaign {b} pending ({pending_b} rows) but no offers job deferred"
+
+
+# B. A target left 'populating' with no status_before_populating (the replaced system's
+# crashed populate, DOMAIN.md "Known defects"; or any row written 'populating' by the
+# application): the sweep's `stranded` restore sets COALESCE(NULL, 'populating'), i.e. the
+# same status, so pending_scopes stays true and every sweep of every worker rewrites (and
+# row-locks) the target, forever; nothing ever populates it.
+
+
+async def test_a_legacy_target_left_populating_is_not_swept_forever(app, sync_conn):
+    s = standard_world(sync_conn)
+    w = s["w"]
+    w.me_file([s["female"], s["z10028"], s["heat"]])
+    await drain()
+    # legacy data: the old populate crashed mid-way, before this project's column existed
+    w.conn.execute(
+        "UPDATE targets SET population_status = 'populating', status_before_populating = NULL "
+        "WHERE id = %s",
+        (s["target"],),
+    )
+    before = w.one("SELECT updated_at FROM targets WHERE id = %s", (s["target"],))
+    await Wakeups(
+        app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
+    ).sweep_once()
+    await drain()
+    await Wakeups(
+        app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
+    ).sweep_once()
+    still = w.one("SELECT population_status FROM targets WHERE id = %s", (s["target"],))
+    after = w.one("SELECT updated_at FROM targets WHERE id = %s", (s["target"],))
+    async with app.connector.pool.connection() as conn:
+        pending = (await WAKEUPS.one(conn, "pending_scopes"))["pending"]
+    assert not (still == "populating" and pending), (
+        f"status {still!r}, pending_scopes {pending}, updated_at {before} -> {after} "
+        "(rewritten by every sweep)"
+    )
