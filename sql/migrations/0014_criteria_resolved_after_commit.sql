@@ -85,12 +85,16 @@ BEGIN
     IF TG_OP = 'DELETE' THEN
         campaigns := ARRAY(SELECT campaign_id FROM old_rows WHERE is_offer_complete);
     ELSE
+        -- a completion set or taken back, or moved to another offer; not an offer_id set to
+        -- NULL by the deletion of its offer (ON DELETE SET NULL): whoever deleted the offer
+        -- decided already, and every reconcile deleting offers would otherwise re-offer the
+        -- whole campaign
         campaigns := ARRAY(
-            SELECT o.campaign_id FROM old_rows o JOIN new_rows n ON n.id = o.id
-            WHERE (o.is_offer_complete, o.offer_id) IS DISTINCT FROM (n.is_offer_complete, n.offer_id)
-            UNION
-            SELECT n.campaign_id FROM old_rows o JOIN new_rows n ON n.id = o.id
-            WHERE (o.is_offer_complete, o.offer_id) IS DISTINCT FROM (n.is_offer_complete, n.offer_id));
+            SELECT x.campaign_id
+            FROM old_rows o JOIN new_rows n ON n.id = o.id
+            CROSS JOIN LATERAL (VALUES (o.campaign_id), (n.campaign_id)) x(campaign_id)
+            WHERE o.is_offer_complete IS DISTINCT FROM n.is_offer_complete
+               OR (n.offer_id IS NOT NULL AND n.offer_id IS DISTINCT FROM o.offer_id));
     END IF;
     PERFORM qlarius_record_campaigns(campaigns);
     RETURN NULL;
