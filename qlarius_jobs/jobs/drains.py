@@ -405,8 +405,9 @@ async def scope_locked(
     """Take ``target_id``'s scope for the rest of ``conn``'s current transaction. Its
     statements from then on see every batch before (READ COMMITTED, which the app's pool
     enforces: each statement takes a new snapshot). Yields ``"locked"``, ``"gone"`` (no such
-    target) or ``"busy"`` (the target is being deleted, or has no scope row yet: nothing was
-    waited for, the caller leaves its work for later).
+    target) or ``"busy"`` (the target, or one of its bands or, for offers, its campaigns and
+    media runs, is being deleted, or it has no scope row yet: nothing was waited for, the
+    caller leaves its work for later).
 
     Lock order, the same in every job: the targets row first (FOR KEY SHARE SKIP LOCKED: the
     target cannot be deleted meanwhile, its status can be updated, and one being deleted right
@@ -414,7 +415,8 @@ async def scope_locked(
     between two batches of ``kind``: a heavyweight lock, queued fairly ahead of later batches,
     held only while taking the scope row that no batch holds at that moment. From then on
     batches skip this target. The scope row must exist and be committed
-    (``ensure_target_locks``).
+    (``ensure_target_locks``). Last, the target's parts (``qlarius_lock_target_parts``), FOR
+    KEY SHARE SKIP LOCKED like its row.
     """
     if conn.info.transaction_status != TransactionStatus.INTRANS:
         # the barrier's lock and unlock must run on one server session: in one transaction
@@ -430,4 +432,8 @@ async def scope_locked(
         # Not held by a batch (the barrier excludes them), so held by another scope job of
         # this target or a sweep's brief check: wait for it like any row lock.
         row = await SQL.one(conn, "lock_target_scope", target_id=target_id, scope=kind.scope)
-    yield "locked" if row is not None else "busy"
+    if row is None:
+        yield "busy"
+        return
+    parts = await SQL.one(conn, "lock_target_parts", target_id=target_id, scope=kind.scope)
+    yield "locked" if parts and parts["free"] else "busy"

@@ -165,8 +165,7 @@ async def _reconcile_campaign(
     async with drains.scope_locked(conn, drains.RECONCILE, target_id) as state:
         if state == "gone":
             return _campaign_gone(run, campaign_id)
-        parts = await SQL.one(conn, "target_parts_free", target_id=target_id, scope="offers")
-        if state == "busy" or not (parts and parts["free"]):
+        if state == "busy":
             return await _leave_for_later(
                 run,
                 conn,

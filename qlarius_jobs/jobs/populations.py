@@ -62,8 +62,7 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
             )
             return {"target_id": args.target_id, "found": False}
         await SQL.count(conn, "take_pending_target", target_id=args.target_id)
-        parts = await SQL.one(conn, "target_parts_free", target_id=args.target_id)
-        if state == "busy" or not (parts and parts["free"]):
+        if state == "busy":
             return await _leave_for_later(
                 run, conn, args.target_id, "it, or one of its bands, is being deleted"
             )

@@ -15,6 +15,19 @@
 --    that transaction in the job's final status write: the restore takes the row NOWAIT, and
 --    the sweep restores a target left 'populating' with no populate alive and none pending.
 
+-- 0013's way of resolving a criteria change in the application's transaction, gone with it.
+DROP FUNCTION qlarius_targets_of_groups(bigint[]);
+
+-- Whether a populate of the target is running or waiting (the sweep asks it in four places).
+CREATE FUNCTION qlarius_populate_alive(p_target bigint) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM procrastinate_jobs j
+        WHERE j.task_name = 'populate_target' AND j.queue_name = 'targets'
+          AND j.status IN ('todo', 'doing')
+          AND qlarius_job_arg_id(j.args, 'target_id') = p_target)
+$$;
+
 CREATE TABLE qlarius_pending_criteria (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     trait_group_id bigint,   -- its traits changed

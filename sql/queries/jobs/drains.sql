@@ -153,6 +153,11 @@ SELECT target_id FROM qlarius_free_targets(%(scope)s) AS f(target_id)
 -- deleted right now is not waited for (target_exists then tells busy from gone).
 SELECT id FROM targets WHERE id = %(target_id)s FOR KEY SHARE SKIP LOCKED
 
+-- name: lock_target_parts :one
+-- Whether the target's bands (and, for the offers scope, its campaigns and media runs) are all
+-- free to be referenced, none being deleted; key-share locked for the transaction.
+SELECT qlarius_lock_target_parts(%(target_id)s, %(scope)s) AS free
+
 -- name: target_exists :one
 SELECT EXISTS (SELECT 1 FROM targets WHERE id = %(target_id)s) AS present
 

@@ -23,11 +23,6 @@ INSERT INTO qlarius_pending_campaigns (campaign_id, retry_after)
 SELECT %(campaign_id)s, now() + make_interval(secs => %(retry_seconds)s)
 WHERE NOT EXISTS (SELECT 1 FROM later)
 
--- name: target_parts_free :one
--- Whether the target's bands, campaigns and media runs are all free to be referenced (none
--- being deleted); locked FOR KEY SHARE for the transaction.
-SELECT qlarius_lock_target_parts(%(target_id)s, %(scope)s) AS free
-
 -- name: campaign_for_offers :one
 -- The campaign and its target's status. No lock: the job then takes the target's offers scope
 -- (a row only jobs lock), never the targets row the application updates.

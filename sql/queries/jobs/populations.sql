@@ -18,11 +18,6 @@ INSERT INTO qlarius_pending_targets (target_id, retry_after)
 SELECT %(target_id)s, now() + make_interval(secs => %(retry_seconds)s)
 WHERE NOT EXISTS (SELECT 1 FROM later)
 
--- name: target_parts_free :one
--- Whether the target's bands are all free to be referenced (none being deleted); locked FOR
--- KEY SHARE for the transaction.
-SELECT qlarius_lock_target_parts(%(target_id)s, 'populations') AS free
-
 -- name: lock_target_for_status :one
 -- The targets row for the status write, without waiting: an application transaction holding
 -- it makes this fail at once (lock_not_available), and the populate tries again a moment

@@ -52,7 +52,7 @@ SELECT (SELECT count(*) FROM taken) AS criteria,
 -- For every target with pending rows that a populate should handle (populated or being
 -- populated, or set aside by a populate that could not run), a waiting populate_target unless
 -- one is due (campaigns: ensure_offers_jobs, next). Rows of targets and campaigns that are
--- gone are dropped, and so are the drains' rows left for a target that is gone.
+-- gone are dropped (the drains' rows left for a target that is gone: by the drains).
 WITH gone_targets AS (
     DELETE FROM qlarius_pending_targets p
     WHERE NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = p.target_id)
@@ -65,11 +65,7 @@ idle_targets AS (
     DELETE FROM qlarius_pending_targets p
     USING targets t
     WHERE t.id = p.target_id AND t.population_status = 'not_populated' AND p.retry_after IS NULL
-      AND NOT EXISTS (
-            SELECT 1 FROM procrastinate_jobs j
-            WHERE j.task_name = 'populate_target' AND j.queue_name = 'targets'
-              AND j.status IN ('todo', 'doing')
-              AND qlarius_job_arg_id(j.args, 'target_id') = t.id)
+      AND NOT qlarius_populate_alive(t.id)
     RETURNING 1
 ),
 stranded AS (
@@ -83,11 +79,7 @@ stranded AS (
         SELECT s.id FROM targets s
         WHERE s.population_status = 'populating' AND s.status_before_populating IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM qlarius_pending_targets p WHERE p.target_id = s.id)
-          AND NOT EXISTS (
-                SELECT 1 FROM procrastinate_jobs j
-                WHERE j.task_name = 'populate_target' AND j.queue_name = 'targets'
-                  AND j.status IN ('todo', 'doing')
-                  AND qlarius_job_arg_id(j.args, 'target_id') = s.id)
+          AND NOT qlarius_populate_alive(s.id)
         ORDER BY s.id
         FOR NO KEY UPDATE SKIP LOCKED)
     RETURNING 1
@@ -97,16 +89,6 @@ gone_campaigns AS (
     WHERE NOT EXISTS (SELECT 1 FROM campaigns c WHERE c.id = p.campaign_id)
     RETURNING 1
 ),
-gone_syncs AS (
-    DELETE FROM qlarius_pending_syncs p
-    WHERE p.target_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = p.target_id)
-    RETURNING 1
-),
-gone_reconciles AS (
-    DELETE FROM qlarius_pending_reconciles p
-    WHERE p.target_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM targets t WHERE t.id = p.target_id)
-    RETURNING 1
-),
 unknown_before AS (
     -- left 'populating' with nothing to restore (a crash of the system this replaces, a hand
     -- edit): populated again, from scratch; next sweep, a populate for this pending row
@@ -114,11 +96,7 @@ unknown_before AS (
     SELECT s.id FROM targets s
     WHERE s.population_status = 'populating' AND s.status_before_populating IS NULL
       AND NOT EXISTS (SELECT 1 FROM qlarius_pending_targets p WHERE p.target_id = s.id)
-      AND NOT EXISTS (
-            SELECT 1 FROM procrastinate_jobs j
-            WHERE j.task_name = 'populate_target' AND j.queue_name = 'targets'
-              AND j.status IN ('todo', 'doing')
-              AND qlarius_job_arg_id(j.args, 'target_id') = s.id)
+      AND NOT qlarius_populate_alive(s.id)
     RETURNING 1
 ),
 populates AS (
@@ -141,7 +119,6 @@ SELECT (SELECT count(*) FROM populates) AS populates,
        (SELECT count(*) FROM stranded) + (SELECT count(*) FROM unknown_before) AS restored,
        (SELECT count(*) FROM gone_targets) + (SELECT count(*) FROM idle_targets)
          + (SELECT count(*) FROM gone_campaigns)
-         + (SELECT count(*) FROM gone_syncs) + (SELECT count(*) FROM gone_reconciles)
          AS dropped
 
 -- name: ensure_offers_jobs :one
@@ -161,8 +138,4 @@ SELECT EXISTS (SELECT 1 FROM qlarius_pending_criteria)
     OR EXISTS (SELECT 1 FROM targets s  -- stranded 'populating' (see ensure_scope_jobs)
                WHERE s.population_status = 'populating'
                  AND NOT EXISTS (SELECT 1 FROM qlarius_pending_targets p WHERE p.target_id = s.id)
-                 AND NOT EXISTS (
-                       SELECT 1 FROM procrastinate_jobs j
-                       WHERE j.task_name = 'populate_target' AND j.queue_name = 'targets'
-                         AND j.status IN ('todo', 'doing')
-                         AND qlarius_job_arg_id(j.args, 'target_id') = s.id)) AS pending
+                 AND NOT qlarius_populate_alive(s.id)) AS pending
