@@ -1,13 +1,17 @@
-"""The Procrastinate ``App``; ``procrastinate --app=qlarius_jobs.app.app ...`` works anywhere.
+"""The Procrastinate ``App``: ``build_app`` makes one; ``app`` is the door for Procrastinate's
+own command line (``procrastinate --app=qlarius_jobs.app.app ...``).
 
-``build_app`` registers the jobs of ``jobs/catalog.py`` (or other blueprints: the benchmarks
-bring their own). Building it opens nothing: the pool connects when the app is opened, to the
-database ``db/connection.py`` resolves then.
+Importing this module builds nothing and opens nothing. ``build_app`` registers the jobs of
+``jobs/catalog.py`` (or other blueprints: the benchmarks bring their own); its pool connects
+when the app is opened, to the database ``database()`` names then. ``app`` is built on first
+use, with logging set up, on ``door_database``: the configured database, else the embedded
+cluster (started if needed), as every door of the project does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from procrastinate import App, PsycopgConnector
@@ -20,17 +24,24 @@ from qlarius_jobs.settings import get_settings
 from qlarius_jobs.worker.middleware import WORKER_MIDDLEWARE
 
 
-def build_app(blueprints: Iterable[JobBlueprint] = catalog.BLUEPRINTS) -> App:
+def build_app(
+    blueprints: Iterable[JobBlueprint] = catalog.BLUEPRINTS,
+    *,
+    database: Callable[[], str] = connection.ready_conninfo,
+    pool_max_size: int | None = None,
+) -> App:
+    """An app running ``blueprints`` on ``database()`` (resolved when its pool opens), its
+    pool capped at ``pool_max_size`` when given (see ``worker.runner.fit_pool_to_connections``)."""
     settings = get_settings()
     connector = PsycopgConnector(
-        # Resolved when a pool opens: open_pool for the asynchronous one (each open), and this
-        # callable for the synchronous one Procrastinate builds for app.open() / task.defer().
-        conninfo=connection.conninfo_once,
+        # The synchronous pool Procrastinate builds for app.open() / task.defer() calls this
+        # for each connection: the database is resolved once, on first use.
+        conninfo=functools.cache(database),
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
         max_idle=settings.pool_max_idle_seconds,  # idle connections go back to the server
         timeout=settings.pool_timeout_seconds,
-        pool_factory=connection.open_pool,  # adds the conninfo, resolved when opened
+        pool_factory=connection.pool_factory(database, pool_max_size),
         kwargs={
             # which process a connection belongs to, for pg_stat_activity
             "application_name": connection.application_name(),
@@ -59,5 +70,25 @@ def build_app(blueprints: Iterable[JobBlueprint] = catalog.BLUEPRINTS) -> App:
     return app
 
 
-configure_logging()
-app = build_app()
+def door_database() -> str:
+    """The database of the doors (this command line, Procrastinate's): the configured one,
+    checked; with none configured, the embedded cluster, created and started if needed."""
+    if get_settings().database_url:
+        return connection.ready_conninfo()
+    # Imported here: a process given DATABASE_URL never loads the embedded-cluster tooling.
+    from qlarius_jobs.dev import embedded
+
+    return embedded.start()
+
+
+@functools.cache
+def _door_app() -> App:
+    configure_logging()
+    return build_app(database=door_database)
+
+
+def __getattr__(name: str) -> Any:
+    # `procrastinate --app=qlarius_jobs.app.app` reads this attribute: built on that first read.
+    if name == "app":
+        return _door_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -35,9 +35,16 @@ def format_table(title: str, rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _database() -> str:
+    """The configured database, else the embedded cluster (started if needed)."""
+    from qlarius_jobs.app import door_database
+
+    return door_database()
+
+
 def _migrated_database() -> str:
     """For the demo and the generator: the database, started if embedded, and migrated."""
-    conninfo = connection.ready_conninfo()
+    conninfo = _database()
     migrate.migrate(conninfo)
     return conninfo
 
@@ -45,7 +52,7 @@ def _migrated_database() -> str:
 def _current_database() -> str:
     """For everything else: the database as it is. A schema behind this package is refused
     in one line (run `qlarius-jobs migrate`); nothing is changed."""
-    conninfo = connection.ready_conninfo()
+    conninfo = _database()
     migrate.require_current(conninfo)
     return conninfo
 
@@ -59,7 +66,7 @@ def _print_status(conninfo: str, limit: int = 10) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    conninfo = connection.ready_conninfo()
+    conninfo = _database()
     report = migrate.migrate(conninfo)
     print(
         f"procrastinate schema: {report.procrastinate}; "
@@ -107,21 +114,24 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from qlarius_jobs.app import build_app
+    from qlarius_jobs.jobs import catalog
     from qlarius_jobs.worker import runner
 
-    queues = runner.parse_queues(args.queues)
-    runner.check_task_timeouts()
+    queues = runner.queues_to_run(catalog.specs(), args.queues)
+    runner.check_task_timeouts(catalog.specs())
     if args.health_port:
         _port_free(args.health_host, args.health_port)
     conninfo = _current_database()
     connection.check_pooling(conninfo)
-    runner.fit_pool_to_connections(conninfo, queues)
+    pool = runner.fit_pool_to_connections(conninfo, queues)
+    app = build_app(database=lambda: conninfo, pool_max_size=pool)
 
     async def work() -> None:
         if args.until_empty:
-            await runner.run_until_empty(queues, conninfo, graceful_timeout=args.grace)
+            await runner.run_until_empty(app, queues, conninfo, graceful_timeout=args.grace)
         else:
-            await runner.run_workers(queues, graceful_timeout=args.grace)
+            await runner.run_workers(app, queues, graceful_timeout=args.grace)
 
     try:
         if args.health_port:
@@ -366,13 +376,15 @@ def cmd_storm(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """The demo: database, migrations, demo data when empty, the jobs it triggers, workers."""
+    from qlarius_jobs.app import build_app
     from qlarius_jobs.dev import seed
+    from qlarius_jobs.jobs import catalog
     from qlarius_jobs.worker import runner
 
     conninfo = _migrated_database()
     if seed.database_is_empty(conninfo):
         seed.seed(conninfo, seed.SeedSizes(me_files=get_settings().demo_me_files))
-        asyncio.run(seed.kick_off_demo())
+        asyncio.run(seed.kick_off_demo(conninfo))
     _print_status(conninfo)
     from qlarius_jobs.ops import console
 
@@ -384,7 +396,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "Ctrl-C stops them cleanly",
         file=sys.stderr,
     )
-    work = runner.run_workers(runner.configured_queues(), graceful_timeout=args.grace)
+    app = build_app(database=lambda: conninfo)
+    queues = runner.queues_to_run(catalog.specs())
+    work = runner.run_workers(app, queues, graceful_timeout=args.grace)
     asyncio.run(_beside(work, web))
     return 0
 

@@ -167,17 +167,7 @@ class Settings(BaseSettings):
     @field_validator("queues")
     @classmethod
     def _queue_spec(cls, value: str) -> str:
-        """``name=concurrency`` items, comma separated (a bare name takes concurrency 1)."""
-        names = []
-        for item in value.split(","):
-            name, sep, concurrency = item.strip().partition("=")
-            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-                raise ValueError(f"{item.strip()!r} is not queue=concurrency")
-            if sep and not (concurrency.isdigit() and int(concurrency) >= 1):
-                raise ValueError(f"queue {name}: concurrency must be a positive integer")
-            names.append(name)
-        if len(set(names)) != len(names):
-            raise ValueError("a queue is listed twice")
+        parse_queue_spec(value)
         return value
 
     @field_validator("task_timeouts")
@@ -187,6 +177,23 @@ class Settings(BaseSettings):
             if not 0 < seconds < float("inf"):
                 raise ValueError(f"{task}: a time limit must be a positive number of seconds")
         return value
+
+
+def parse_queue_spec(spec: str) -> dict[str, int | None]:
+    """``"targets,offers=4"`` -> ``{"targets": None, "offers": 4}``: ``name=concurrency``
+    items, comma separated; a bare name leaves its concurrency to the caller. The one parser
+    of queue lists (``QLARIUS_QUEUES``, ``worker --queues``); raises ``ValueError`` in one line."""
+    queues: dict[str, int | None] = {}
+    for item in spec.split(","):
+        name, sep, concurrency = item.strip().partition("=")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"{item.strip()!r} is not queue=concurrency")
+        if sep and not (concurrency.isdigit() and int(concurrency) >= 1):
+            raise ValueError(f"queue {name}: concurrency must be a positive integer")
+        if name in queues:
+            raise ValueError(f"queue {name} is listed twice")
+        queues[name] = int(concurrency) if sep else None
+    return queues
 
 
 class SettingsError(ValueError):

@@ -9,8 +9,8 @@ database (the test's), never to a mock::
         outcomes = await testing.drain(app, ["targets"])
         assert outcomes["failed"] == 0
 
-``conn`` is an autocommit ``psycopg.AsyncConnection`` to the test database; ``app`` is
-``qlarius_jobs.app.app`` opened on it (``async with app.open_async(): ...``).
+``conn`` is an autocommit ``psycopg.AsyncConnection`` to the test database; ``app`` is an app
+of ``qlarius_jobs.app.build_app()`` opened on it (``async with app.open_async(): ...``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 
 SQL = QueryFile.of(__file__)
 
-ALL_QUEUES = ("default", "targets", "offers", "maintenance")
+
+def all_queues() -> list[str]:
+    """The queues of the project's jobs."""
+    return sorted({spec.queue for spec in catalog.specs().values()})
 
 
 async def all_enqueued(
@@ -75,27 +78,29 @@ async def perform_job(app: App, task: str, **args: Any) -> dict[str, Any]:
     return await spec.run(context, **args)
 
 
-def work_left(conn: Connection, queues: Iterable[str] = ALL_QUEUES) -> int:
+def work_left(conn: Connection, queues: Iterable[str] | None = None) -> int:
     """Jobs due or running in ``queues``, plus the pending work their jobs would take now:
     the one definition of "work left" (``drain``, the tests, the storm)."""
-    row = SQL.one_sync(conn, "work_left", queues=list(queues))
+    row = SQL.one_sync(conn, "work_left", queues=list(queues or all_queues()))
     return int(row["left"]) if row else 0
 
 
 async def drain(
-    app: App, queues: Iterable[str] = ALL_QUEUES, *, rounds: int = 20
+    app: App, queues: Iterable[str] | None = None, *, rounds: int = 20
 ) -> dict[str, int]:
-    """Run in-process workers on ``queues`` until no job is due there and no pending sync or
-    reconcile is left for them; return how the jobs that ran ended (``succeeded``,
-    ``failed``, ...). ``app`` must be open."""
-    chosen = list(queues)
+    """Run ``app``'s workers in this process on ``queues`` (default: all of the app's) until
+    no job is due there and no pending sync or reconcile is left for them; return how the
+    jobs that ran ended (``succeeded``, ``failed``, ...). ``app`` must be open."""
+    specs = runner.job_specs(app)
+    chosen = list(queues or sorted({spec.queue for spec in specs.values()}))
     async with app_pool(app).connection() as conn:
         started = await SQL.one(conn, "now")
         assert started is not None
-    concurrency = runner.configured_queues()
+    concurrency = runner.queues_to_run(specs, ",".join(chosen))
     for _ in range(rounds):
         await runner.run_workers(
-            {q: concurrency.get(q, 1) for q in chosen},
+            app,
+            concurrency,
             wait=False,
             install_signal_handlers=False,
             fetch_job_polling_interval=0.05,

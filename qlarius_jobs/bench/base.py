@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import psycopg
+from procrastinate import App
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.worker import runner
@@ -150,12 +151,13 @@ def worker_env(conninfo: str) -> dict[str, str]:
 
 
 async def run_until_done(
-    conninfo: str, queues: dict[str, int], queues_filter: list[str] | None = None
+    app: App, conninfo: str, queues: dict[str, int], queues_filter: list[str] | None = None
 ) -> None:
-    """In-process workers on ``queues`` until nothing is pending there."""
+    """In-process workers of ``app`` on ``queues`` until nothing is pending there."""
 
     for _ in range(1000):
         await runner.run_workers(
+            app,
             queues,
             wait=False,
             install_signal_handlers=False,

@@ -35,7 +35,7 @@ import psycopg
 import tqdm
 from psycopg import conninfo as pg_conninfo
 
-from qlarius_jobs.app import app
+from qlarius_jobs.app import build_app, door_database
 from qlarius_jobs.bench.backfill import bench_backfill
 from qlarius_jobs.bench.base import SQL, BenchConfig, Result
 from qlarius_jobs.bench.console import bench_console
@@ -43,7 +43,7 @@ from qlarius_jobs.bench.populate import bench_populate
 from qlarius_jobs.bench.runner import bench_runner
 from qlarius_jobs.bench.storm import bench_storm
 from qlarius_jobs.bench.sync import bench_sync
-from qlarius_jobs.db import connection, migrate
+from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import seed
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
@@ -52,7 +52,7 @@ log = get_logger(__name__)
 
 
 def bench_conninfo() -> str:
-    base = connection.ready_conninfo()
+    base = door_database()
     name = pg_conninfo.conninfo_to_dict(base).get("dbname", "qlarius_jobs")
     return pg_conninfo.make_conninfo(base, dbname=f"{name}_bench")
 
@@ -100,19 +100,17 @@ def run(cfg: BenchConfig) -> list[Result]:
         pops = int(counts["populations"])
 
         async def measure(size: int = size, pops: int = pops) -> None:
+            app = build_app(database=lambda: conninfo)
             async with app.open_async():
                 progress.step(f"{size:,} MeFiles: backfill")
                 await bench_backfill(conninfo, cfg, size, pops)
                 progress.step(f"{size:,} MeFiles: populate")
-                await bench_populate(conninfo, cfg, size, pops)
+                await bench_populate(app, conninfo, cfg, size, pops)
                 progress.step(f"{size:,} MeFiles: sync")
-                await bench_sync(conninfo, cfg, size, pops)
-            # A fresh pool, as the bare app gets: the steps above grew this one to dozens of
-            # connections, which alone cost the worker stack ~10% (statements prepared per
-            # connection, caches per backend).
-            async with app.open_async():
-                progress.step(f"{size:,} MeFiles: job runner")
-                await bench_runner(conninfo, cfg, size, pops)
+                await bench_sync(app, conninfo, cfg, size, pops)
+            # The runner benchmark opens apps of its own: fresh pools, as the bare app gets.
+            progress.step(f"{size:,} MeFiles: job runner")
+            await bench_runner(conninfo, cfg, size, pops)
 
         asyncio.run(measure())
     if cfg.console_jobs:

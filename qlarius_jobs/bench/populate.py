@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import psycopg
+from procrastinate import App
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs.bench.backfill import old_way_snapshot
@@ -14,14 +15,14 @@ from qlarius_jobs.bench.base import SQL, BenchConfig, against_baselines, run_unt
 from qlarius_jobs.jobs.populations import populate_target
 
 
-async def _populate_all(conninfo: str, target_ids: list[int]) -> None:
+async def _populate_all(app: App, conninfo: str, target_ids: list[int]) -> None:
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
         for target_id in target_ids:
             await populate_target.defer(aconn, target_id=target_id)
-    await run_until_done(conninfo, {"targets": 5})
+    await run_until_done(app, conninfo, {"targets": 5})
 
 
-async def bench_populate(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
+async def bench_populate(app: App, conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         targets = SQL.one_sync(conn, "bench_target_ids")
         typical = SQL.one_sync(conn, "bench_typical_snapshot")
@@ -36,7 +37,7 @@ async def bench_populate(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
         SQL.execute_sync(conn, "bench_vacuum_analyze_populations")
 
     started = time.perf_counter()
-    await _populate_all(conninfo, target_ids)
+    await _populate_all(app, conninfo, target_ids)
     ours_seconds = time.perf_counter() - started
     with psycopg.connect(conninfo, autocommit=True) as conn:
         counted = SQL.one_sync(conn, "bench_population_count")
@@ -59,7 +60,7 @@ async def bench_populate(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
         old_seconds = time.perf_counter() - started
         SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
 
-    await _populate_all(conninfo, target_ids)  # populated again for what follows
+    await _populate_all(app, conninfo, target_ids)  # populated again for what follows
 
     common = dict(
         size=size,

@@ -1,7 +1,7 @@
-"""Benchmark 4: the job runner. No-op jobs per second through this project's worker stack (a
-``JobSpec``: argument validation, time limit, summary log; the worker middleware; the App's
-worker defaults) against a bare Procrastinate app at equal concurrency, and deferral by batch
-against one job at a time."""
+"""Benchmark 4: the job runner. No-op jobs per second through the worker stack production runs
+(``worker.runner.run_workers``: the resilient job manager, the wake-ups, the middleware, a
+``JobSpec``'s argument validation, time limit and summary log) against a bare Procrastinate
+worker at equal concurrency, and deferral by batch against one job at a time."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from qlarius_jobs.app import build_app
 from qlarius_jobs.bench.base import BenchConfig, Result, analyze_jobs, atimed
 from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun
 from qlarius_jobs.settings import get_settings
+from qlarius_jobs.worker import runner
 
 BENCH_QUEUE, BARE_QUEUE = "bench", "bench_bare"
 
@@ -40,18 +41,24 @@ def _bare_app(conninfo: str) -> App:
     return bare
 
 
-async def _drain_queue(app: App, queue: str, concurrency: int, middleware: bool) -> None:
-    options = dict(app.worker_defaults) if middleware else {}
+async def _drain_queue(app: App, queue: str, concurrency: int, ours: bool) -> None:
+    if ours:
+        await runner.run_workers(
+            app,
+            {queue: concurrency},
+            wait=False,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+            periodic=False,
+        )
+        return
     worker = procrastinate_worker.Worker(
         app=app,
-        **{
-            **options,
-            "queues": [queue],
-            "concurrency": concurrency,
-            "wait": False,
-            "install_signal_handlers": False,
-            "fetch_job_polling_interval": 0.05,
-        },
+        queues=[queue],
+        concurrency=concurrency,
+        wait=False,
+        install_signal_handlers=False,
+        fetch_job_polling_interval=0.05,
     )
     await worker.run()
 
@@ -59,7 +66,7 @@ async def _drain_queue(app: App, queue: str, concurrency: int, middleware: bool)
 async def bench_runner(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
     # A fresh app with only the no-op job, as the bare app has only its own: the same pool
     # size, and no periodic jobs of ours in the measurement.
-    ours, bare = build_app([blueprint]), _bare_app(conninfo)
+    ours, bare = build_app([blueprint], database=lambda: conninfo), _bare_app(conninfo)
     jobs_args = [{"n": i} for i in range(cfg.noop_jobs)]
     async with bare.open_async(), ours.open_async():
         stacks = [
@@ -70,12 +77,10 @@ async def bench_runner(conninfo: str, cfg: BenchConfig, size: int, pops: int) ->
         for round_ in range(cfg.rounds):  # alternate who goes first; keep each one's best
             order = [0, 1] if round_ % 2 == 0 else [1, 0]
             for i in order:
-                stack_app, task, queue, middleware = stacks[i]
+                stack_app, task, queue, is_ours = stacks[i]
                 await stack_app.configure_task(task).batch_defer_async(*jobs_args)
                 analyze_jobs(conninfo)
-                _, seconds = await atimed(
-                    _drain_queue(stack_app, queue, cfg.concurrency, middleware)
-                )
+                _, seconds = await atimed(_drain_queue(stack_app, queue, cfg.concurrency, is_ours))
                 best[i] = min(best[i], seconds)
         ours_best, bare_best = best
         single = cfg.noop_jobs // 10

@@ -6,12 +6,13 @@ from __future__ import annotations
 import time
 
 import psycopg
+from procrastinate import App
 
 from qlarius_jobs import snapshots
 from qlarius_jobs.bench.base import SQL, BenchConfig, Result, analyze_sync_tables, run_until_done
 
 
-async def bench_sync(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
+async def bench_sync(app: App, conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
     for backlog in sorted({min(n, size) for n in cfg.sync_backlogs}):
         with psycopg.connect(conninfo, autocommit=True) as conn:
             changed = sorted(
@@ -20,9 +21,9 @@ async def bench_sync(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> N
             targets = [r["target_id"] for r in SQL.many_sync(conn, "bench_synced_targets")]
         analyze_sync_tables(conninfo)
         started = time.perf_counter()
-        await run_until_done(conninfo, {"targets": 5}, queues_filter=["targets"])
+        await run_until_done(app, conninfo, {"targets": 5}, queues_filter=["targets"])
         seconds = time.perf_counter() - started
-        await run_until_done(conninfo, {"offers": 10})  # the reconciles the syncs recorded
+        await run_until_done(app, conninfo, {"offers": 10})  # the reconciles the syncs recorded
         # the floor: the same MeFiles change again, applied in one statement
         with psycopg.connect(conninfo, autocommit=True) as conn:
             SQL.execute_sync(conn, "bench_change_tags_of", me_file_ids=changed)
@@ -33,7 +34,7 @@ async def bench_sync(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> N
             await snapshots.apply_band_memberships(aconn, targets, changed)
             await aconn.commit()
             floor_seconds = time.perf_counter() - started
-        await run_until_done(conninfo, {"offers": 10})
+        await run_until_done(app, conninfo, {"offers": 10})
         cfg.results.append(
             Result(
                 size=size,

@@ -1,18 +1,14 @@
 """Which database the process talks to, and how the job runtime's connections are set up.
 
-With ``DATABASE_URL`` (or ``QLARIUS_DATABASE_URL``) that database is used as it is, and
-nothing else is loaded. Without one, the project's own embedded cluster is used
-(``qlarius_jobs/dev/embedded.py``): the command line starts it before anything connects, and
-a process started some other way (``procrastinate --app=qlarius_jobs.app.app ...``) starts it
-when its pool opens. Only then is the embedded-cluster code imported: a production worker
-never carries it.
+The job runtime uses the database it is given: ``DATABASE_URL`` (or ``QLARIUS_DATABASE_URL``),
+or whatever its ``App`` was built with. The embedded cluster (``qlarius_jobs/dev/embedded.py``)
+is the doors' business (``app.door_database``): this module never loads it.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -50,16 +46,14 @@ def check_connection(info: str) -> None:
 
 
 def ready_conninfo(settings: Settings | None = None) -> str:
-    """A reachable database: the configured one (checked), else the embedded cluster,
-    created and started if needed."""
+    """The configured database, checked reachable."""
     settings = settings or get_settings()
-    if settings.database_url:
-        check_connection(settings.database_url)
-        return settings.database_url
-    # Deliberately imported here: only a process with no database configured loads it.
-    from qlarius_jobs.dev import embedded
-
-    return embedded.start(settings)
+    if not settings.database_url:
+        raise DatabaseUnavailable(
+            "no database configured: set DATABASE_URL (or QLARIUS_DATABASE_URL)"
+        )
+    check_connection(settings.database_url)
+    return settings.database_url
 
 
 class PoolerNotDeclared(ValueError):
@@ -142,30 +136,19 @@ async def configure_connection(conn: psycopg.AsyncConnection) -> None:
             await conn.commit()
 
 
-@dataclass
-class PoolLimit:
-    """A cap on the pool, set by a worker process that found too few connections free."""
+def pool_factory(
+    database: Callable[[], str], max_size: int | None = None
+) -> Callable[..., psycopg_pool.AsyncConnectionPool]:
+    """Procrastinate's pool factory for an app: ``database()`` is resolved each time the pool
+    opens, not when the app is built; ``max_size`` caps the pool (a worker process that found
+    too few connections free)."""
 
-    max_size: int | None = None
+    def open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
+        kwargs["conninfo"] = database()
+        kwargs["configure"] = configure_connection
+        if max_size is not None:
+            kwargs["max_size"] = min(kwargs["max_size"], max_size)
+            kwargs["min_size"] = min(kwargs["min_size"], kwargs["max_size"])
+        return psycopg_pool.AsyncConnectionPool(**kwargs)
 
-
-POOL_LIMIT = PoolLimit()
-
-
-@functools.cache
-def conninfo_once() -> str:
-    """``ready_conninfo()``, resolved on first use and kept for the process: what the app's
-    synchronous pool (``app.open()``, ``task.defer()``) connects to. psycopg_pool calls it
-    for each connection it opens."""
-    return ready_conninfo()
-
-
-def open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
-    """Procrastinate's pool factory: the database is resolved when the app opens, not at
-    import, and the pool honours the worker's cap."""
-    kwargs["conninfo"] = ready_conninfo()
-    kwargs["configure"] = configure_connection
-    if POOL_LIMIT.max_size is not None:
-        kwargs["max_size"] = min(kwargs["max_size"], POOL_LIMIT.max_size)
-        kwargs["min_size"] = min(kwargs["min_size"], kwargs["max_size"])
-    return psycopg_pool.AsyncConnectionPool(**kwargs)
+    return open_pool

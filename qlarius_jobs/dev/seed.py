@@ -14,11 +14,9 @@ import psycopg
 import tqdm
 
 from qlarius_jobs.api import notify_tags_changed, offer_campaign, trigger_population
-from qlarius_jobs.app import app
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 
 log = get_logger(__name__)
 
@@ -116,13 +114,13 @@ def database_is_empty(conninfo: str) -> bool:
         return SQL.one_sync(conn, "me_file_count")["n"] == 0
 
 
-async def kick_off_demo(changed_me_files: int = 25) -> dict[str, int]:
+async def kick_off_demo(conninfo: str, changed_me_files: int = 25) -> dict[str, int]:
     """What the application would do: re-populate a target, offer every live campaign, change
     some MeFiles' tags, and run the backfill now rather than at the next full hour; and one
     job row written by hand with a bad argument, which fails (something for the console)."""
 
     deferred = {"populate": 0, "offers": 0, "syncs": 0, "backfill": 0, "bad_by_hand": 0}
-    async with app.open_async(), app_pool(app).connection() as conn, conn.transaction():
+    async with await psycopg.AsyncConnection.connect(conninfo) as conn, conn.transaction():
         targets = await SQL.many(conn, "demo_kickoff_targets")
         if targets:
             deferred["populate"] += bool(await trigger_population(conn, targets[-1]["id"]))

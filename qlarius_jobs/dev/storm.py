@@ -25,7 +25,8 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
-from qlarius_jobs.db import connection, migrate
+from qlarius_jobs.app import door_database
+from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.dev.marketplace import Application, World
 from qlarius_jobs.jobs.catalog import defer_job
@@ -126,7 +127,7 @@ def _ms(value: int | None) -> str:
 
 
 def storm_conninfo() -> str:
-    base = connection.ready_conninfo()
+    base = door_database()
     name = pg_conninfo.conninfo_to_dict(base).get("dbname", "qlarius_jobs")
     return pg_conninfo.make_conninfo(base, dbname=f"{name}_storm")
 

@@ -14,18 +14,17 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import psycopg
 import psycopg_pool
+from procrastinate import App
 from procrastinate import worker as procrastinate_worker
 
-from qlarius_jobs.app import app
-from qlarius_jobs.db.connection import POOL_LIMIT
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs import catalog
-from qlarius_jobs.jobs.base import CheckedJobManager
+from qlarius_jobs.jobs.base import CheckedJobManager, JobSpec
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.settings import get_settings
+from qlarius_jobs.settings import get_settings, parse_queue_spec
 from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
     periodic_tasks_disabled,
@@ -41,42 +40,32 @@ log = get_logger(__name__)
 SQL = QueryFile.of(__file__)
 
 
-def configured_queues() -> dict[str, int]:
-    """The ``QLARIUS_QUEUES`` setting (default ``default=10,targets=5,offers=10,maintenance=3``)."""
-    return parse_queues(get_settings().queues, defaults={})
+def job_specs(app: App) -> dict[str, JobSpec[Any]]:
+    """The jobs ``app`` runs (``build_app`` installs their checked manager)."""
+    manager = app.job_manager
+    assert isinstance(manager, CheckedJobManager), "an app made by app.build_app"
+    return manager.specs
 
 
-def parse_queues(spec: str | None, defaults: Mapping[str, int] | None = None) -> dict[str, int]:
-    """``"targets,offers=4"`` -> ``{"targets": 5, "offers": 4}`` (unlisted concurrency: default)."""
-    if defaults is None:
-        defaults = configured_queues()
-    if not spec:
-        return dict(defaults)
-    queues: dict[str, int] = {}
-    known = sorted({job.queue for job in catalog.specs().values()})
-    for item in spec.split(","):
-        name, _, concurrency = item.strip().partition("=")
-        if not name:
-            continue
-        if name not in known:
-            raise ValueError(f"unknown queue {name!r}; the queues are: {', '.join(known)}")
-        if concurrency:
-            if not concurrency.isdigit() or int(concurrency) < 1:
-                raise ValueError(f"queue {name!r}: concurrency must be a positive integer")
-            queues[name] = int(concurrency)
-        else:
-            queues[name] = defaults.get(name, 1)
-    if not queues:
-        raise ValueError(f"no queue in {spec!r}")
-    return queues
+def queues_to_run(specs: Mapping[str, JobSpec[Any]], spec: str | None = None) -> dict[str, int]:
+    """Which queues a worker process runs, with what concurrency: ``spec`` (``worker
+    --queues``, e.g. ``"targets,offers=4"``; a bare name takes its ``QLARIUS_QUEUES``
+    concurrency, else 1), or ``QLARIUS_QUEUES`` itself. Only the queues of ``specs``."""
+    configured = parse_queue_spec(get_settings().queues)
+    chosen = parse_queue_spec(spec) if spec else configured
+    known = sorted({job.queue for job in specs.values()})
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise ValueError(f"unknown queue {unknown[0]!r}; the queues are: {', '.join(known)}")
+    return {name: n or configured.get(name) or 1 for name, n in chosen.items()}
 
 
 LEFT_FREE = 3  # connections a worker process leaves for operators and the application
 
 
-def check_task_timeouts() -> None:
+def check_task_timeouts(specs: Mapping[str, JobSpec[Any]]) -> None:
     """``QLARIUS_TASK_TIMEOUTS`` may only name jobs that exist (a typo would be ignored)."""
-    unknown = sorted(set(get_settings().task_timeouts) - set(catalog.specs()))
+    unknown = sorted(set(get_settings().task_timeouts) - set(specs))
     if unknown:
         raise ValueError(
             f"invalid setting QLARIUS_TASK_TIMEOUTS: no such task: {', '.join(unknown)}"
@@ -87,7 +76,8 @@ def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
     """Check that this process's connections fit in what the server has free, and cap the
     pool when they do not: never take the connections reserved for superusers (workers often
     connect as one), and leave a few for psql and the application. Says so in one line; raises
-    ``ValueError`` (one line) when too few are free to work at all. Returns the pool size."""
+    ``ValueError`` (one line) when too few are free to work at all. Returns the pool size, for
+    ``app.build_app(pool_max_size=...)``."""
     settings = get_settings()
     if settings.behind_pooler:
         return settings.pool_max_size  # the pooler, not this process, sizes the server's share
@@ -108,7 +98,6 @@ def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
             f"not enough database connections for a worker: it needs {listeners + 2} or more, "
             f"{max(free, 0)} are free ({facts})"
         )
-    POOL_LIMIT.max_size = pool
     log.warning(
         f"connection pool capped at {pool} (QLARIUS_POOL_MAX_SIZE is "
         f"{settings.pool_max_size}): {facts}",
@@ -149,6 +138,7 @@ class WorkersStopped(RuntimeError):
 
 
 async def run_workers(
+    app: App,
     queues: Mapping[str, int],
     *,
     wait: bool = True,
@@ -158,7 +148,7 @@ async def run_workers(
     periodic: bool = True,
     signals: StopSignals | None = None,
 ) -> bool:
-    """Run one Procrastinate worker per queue, concurrently, until stopped (or, with
+    """Run one Procrastinate worker of ``app`` per queue, concurrently, until stopped (or, with
     ``wait=False``, until the queues are empty); True when a stop signal ended them.
     ``periodic=False`` defers no periodic job (tests, benchmarks: a tick would add jobs nobody
     asked for).
@@ -291,7 +281,7 @@ async def _introduce(
 
 
 async def run_until_empty(
-    queues: Mapping[str, int], conninfo: str, graceful_timeout: float | None = None
+    app: App, queues: Mapping[str, int], conninfo: str, graceful_timeout: float | None = None
 ) -> None:
     """``worker --until-empty``: work until no job is due in ``queues``. A due job that a
     round could not take (its lock held by a job running elsewhere) is waited for, not left
@@ -302,6 +292,7 @@ async def run_until_empty(
     try:
         while True:
             await run_workers(
+                app,
                 queues,
                 wait=False,
                 graceful_timeout=graceful_timeout,

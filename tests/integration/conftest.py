@@ -13,6 +13,7 @@ database instead; measured here, on a durable cluster (fsync on), a copy costs ~
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -28,7 +29,7 @@ import pytest
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
-from qlarius_jobs.db import connection, migrate
+from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import embedded
 from qlarius_jobs.settings import Settings, get_settings
 
@@ -37,7 +38,7 @@ def _server_conninfo() -> str:
     explicit = os.environ.get("QLARIUS_TEST_DATABASE_URL")
     if explicit:
         return explicit
-    return connection.ready_conninfo(Settings(database_url=None))
+    return embedded.start(Settings(database_url=None))
 
 
 _SERVER = _server_conninfo()
@@ -67,6 +68,14 @@ get_settings.cache_clear()
 
 def _admin() -> psycopg.Connection:
     return psycopg.connect(pg_conninfo.make_conninfo(_SERVER, dbname="postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def logging_as_workers_do() -> None:
+    """structlog set up as a worker process sets it up (the tests read its events)."""
+    from qlarius_jobs.logs import configure_logging
+
+    configure_logging()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -187,13 +196,19 @@ def pooled_conninfo(pgbouncer_for_tests) -> str:
 # --- jobs ---------------------------------------------------------------------------------
 
 
+@functools.cache
+def test_app():
+    """The project's app (every job), on the test database (``QLARIUS_DATABASE_URL``)."""
+    from qlarius_jobs.app import build_app
+
+    return build_app()
+
+
 @pytest.fixture
 async def app():
     """The real Procrastinate app, open on the test database."""
-    from qlarius_jobs.app import app as qlarius_app
-
-    async with qlarius_app.open_async():
-        yield qlarius_app
+    async with test_app().open_async():
+        yield test_app()
 
 
 class SettingsOverride:
@@ -220,21 +235,15 @@ async def drain(rounds: int = 20, queues: set[str] | None = None) -> None:
     Without the periodic schedule: a tick (the hourly backfill, deferred up to 10 minutes
     late by a starting worker) would add jobs that the tests did not ask for.
     """
-    from qlarius_jobs.worker import runner
+    from qlarius_jobs import testing
+    from qlarius_jobs.worker.procrastinate_adapter import is_open
 
-    configured = runner.configured_queues()
-    chosen = {q: c for q, c in configured.items() if queues is None or q in queues}
-    for _ in range(rounds):
-        await runner.run_workers(
-            chosen,
-            wait=False,
-            install_signal_handlers=False,
-            fetch_job_polling_interval=0.05,
-            periodic=False,
-        )
-        if not work_left(set(chosen)):
-            return
-    raise AssertionError("jobs still due after draining")
+    app = test_app()
+    if is_open(app):
+        await testing.drain(app, sorted(queues) if queues else None, rounds=rounds)
+        return
+    async with app.open_async():
+        await testing.drain(app, sorted(queues) if queues else None, rounds=rounds)
 
 
 def work_left(queues: set[str] | None = None) -> int:
@@ -242,7 +251,7 @@ def work_left(queues: set[str] | None = None) -> int:
     from qlarius_jobs import testing
 
     with psycopg.connect(TEST_DB.conninfo) as conn:
-        return testing.work_left(conn, sorted(queues) if queues else testing.ALL_QUEUES)
+        return testing.work_left(conn, sorted(queues) if queues else None)
 
 
 def log_events(caplog) -> list[dict]:

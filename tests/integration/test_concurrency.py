@@ -23,17 +23,30 @@ from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.jobs.populations import apply_pending_syncs
 from qlarius_jobs.worker import runner
 from qlarius_jobs.worker.wakeups import Wakeups
-from tests.integration.conftest import BIN, TEST_DB, TargetRowHolder, drain, jobs, server_log
+from tests.integration.conftest import (
+    BIN,
+    TEST_DB,
+    TargetRowHolder,
+    drain,
+    jobs,
+    server_log,
+    test_app,
+)
 from tests.integration.factories import standard_world
 
 
 @contextlib.asynccontextmanager
 async def running_workers(queues: set[str]) -> AsyncIterator[None]:
     """Workers on ``queues`` in this process, listening for wake-ups, until the block ends."""
-    chosen = {q: c for q, c in runner.configured_queues().items() if q in queues}
+    app = test_app()
+    chosen = runner.queues_to_run(runner.job_specs(app), ",".join(sorted(queues)))
     task = asyncio.create_task(
         runner.run_workers(
-            chosen, install_signal_handlers=False, fetch_job_polling_interval=0.05, periodic=False
+            app,
+            chosen,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+            periodic=False,
         )
     )
     try:

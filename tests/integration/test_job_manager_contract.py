@@ -40,8 +40,9 @@ async def test_a_refused_deferral_is_chained_to_the_unique_violation(app):
 
 
 def test_a_refused_sync_deferral_is_chained_too(sync_conn):
-    from qlarius_jobs.app import app
+    from qlarius_jobs.app import build_app
 
+    app = build_app()
     with app.open():
         task = app.configure_task("backfill_missing_snapshots")
         task.defer()

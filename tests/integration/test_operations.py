@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.worker import runner
 from tests.integration.conftest import (
@@ -69,17 +70,21 @@ def _errors(conn, job_id: int) -> list[tuple]:
 
 
 def test_queues_default_and_settable(settings):
-    assert runner.configured_queues() == {
+    specs = catalog.specs()
+    assert runner.queues_to_run(specs) == {
         "default": 10,
         "targets": 5,
         "offers": 10,
         "maintenance": 3,
     }
-    assert runner.parse_queues("targets,offers=4") == {"targets": 5, "offers": 4}
+    assert runner.queues_to_run(specs, "targets,offers=4") == {"targets": 5, "offers": 4}
     settings.set(queues="default=2,maintenance=1")
-    assert runner.configured_queues() == {"default": 2, "maintenance": 1}
+    assert runner.queues_to_run(specs) == {"default": 2, "maintenance": 1}
+    assert runner.queues_to_run(specs, "targets") == {"targets": 1}  # not configured: 1
     with pytest.raises(ValueError, match="positive integer"):
-        runner.parse_queues("offers=0")
+        runner.queues_to_run(specs, "offers=0")
+    with pytest.raises(ValueError, match="unknown queue 'nosuch'"):
+        runner.queues_to_run(specs, "nosuch")
 
 
 async def test_every_failed_attempt_is_recorded_with_the_job(app, sync_conn):

@@ -142,10 +142,14 @@ async def test_a_plain_procrastinate_app_beside_ours_behaves_as_procrastinate_al
 
         expected = await scenario(alone, nothing)
 
-    chosen = {q: 2 for q in runner.configured_queues()}
+    chosen = {q: 2 for q in runner.queues_to_run(runner.job_specs(app))}
     ours = asyncio.create_task(
         runner.run_workers(
-            chosen, install_signal_handlers=False, fetch_job_polling_interval=0.05, periodic=False
+            app,
+            chosen,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+            periodic=False,
         )
     )
 

@@ -51,3 +51,18 @@ async def test_the_helpers_fail_with_what_they_found(app, conn):
         await testing.assert_enqueued(conn, "populate", target_id=1)
     with pytest.raises(InvalidJobArguments, match="target_id: Input should be greater than 0"):
         await testing.perform_job(app, "populate_target", target_id=0)
+
+
+async def test_drain_runs_the_app_it_is_given_on_that_apps_queues(conn, sync_conn):
+    from qlarius_jobs.app import build_app
+    from qlarius_jobs.jobs import populations
+
+    only_populations = build_app([populations.blueprint])
+    sync_conn.execute("INSERT INTO targets (id, title) VALUES (1, 't')")
+    await api.trigger_population(conn, 1)
+    await api.offer_campaign(conn, 5)  # a job of the default queue: not this app's
+    async with only_populations.open_async():
+        outcomes = await testing.drain(only_populations)
+    assert outcomes["succeeded"] >= 1 and outcomes["failed"] == 0
+    await testing.refute_enqueued(conn, "populate_target")
+    await testing.assert_enqueued(conn, "create_initial_pending_offers", campaign_id=5)

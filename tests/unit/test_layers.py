@@ -1,5 +1,5 @@
-"""The layers stay apart: the job runtime loads neither the tooling nor the benchmarks, and
-building the app connects to nothing."""
+"""The layers stay apart: the job runtime loads neither the tooling nor the benchmarks;
+importing a module builds nothing, and building an app connects to nothing."""
 
 from __future__ import annotations
 
@@ -41,6 +41,23 @@ def test_the_runtime_never_loads_the_tooling_or_the_benchmarks():
     loaded = _imported_after(RUNTIME)
     assert "qlarius_jobs.jobs.populations" in loaded  # the import did happen
     assert not [m for m in loaded if m.startswith(("qlarius_jobs.dev", "qlarius_jobs.bench"))]
+
+
+def test_importing_builds_nothing():
+    """Not the door's app, not logging: for the application's tests and the benchmarks too."""
+    loaded = _imported_after(
+        [
+            "qlarius_jobs.app",
+            "qlarius_jobs.testing",
+            "qlarius_jobs.bench.harness",
+            "qlarius_jobs.cli",
+        ],
+        "import logging\n"
+        "from qlarius_jobs import app\n"
+        "assert app._door_app.cache_info().currsize == 0, 'the door app was built at import'\n"
+        "assert not logging.getLogger().handlers, 'logging was set up at import'\n",
+    )
+    assert "qlarius_jobs.bench.harness" in loaded
 
 
 def test_building_an_app_opens_nothing_and_registers_every_job():
