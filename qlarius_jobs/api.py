@@ -25,21 +25,13 @@ from psycopg.types.json import Jsonb
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
-from qlarius_jobs.jobs.base import BIGINT_MAX
+from qlarius_jobs.jobs.arguments import row_id
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
 
 SQL = QueryFile.of(__file__)
-
-
-def positive_id(name: str, value: object) -> int:
-    """``value`` when it is a positive integer within bigint (not a bool); otherwise a clear
-    ValueError."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= BIGINT_MAX:
-        raise ValueError(f"{name} must be a positive integer up to 2^63-1, got {value!r}")
-    return value
 
 
 @contextlib.asynccontextmanager
@@ -59,7 +51,7 @@ async def trigger_population(conn: AsyncConnection, target_id: int) -> int | Non
     Returns the job id. Raises ``LookupError`` (and changes nothing) for an unknown target.
     Never waits for a running job: jobs do not lock the ``targets`` row while they work.
     """
-    target_id = positive_id("target_id", target_id)
+    target_id = row_id("target_id", target_id)
     async with callers_transaction(conn):
         row = await SQL.one(conn, "mark_target_populating", target_id=target_id)
         if row is None:
@@ -73,7 +65,7 @@ async def notify_tags_changed(conn: AsyncConnection, me_file_id: int) -> None:
     Never refused and never waits: a change recorded while another is pending simply adds a
     row (the drain takes both at once). Raises ``LookupError`` for an unknown MeFile.
     """
-    me_file_id = positive_id("me_file_id", me_file_id)
+    me_file_id = row_id("me_file_id", me_file_id)
     async with callers_transaction(conn):
         recorded = await drains.record_pending(conn, drains.SYNC, me_file_id)
     if not recorded:
@@ -82,7 +74,7 @@ async def notify_tags_changed(conn: AsyncConnection, me_file_id: int) -> None:
 
 async def offer_campaign(conn: AsyncConnection, campaign_id: int) -> int | None:
     """Defer ``create_initial_pending_offers`` for a launched campaign."""
-    campaign_id = positive_id("campaign_id", campaign_id)
+    campaign_id = row_id("campaign_id", campaign_id)
     async with callers_transaction(conn):
         return await defer_job(conn, "create_initial_pending_offers", campaign_id=campaign_id)
 
@@ -103,7 +95,7 @@ async def record_ad_event(
     default to the offer's. Never waits for a job: an offer that a reconcile is deleting right
     now raises ``LookupError`` at once, as does an unknown offer.
     """
-    offer_id = positive_id("offer_id", offer_id)
+    offer_id = row_id("offer_id", offer_id)
     async with callers_transaction(conn):
         offer = await SQL.one(conn, "offer_for_ad_event", offer_id=offer_id)
         if offer is None:

@@ -18,9 +18,10 @@ from procrastinate import App, PsycopgConnector
 
 from qlarius_jobs.db import connection
 from qlarius_jobs.jobs import catalog
-from qlarius_jobs.jobs.base import CheckedJobManager, JobBlueprint, JobSpec
+from qlarius_jobs.jobs.blueprint import JobBlueprint, JobSpec
 from qlarius_jobs.logs import configure_logging
 from qlarius_jobs.settings import get_settings
+from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.middleware import WORKER_MIDDLEWARE
 
 

@@ -2,7 +2,7 @@
 
 Procrastinate's own (stdlib) log records go through the same renderer, so a worker's output
 is one event per line whichever library wrote it. Quiet by default: each job writes one line
-when it ends (``jobs/base.py``); Procrastinate's per-job events (carrying the whole job),
+when it ends (``jobs/blueprint.py``); Procrastinate's per-job events (carrying the whole job),
 its start/stop and registration chatter are DEBUG. Its warnings and errors stay.
 """
 

@@ -13,7 +13,9 @@ from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.app import build_app
 from qlarius_jobs.bench.base import BenchConfig, Result, analyze_jobs, atimed
-from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun
+from qlarius_jobs.jobs.arguments import JobArgs
+from qlarius_jobs.jobs.blueprint import JobBlueprint
+from qlarius_jobs.jobs.run import JobRun
 from qlarius_jobs.settings import get_settings
 from qlarius_jobs.worker import runner
 

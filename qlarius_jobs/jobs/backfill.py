@@ -18,7 +18,9 @@ from typing import Any, Literal
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import audit
-from qlarius_jobs.jobs.base import JobArgs, JobBlueprint, JobRun, NoArgs, RowId
+from qlarius_jobs.jobs.arguments import JobArgs, NoArgs, RowId
+from qlarius_jobs.jobs.blueprint import JobBlueprint
+from qlarius_jobs.jobs.run import JobRun
 from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.of(__file__)

@@ -9,7 +9,8 @@ from procrastinate import types
 from psycopg import AsyncConnection
 
 from qlarius_jobs.jobs import backfill, maintenance, offers, populations
-from qlarius_jobs.jobs.base import InvalidJobArguments, JobBlueprint, JobSpec
+from qlarius_jobs.jobs.arguments import InvalidJobArguments
+from qlarius_jobs.jobs.blueprint import JobBlueprint, JobSpec
 
 BLUEPRINTS: tuple[JobBlueprint, ...] = (
     populations.blueprint,

@@ -8,7 +8,9 @@ import psycopg
 from procrastinate import App
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs.base import Backoff, JobBlueprint, JobRun, NoArgs
+from qlarius_jobs.jobs.arguments import NoArgs
+from qlarius_jobs.jobs.blueprint import JobBlueprint
+from qlarius_jobs.jobs.run import Backoff, JobRun
 from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.of(__file__)

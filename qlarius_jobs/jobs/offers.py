@@ -11,15 +11,9 @@ from psycopg import AsyncConnection
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
-from qlarius_jobs.jobs.base import (
-    JobArgs,
-    JobBlueprint,
-    JobGaveUp,
-    JobRun,
-    MeFileArgs,
-    NoArgs,
-    RowId,
-)
+from qlarius_jobs.jobs.arguments import JobArgs, MeFileArgs, NoArgs, RowId
+from qlarius_jobs.jobs.blueprint import JobBlueprint
+from qlarius_jobs.jobs.run import JobGaveUp, JobRun
 from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.of(__file__)

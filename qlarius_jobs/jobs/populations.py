@@ -12,7 +12,9 @@ from psycopg import AsyncConnection
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
-from qlarius_jobs.jobs.base import BandArgs, JobBlueprint, JobRun, MeFileArgs, NoArgs, TargetArgs
+from qlarius_jobs.jobs.arguments import BandArgs, MeFileArgs, NoArgs, TargetArgs
+from qlarius_jobs.jobs.blueprint import JobBlueprint
+from qlarius_jobs.jobs.run import JobRun
 from qlarius_jobs.settings import get_settings
 
 SQL = QueryFile.of(__file__)

@@ -11,7 +11,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs.base import BIGINT_MAX
+from qlarius_jobs.jobs.arguments import row_id
 
 SQL = QueryFile.of(__file__)
 
@@ -35,9 +35,10 @@ class WrongState(JobActionRefused):
 def job_id(raw: str | int, kind: str = "job") -> int:
     """An id from an operator: a positive integer within bigint, or a one-line error."""
     text = str(raw).strip()
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= BIGINT_MAX:
-        raise ValueError(f"{raw!r} is not a {kind} id (a positive integer)")
-    return int(text)
+    try:
+        return row_id(kind, int(text) if text.isascii() and text.isdigit() else None)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a {kind} id (a positive integer)") from None
 
 
 def short_json(value: Any, limit: int = 60) -> str:

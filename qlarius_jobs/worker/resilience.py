@@ -32,8 +32,8 @@ import psycopg_pool
 from procrastinate import exceptions, jobs, utils
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs.base import CheckedJobManager
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.worker.managers import CheckedJobManager
 
 log = get_logger(__name__)
 

@@ -22,9 +22,10 @@ from procrastinate import App
 from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs.base import CheckedJobManager, JobSpec
+from qlarius_jobs.jobs.blueprint import JobSpec
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings, parse_queue_spec
+from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
     periodic_tasks_disabled,

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from qlarius_jobs.jobs.base import InvalidJobArguments
+from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from tests.integration.conftest import jobs, unmigrated_database
 
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from procrastinate import exceptions, jobs, manager
 
-from qlarius_jobs.jobs.base import CheckedJobManager
+from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import QUEUEING_LOCK_INDEX
 from qlarius_jobs.worker.resilience import Availability, JobNotRunningHere, ResilientJobManager
 

@@ -9,7 +9,7 @@ import pytest
 
 from qlarius_jobs import api
 from qlarius_jobs.api import record_ad_event
-from qlarius_jobs.jobs.base import InvalidJobArguments
+from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.jobs.catalog import defer_job
 from tests.integration.conftest import TEST_DB, drain, insert_job_by_hand, jobs, log_events
 from tests.integration.factories import standard_world

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from qlarius_jobs import api, snapshots
-from qlarius_jobs.jobs.base import InvalidJobArguments
+from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.jobs.catalog import defer_job
 from tests.integration.conftest import (
     TEST_DB,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qlarius_jobs import api, testing
-from qlarius_jobs.jobs.base import InvalidJobArguments
+from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from tests.integration.conftest import jobs
 from tests.integration.factories import standard_world
 

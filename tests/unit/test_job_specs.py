@@ -7,16 +7,9 @@ from typing import Any
 import pytest
 
 from qlarius_jobs.jobs import catalog
-from qlarius_jobs.jobs.base import (
-    Backoff,
-    InvalidJobArguments,
-    JobBlueprint,
-    JobGaveUp,
-    JobRun,
-    NoArgs,
-    TargetArgs,
-    parse_args,
-)
+from qlarius_jobs.jobs.arguments import InvalidJobArguments, NoArgs, TargetArgs, parse_args
+from qlarius_jobs.jobs.blueprint import JobBlueprint
+from qlarius_jobs.jobs.run import Backoff, JobGaveUp, JobRun
 
 
 def test_the_catalog_names_every_job_once_with_its_queue_and_options():

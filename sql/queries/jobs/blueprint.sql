@@ -1,4 +1,4 @@
--- Deferral (base.py).
+-- Deferral (blueprint.py: JobSpec.defer, JobSpec.defer_many).
 
 -- name: defer_job :one
 -- Defer one job in the caller's transaction. The lock trigger derives lock and queueing lock
@@ -19,7 +19,3 @@ SELECT %(queue)s, %(task_name)s, a FROM unnest(%(args)s::jsonb[]) WITH ORDINALIT
 ORDER BY n
 ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING id
-
--- name: waiting_job_with_lock :one
--- The waiting job a refused deferral duplicates (the same queueing lock).
-SELECT id FROM procrastinate_jobs WHERE queueing_lock = %(lock)s AND status = 'todo'
