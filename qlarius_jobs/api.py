@@ -108,19 +108,7 @@ async def record_ad_event(
             raise LookupError(f"offer {offer_id} does not exist; no ad event recorded")
         computed = None
         if offer["matching_tags_snapshot"] is None:
-            row = await SQL.one(conn, "population_snapshot_of_offer", offer_id=offer_id)
-            computed = row["snapshot"] if row else None
-            if computed is None:
-                pair = (offer["me_file_id"], offer["target_band_id"])
-                computed = (await snapshots.compute_snapshots(conn, [pair]))[pair]
-            await SQL.execute(
-                conn, "set_offer_snapshot_if_free", offer_id=offer_id, snapshot=Jsonb(computed)
-            )
-            log.warning(
-                f"offer {offer_id} had no snapshot; computed it before recording the ad event",
-                offer_id=offer_id,
-                from_population=bool(row and row["snapshot"] is not None),
-            )
+            computed = await snapshots.give_offer_a_snapshot(conn, offer)
         row = await SQL.one(
             conn,
             "insert_ad_event",

@@ -1,8 +1,9 @@
 """The one snapshot module: band matching and matching-tag snapshots, set-based.
 
-The rules live in SQL (``sql/migrations/0002_band_matching_and_snapshots.sql``): the views
-``qlarius_band_memberships`` (innermost band per MeFile per target) and the function
-``qlarius_matching_tags_snapshots`` (the snapshot of a batch of (me_file, band) pairs). This
+The rules live in SQL: the view ``qlarius_band_memberships`` (innermost band per MeFile per
+target; ``sql/migrations/0002_band_matching_and_snapshots.sql``) and the function
+``qlarius_matching_tags_snapshots`` (the snapshot of a batch of (me_file, band) pairs; 0002,
+rewritten by ``0009_snapshot_function_reads_tags_once.sql``). This
 module is how Python reaches them; every task that writes a snapshot goes through it, and
 every call handles a whole batch in one statement, never a query per row.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
@@ -25,7 +27,10 @@ SQL = QueryFile.of(__file__)
 Snapshot = dict[str, Any]
 Pair = tuple[int, int]  # (me_file_id, band_id)
 CopyTable = Literal["offers", "ad_events"]
-EMPTY_SNAPSHOT: Snapshot = {"tags": []}
+SnapshotTable = Literal["target_populations", "offers", "ad_events"]
+# The tables whose rows carry a matching_tags_snapshot (DOMAIN.md), populations first: the
+# copies take theirs from a population.
+SNAPSHOT_TABLES: tuple[SnapshotTable, ...] = ("target_populations", "offers", "ad_events")
 
 
 def _split(pairs: Iterable[Pair]) -> dict[str, list[int]]:
@@ -41,19 +46,6 @@ async def compute_snapshots(conn: AsyncConnection, pairs: Iterable[Pair]) -> dic
     """The snapshot of every (me_file_id, band_id) pair; ``{"tags": []}`` when nothing matches."""
     rows = await SQL.many(conn, "snapshots_for_pairs", **_split(pairs))
     return {(r["me_file_id"], r["band_id"]): r["snapshot"] for r in rows}
-
-
-async def band_memberships(
-    conn: AsyncConnection, target_ids: Sequence[int], me_file_ids: Sequence[int] | None = None
-) -> dict[tuple[int, int], int]:
-    """``{(target_id, me_file_id): band_id}``: the innermost matching band per MeFile."""
-    rows = await SQL.many(
-        conn,
-        "band_memberships",
-        target_ids=list(target_ids),
-        me_file_ids=None if me_file_ids is None else list(me_file_ids),
-    )
-    return {(r["target_id"], r["me_file_id"]): r["band_id"] for r in rows}
 
 
 @dataclass(frozen=True)
@@ -93,11 +85,6 @@ async def apply_band_memberships(
         members=row["members"],
         skipped=tuple(row["skipped_me_files"]),
     )
-
-
-async def insert_populations_with_snapshots(conn: AsyncConnection, pairs: Iterable[Pair]) -> int:
-    """Insert population rows with their snapshots in the same statement; existing rows stay."""
-    return await SQL.count(conn, "insert_populations", **_split(pairs))
 
 
 async def fill_missing_population_snapshots(
@@ -152,3 +139,24 @@ async def fill_missing_copied_snapshots(
             band_id=orphan["target_band_id"],
         )
     return CopyFill(updated, populations_filled, orphans)
+
+
+async def give_offer_a_snapshot(conn: AsyncConnection, offer: dict[str, Any]) -> Snapshot:
+    """The snapshot for an ``offer`` row whose own is NULL (an ad event is about to copy it):
+    its population's, else computed from the MeFile's tags. Written to the offer unless a job
+    is writing that offer right now (nothing waits), and logged."""
+    row = await SQL.one(conn, "population_snapshot_of_offer", offer_id=offer["id"])
+    snapshot = row["snapshot"] if row else None
+    from_population = snapshot is not None
+    if snapshot is None:
+        pair = (offer["me_file_id"], offer["target_band_id"])
+        snapshot = (await compute_snapshots(conn, [pair]))[pair]
+    await SQL.execute(
+        conn, "set_offer_snapshot_if_free", offer_id=offer["id"], snapshot=Jsonb(snapshot)
+    )
+    log.warning(
+        f"offer {offer['id']} had no snapshot; computed it before recording the ad event",
+        offer_id=offer["id"],
+        from_population=from_population,
+    )
+    return snapshot

@@ -21,7 +21,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs.bench.base import (
-    COPY_TABLES,
     SQL,
     BenchConfig,
     Result,
@@ -30,6 +29,7 @@ from qlarius_jobs.bench.base import (
     worker_env,
 )
 from qlarius_jobs.jobs.backfill import backfill_missing_snapshots
+from qlarius_jobs.snapshots import SNAPSHOT_TABLES
 
 
 def old_way_snapshot(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _saved(table: str) -> dict[str, str]:
 def reset_nulls(conninfo: str) -> None:
     """The rows that were NULL before a measurement are NULL again; no job, no run left."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        for table in COPY_TABLES:
+        for table in SNAPSHOT_TABLES:
             SQL.execute_sync(conn, "bench_reset_null_rows", tables=_saved(table))
         SQL.execute_sync(conn, "bench_clear_jobs")
         SQL.execute_sync(conn, "bench_clear_backfill_runs")
@@ -61,7 +61,7 @@ def reset_nulls(conninfo: str) -> None:
 
 async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        for table in COPY_TABLES:
+        for table in SNAPSHOT_TABLES:
             SQL.execute_sync(conn, "bench_save_null_rows", tables=_saved(table))
         typical = SQL.one_sync(conn, "bench_typical_snapshot")
         assert typical is not None
@@ -70,7 +70,7 @@ async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         floor_rows, floor_seconds = 0, 0.0
-        for table in COPY_TABLES:
+        for table in SNAPSHOT_TABLES:
             rows, seconds = timed(
                 lambda t=table: SQL.count_sync(
                     conn, "bench_floor_fill", tables={"table": t}, snapshot=snapshot

@@ -17,7 +17,6 @@ from qlarius_jobs.worker import runner
 
 SQL = QueryFile.named("bench/bench")
 
-COPY_TABLES = ("target_populations", "offers", "ad_events")
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
@@ -27,8 +27,8 @@ SQL = QueryFile.of(__file__)
 blueprint = JobBlueprint()
 
 WORKER = "BackfillMissingSnapshotsWorker"  # the name operators grep for, from the seed note
-TABLES = ("target_populations", "offers", "ad_events")
-Table = Literal["target_populations", "offers", "ad_events"]
+TABLES = snapshots.SNAPSHOT_TABLES
+Table = snapshots.SnapshotTable
 
 
 @dataclass

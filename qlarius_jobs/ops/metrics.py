@@ -25,11 +25,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.snapshots import SNAPSHOT_TABLES
 
 SQL = QueryFile.of(__file__)
 
 DURATION_BOUNDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
-TABLES = ("target_populations", "offers", "ad_events")
 
 
 class DatabaseCollector(Collector):
@@ -70,7 +70,7 @@ class DatabaseCollector(Collector):
         family = GaugeMetricFamily(
             "qlarius_null_snapshots", "Rows whose matching_tags_snapshot is NULL", labels=["table"]
         )
-        for table in TABLES:
+        for table in SNAPSHOT_TABLES:
             family.add_metric([table], (nulls or {}).get(table, 0))
         yield family
         family = GaugeMetricFamily(
@@ -78,7 +78,7 @@ class DatabaseCollector(Collector):
             "Rows the backfill fixed, over the backfill runs kept",
             labels=["table"],
         )
-        for table in TABLES:
+        for table in SNAPSHOT_TABLES:
             family.add_metric([table], (fixed or {}).get(table, 0))
         yield family
         yield _durations(durations)

@@ -31,10 +31,10 @@ def _excerpt(exc: BaseException) -> str:
 
 
 async def record_job_error(
-    conninfo_or_conn: psycopg.AsyncConnection, context: JobContext, exc: BaseException
+    conn: psycopg.AsyncConnection, context: JobContext, exc: BaseException
 ) -> None:
     await SQL.execute(
-        conninfo_or_conn,
+        conn,
         "record_job_error",
         job_id=context.job.id,
         task_name=context.job.task_name,

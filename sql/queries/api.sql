@@ -21,22 +21,6 @@ FOR KEY SHARE SKIP LOCKED
 -- name: offer_exists :one
 SELECT EXISTS (SELECT 1 FROM offers WHERE id = %(offer_id)s) AS present
 
--- name: population_snapshot_of_offer :one
--- The snapshot of the population behind an offer (NULL: none, or not computed yet). Read only:
--- the application never writes populations (a job writing one never waits for it).
-SELECT tp.matching_tags_snapshot AS snapshot
-FROM offers o
-JOIN target_populations tp ON tp.me_file_id = o.me_file_id AND tp.target_band_id = o.target_band_id
-WHERE o.id = %(offer_id)s
-
--- name: set_offer_snapshot_if_free :exec
--- Give an offer with a NULL snapshot the one computed for its ad event, unless a job is
--- writing that offer right now (then the job's own value lands; nothing waits).
-UPDATE offers SET matching_tags_snapshot = %(snapshot)s, updated_at = now()
-WHERE id = (SELECT id FROM offers
-            WHERE id = %(offer_id)s AND matching_tags_snapshot IS NULL
-            FOR NO KEY UPDATE SKIP LOCKED)
-
 -- name: insert_ad_event :one
 -- An ad event copies its offer: campaign, person, band, run and snapshot (the given snapshot
 -- when the offer has none yet).

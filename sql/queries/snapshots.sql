@@ -6,14 +6,6 @@
 SELECT me_file_id, band_id, snapshot
 FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bigint[])
 
--- name: band_memberships :many
--- The innermost band of each MeFile in the given targets (all MeFiles when me_file_ids is NULL).
-SELECT target_id, me_file_id, band_id
-FROM qlarius_band_memberships
-WHERE target_id = ANY(%(target_ids)s::bigint[])
-  AND (%(me_file_ids)s::bigint[] IS NULL OR me_file_id = ANY(%(me_file_ids)s::bigint[]))
-ORDER BY target_id, me_file_id
-
 -- name: apply_band_memberships :one
 -- Bring the populations of the given targets (for all MeFiles, or only the given ones) in line
 -- with band matching, in one statement: delete the rows that no longer hold, insert the
@@ -113,13 +105,6 @@ SELECT
         ORDER BY 1
     ) AS skipped_me_files
 
--- name: insert_populations :count
--- Insert population rows with their snapshots in the same statement. Idempotent.
-INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
-SELECT s.band_id, s.me_file_id, s.snapshot
-FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bigint[]) s
-ON CONFLICT (target_band_id, me_file_id) DO NOTHING
-
 -- name: fill_population_snapshots :many
 -- Fill the NULL snapshots of the given populations; never overwrites. SKIP LOCKED: a row that
 -- another job is writing right now gets its snapshot from that job, so a fill never waits and
@@ -204,3 +189,20 @@ WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
   AND NOT EXISTS (SELECT 1 FROM target_populations tp
                   WHERE tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id)
 ORDER BY c.id
+
+-- name: population_snapshot_of_offer :one
+-- The snapshot of the population behind an offer (NULL: none, or not computed yet). Read only:
+-- the application never writes populations (a job writing one never waits for it).
+SELECT tp.matching_tags_snapshot AS snapshot
+FROM offers o
+JOIN target_populations tp ON tp.me_file_id = o.me_file_id AND tp.target_band_id = o.target_band_id
+WHERE o.id = %(offer_id)s
+
+
+-- name: set_offer_snapshot_if_free :exec
+-- Give an offer with a NULL snapshot the one computed for its ad event, unless a job is
+-- writing that offer right now (then the job's own value lands; nothing waits).
+UPDATE offers SET matching_tags_snapshot = %(snapshot)s, updated_at = now()
+WHERE id = (SELECT id FROM offers
+            WHERE id = %(offer_id)s AND matching_tags_snapshot IS NULL
+            FOR NO KEY UPDATE SKIP LOCKED)

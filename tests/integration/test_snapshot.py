@@ -167,20 +167,6 @@ async def test_guarded_fill_never_overwrites_and_counts_true_updates(conn, sync_
     assert await snapshots.fill_missing_population_snapshots(conn, []) == []
 
 
-async def test_insert_populations_with_snapshots_in_one_statement(conn, sync_conn):
-    s = standard_world(sync_conn)
-    w = s["w"]
-    m1 = w.me_file([s["female"], s["z10028"]])
-    m2 = w.me_file([s["female"]])
-    pairs = [(m1, s["middle"]), (m2, s["outer"])]
-    assert await snapshots.insert_populations_with_snapshots(conn, pairs) == 2
-    assert await snapshots.insert_populations_with_snapshots(conn, pairs) == 0  # idempotent
-    assert (
-        w.count("SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL") == 0
-    )
-    assert w.populations(s["target"]) == {m1: s["middle"], m2: s["outer"]}
-
-
 async def test_copied_snapshots_come_from_the_population_even_when_it_was_null(conn, sync_conn):
     s = standard_world(sync_conn)
     w = s["w"]
