@@ -197,7 +197,7 @@ def pooled_conninfo(pgbouncer_for_tests) -> str:
 
 
 @functools.cache
-def test_app():
+def project_app():
     """The project's app (every job), on the test database (``QLARIUS_DATABASE_URL``)."""
     from qlarius_jobs.app import build_app
 
@@ -207,8 +207,8 @@ def test_app():
 @pytest.fixture
 async def app():
     """The real Procrastinate app, open on the test database."""
-    async with test_app().open_async():
-        yield test_app()
+    async with project_app().open_async():
+        yield project_app()
 
 
 class SettingsOverride:
@@ -238,7 +238,7 @@ async def drain(rounds: int = 20, queues: set[str] | None = None) -> None:
     from qlarius_jobs import testing
     from qlarius_jobs.worker.procrastinate_adapter import is_open
 
-    app = test_app()
+    app = project_app()
     if is_open(app):
         await testing.drain(app, sorted(queues) if queues else None, rounds=rounds)
         return

@@ -171,7 +171,32 @@ class World:
         return int(self.one(query, params))
 
 
-def standard_world(conn: psycopg.Connection) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StandardWorld:
+    """The standard data set: sex, zip and home properties (parents ``sex``, ``zip``,
+    ``props`` and their tags), one group over each (``g_sex``, ``g_zip``, ``g_props``), and a
+    target with three nested bands (``bullseye`` inside ``middle`` inside ``outer``). Ids."""
+
+    w: World
+    target: int
+    bullseye: int
+    middle: int
+    outer: int
+    female: int
+    male: int
+    z10028: int
+    z10001: int
+    heat: int
+    story: int
+    sex: int
+    zip: int
+    props: int
+    g_sex: int
+    g_zip: int
+    g_props: int
+
+
+def standard_world(conn: psycopg.Connection) -> StandardWorld:
     """Sex, zip and home properties; a target with three nested bands over three groups."""
     w = World(conn)
     sex = w.parent("Sex (Biological)", 1)
@@ -188,22 +213,22 @@ def standard_world(conn: psycopg.Connection) -> dict[str, Any]:
     g_props = w.group("props", props, [heat, story])
     target = w.target("NYC women with homes")
     bullseye, middle, outer = w.nested_bands(target, [g_sex, g_zip, g_props])
-    return {
-        "w": w,
-        "target": target,
-        "bullseye": bullseye,
-        "middle": middle,
-        "outer": outer,
-        "female": female,
-        "male": male,
-        "z10028": z10028,
-        "z10001": z10001,
-        "heat": heat,
-        "story": story,
-        "sex": sex,
-        "zip": zipcode,
-        "props": props,
-        "g_sex": g_sex,
-        "g_zip": g_zip,
-        "g_props": g_props,
-    }
+    return StandardWorld(
+        w=w,
+        target=target,
+        bullseye=bullseye,
+        middle=middle,
+        outer=outer,
+        female=female,
+        male=male,
+        z10028=z10028,
+        z10001=z10001,
+        heat=heat,
+        story=story,
+        sex=sex,
+        zip=zipcode,
+        props=props,
+        g_sex=g_sex,
+        g_zip=g_zip,
+        g_props=g_props,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass
 
 import psycopg
 
@@ -12,31 +13,35 @@ from qlarius_jobs import api
 from qlarius_jobs.dev import reference
 from qlarius_jobs.jobs.catalog import defer_job
 from tests.integration.conftest import BIN, TEST_DB, drain, log_events
-from tests.integration.factories import standard_world
+from tests.integration.factories import StandardWorld, standard_world
 
 
-async def _world(sync_conn):
+@dataclass(frozen=True)
+class Market(StandardWorld):
+    people: list[int]  # one MeFile per band, and a second one in the outer band
+    campaign: int
+
+
+async def _world(sync_conn) -> Market:
     s = standard_world(sync_conn)
-    w = s["w"]
-    s["people"] = [
-        w.me_file([s["female"], s["z10028"], s["heat"]]),
-        w.me_file([s["female"], s["z10001"]]),
-        w.me_file([s["female"]]),
-        w.me_file([s["female"]]),
+    w = s.w
+    people = [
+        w.me_file([s.female, s.z10028, s.heat]),
+        w.me_file([s.female, s.z10001]),
+        w.me_file([s.female]),
+        w.me_file([s.female]),
     ]
-    s["campaign"] = w.campaign(
-        s["target"], {b: ("1.00", "2.00") for b in (s["bullseye"], s["middle"], s["outer"])}
-    )
+    campaign = w.campaign(s.target, {b: ("1.00", "2.00") for b in (s.bullseye, s.middle, s.outer)})
     async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo) as conn:
-        await api.trigger_population(conn, s["target"])
+        await api.trigger_population(conn, s.target)
         await conn.commit()
     await drain()
-    return s
+    return Market(**vars(s), people=people, campaign=campaign)
 
 
 def _drift(sync_conn, s) -> None:
     """One of each kind, recorded nowhere."""
-    inner, middle, outer, other = s["people"]
+    inner, middle, outer, other = s.people
     sync_conn.execute("DELETE FROM target_populations WHERE me_file_id = %s", (outer,))
     sync_conn.execute(
         "UPDATE target_populations SET matching_tags_snapshot = '{\"tags\": []}' "
@@ -113,7 +118,7 @@ async def test_pending_work_that_no_drain_applies_is_reported_stuck(app, sync_co
     for the drift check, so their drift hides: the audit says the work is stuck instead,
     exits 1 and logs one warning line per kind; work left for a busy target is not stuck."""
     s = await _world(sync_conn)
-    inner, middle, _, _ = s["people"]
+    inner, middle, _, _ = s.people
     sync_conn.execute("DELETE FROM target_populations WHERE me_file_id = %s", (inner,))
     sync_conn.execute(
         "INSERT INTO qlarius_pending_syncs (me_file_id, recorded_at) "
@@ -140,13 +145,13 @@ async def test_pending_work_that_no_drain_applies_is_reported_stuck(app, sync_co
     sync_conn.execute(
         "INSERT INTO qlarius_pending_syncs (me_file_id, target_id, recorded_at) "
         "VALUES (%s, %s, now() - interval '10 minutes')",
-        (inner, s["target"]),
+        (inner, s.target),
     )
     with psycopg.connect(TEST_DB.conninfo) as holder:
         holder.execute(
             "SELECT 1 FROM qlarius_target_locks WHERE target_id = %s AND scope = 'populations' "
             "FOR UPDATE",
-            (s["target"],),
+            (s.target,),
         )
         held = _audit_cli()
     assert json.loads(held.stdout)["stuck_pending"]["sync"]["rows"] == 0
@@ -157,12 +162,12 @@ async def test_pending_work_that_no_drain_applies_is_reported_stuck(app, sync_co
 
 async def test_the_audit_finds_stale_amounts_and_open_offers_of_a_campaign_not_live(app, sync_conn):
     s = await _world(sync_conn)
-    inner = s["people"][0]
-    second = s["w"].campaign(s["target"], {s["outer"]: ("1.00", "2.00")})
+    inner = s.people[0]
+    second = s.w.campaign(s.target, {s.outer: ("1.00", "2.00")})
     await drain()
     sync_conn.execute(
         "UPDATE offers SET offer_amt = 99 WHERE me_file_id = %s AND campaign_id = %s",
-        (inner, s["campaign"]),
+        (inner, s.campaign),
     )
     sync_conn.execute("UPDATE campaigns SET deactivated_at = now() WHERE id = %s", (second,))
     # recorded nowhere, as after a hand edit with triggers off or a restore

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import psycopg
 
 from qlarius_jobs.jobs.catalog import defer_job
 from tests.integration.conftest import TEST_DB, drain, jobs, log_events
-from tests.integration.factories import standard_world
+from tests.integration.factories import StandardWorld, standard_world
 
 WORKER = "BackfillMissingSnapshotsWorker"
 
@@ -21,32 +23,39 @@ async def _backfill() -> int | None:
     return job_id
 
 
-def _legacy_data(sync_conn):
+@dataclass(frozen=True)
+class LegacyData(StandardWorld):
+    people: list[int]  # MeFiles with populations, offers (and people[1] an ad event)
+    orphan: int  # a MeFile with an offer and an ad event but no population
+    offers: dict[int, int]  # MeFile -> offer id
+    events: dict[int, int]  # MeFile -> ad event id
+
+
+def _legacy_data(sync_conn) -> LegacyData:
     """Populations, offers and ad events with NULL snapshots; one offer and one event orphaned."""
     s = standard_world(sync_conn)
-    w = s["w"]
-    people = [w.me_file([s["female"]]) for _ in range(4)]
-    orphan_person = w.me_file([s["female"]])
-    w.legacy_populations(s["outer"], people, kept={people[0]: "hand-kept"})
-    campaign = w.campaign(s["target"], {s["outer"]: ("1.00", "2.00")})
+    w = s.w
+    people = [w.me_file([s.female]) for _ in range(4)]
+    orphan_person = w.me_file([s.female])
+    w.legacy_populations(s.outer, people, kept={people[0]: "hand-kept"})
+    campaign = w.campaign(s.target, {s.outer: ("1.00", "2.00")})
     run = w.one("SELECT id FROM media_runs WHERE campaign_id = %s", (campaign,))
     offers = {}
     for m in [*people, orphan_person]:
         offers[m] = w.one(
             "INSERT INTO offers (campaign_id, me_file_id, media_run_id, target_band_id, offer_amt, "
             "marketer_cost_amt) VALUES (%s, %s, %s, %s, 1, 2) RETURNING id",
-            (campaign, m, run, s["outer"]),
+            (campaign, m, run, s.outer),
         )
     events = {}
     for m in (people[1], orphan_person):
         events[m] = w.one(
             "INSERT INTO ad_events (offer_id, campaign_id, me_file_id, target_band_id, media_run_id, "
             "offer_amt, marketer_cost_amt) VALUES (%s, %s, %s, %s, %s, 1, 2) RETURNING id",
-            (offers[m], campaign, m, s["outer"], run),
+            (offers[m], campaign, m, s.outer, run),
         )
-    s.update(people=people, orphan=orphan_person, offers=offers, events=events)
     _forget_pending_work(sync_conn)
-    return s
+    return LegacyData(**vars(s), people=people, orphan=orphan_person, offers=offers, events=events)
 
 
 def _forget_pending_work(sync_conn) -> None:
@@ -59,28 +68,27 @@ def _forget_pending_work(sync_conn) -> None:
 async def test_backfill_fills_all_three_tables_with_true_counts(app, sync_conn, caplog):
     s = _legacy_data(sync_conn)
     job_id = await _backfill()
-    w = s["w"]
+    w = s.w
     pops = dict(
         sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM target_populations")
     )
-    assert pops[s["people"][0]] == {"tags": "hand-kept"}  # never overwritten
-    female = [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
-    assert all(pops[m] == {"tags": female} for m in s["people"][1:])
+    assert pops[s.people[0]] == {"tags": "hand-kept"}  # never overwritten
+    female = [[s.sex, "Sex (Biological)", 1, [[s.female, "Female", 1]]]]
+    assert all(pops[m] == {"tags": female} for m in s.people[1:])
     offers = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM offers"))
-    assert offers[s["people"][0]] == {"tags": "hand-kept"}  # copied from its population
-    assert offers[s["orphan"]] is None  # no population: stays NULL
+    assert offers[s.people[0]] == {"tags": "hand-kept"}  # copied from its population
+    assert offers[s.orphan] is None  # no population: stays NULL
     events = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM ad_events"))
-    assert events[s["people"][1]] == {"tags": female} and events[s["orphan"]] is None
+    assert events[s.people[1]] == {"tags": female} and events[s.orphan] is None
 
     messages = [e["event"] for e in log_events(caplog)]
     assert f"{WORKER}: Found 3 populations with missing snapshots" in messages
     assert (
-        f"No snapshot found for offer {s['offers'][s['orphan']]} "
-        f"(me_file: {s['orphan']}, band: {s['outer']})"
+        f"No snapshot found for offer {s.offers[s.orphan]} (me_file: {s.orphan}, band: {s.outer})"
     ) in messages
     assert (
-        f"No snapshot found for ad_event {s['events'][s['orphan']]} "
-        f"(me_file: {s['orphan']}, band: {s['outer']})"
+        f"No snapshot found for ad_event {s.events[s.orphan]} "
+        f"(me_file: {s.orphan}, band: {s.outer})"
     ) in messages
     summary = next(
         e for e in log_events(caplog) if e["event"] == "backfill_missing_snapshots finished"
@@ -140,7 +148,7 @@ async def test_batches_and_offers_filled_even_when_their_population_was_fine(
     _forget_pending_work(sync_conn)
     await _backfill()
     offers = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM offers"))
-    assert all(offers[m] is not None for m in s["people"])
+    assert all(offers[m] is not None for m in s.people)
     batches = [e for e in log_events(caplog) if e["event"].startswith(f"{WORKER}: batch of")]
     assert [b["table"] for b in batches] == ["offers"] * 3 + ["ad_events"]
     assert [b["rows"] for b in batches] == [2, 2, 1, 2]
@@ -195,7 +203,7 @@ async def test_a_large_backlog_is_shared_out_as_chunk_jobs(app, sync_conn, caplo
     ).fetchone()
     assert row == (3, 5, 2, 3, 4, 1, 1, 1, 5)  # true counts, chunks included
     offers = dict(sync_conn.execute("SELECT me_file_id, matching_tags_snapshot FROM offers"))
-    assert all(offers[m] is not None for m in s["people"]) and offers[s["orphan"]] is None
+    assert all(offers[m] is not None for m in s.people) and offers[s.orphan] is None
     assert any("shared out 3 chunk jobs for offers" in e["event"] for e in log_events(caplog))
 
 
@@ -233,16 +241,16 @@ async def test_a_fanned_out_run_finishes_with_its_last_chunk_and_counts_orphans_
     # one more fixable legacy offer, id 100: chunks of 2 are [1, 2] [3, 4] [5, 100], so its
     # chunk counts the orphan (id 5) in its first batch, then fails once on id 100 and is
     # retried: it must resume after id 5, not count that orphan again
-    w = s["w"]
-    late = w.me_file([s["female"]])
-    w.legacy_populations(s["outer"], [late])
+    w = s.w
+    late = w.me_file([s.female])
+    w.legacy_populations(s.outer, [late])
     campaign, run = w.conn.execute(
         "SELECT campaign_id, media_run_id FROM offers LIMIT 1"
     ).fetchone()
     w.conn.execute(
         "INSERT INTO offers (id, campaign_id, me_file_id, media_run_id, target_band_id, "
         "offer_amt, marketer_cost_amt) VALUES (100, %s, %s, %s, %s, 1, 2)",
-        (campaign, late, run, s["outer"]),
+        (campaign, late, run, s.outer),
     )
     _forget_pending_work(sync_conn)
     sync_conn.execute("CREATE SEQUENCE test_failures")

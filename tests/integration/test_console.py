@@ -57,8 +57,8 @@ def _state(conn: psycopg.Connection, job_id: int) -> str:
 @pytest.fixture
 def data(sync_conn) -> dict:
     s = standard_world(sync_conn)
-    s["w"].me_file([s["female"], s["z10028"]])
-    failed = _job(sync_conn, "populate_target", {"target_id": s["target"]}, "failed", 3)
+    s.w.me_file([s.female, s.z10028])
+    failed = _job(sync_conn, "populate_target", {"target_id": s.target}, "failed", 3)
     sync_conn.execute(
         "INSERT INTO qlarius_job_errors (job_id, task_name, attempt, error_type, message, traceback) "
         "VALUES (%s, 'populate_target', 3, 'RuntimeError', 'boom <b>', 'Traceback: line 1')",
@@ -68,7 +68,7 @@ def data(sync_conn) -> dict:
         "INSERT INTO procrastinate_events (job_id, type, at) VALUES (%s, 'failed', now())",
         (failed,),
     )
-    waiting = _job(sync_conn, "snapshot_band_populations", {"band_id": s["bullseye"]})
+    waiting = _job(sync_conn, "snapshot_band_populations", {"band_id": s.bullseye})
     sync_conn.execute(
         "INSERT INTO backfill_runs (found_populations, found_offers, found_ad_events, "
         "updated_populations, updated_offers, updated_ad_events, finished_at, elapsed_ms) "

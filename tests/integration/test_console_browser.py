@@ -48,13 +48,13 @@ def console_url() -> Iterator[str]:
 
 def _demo(sync_conn) -> int:
     s = standard_world(sync_conn)
-    w = s["w"]
-    for tags in ([s["female"], s["z10028"]], [s["female"], s["z10001"], s["story"]], [s["male"]]):
+    w = s.w
+    for tags in ([s.female, s.z10028], [s.female, s.z10001, s.story], [s.male]):
         w.me_file(tags)
     failed = sync_conn.execute(
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, attempts) "
         "VALUES ('targets', 'populate_target', %s, 'failed', 3) RETURNING id",
-        (json.dumps({"target_id": s["target"]}),),
+        (json.dumps({"target_id": s.target}),),
     ).fetchone()[0]
     for attempt in (1, 2, 3):
         sync_conn.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -12,7 +13,7 @@ from qlarius_jobs.api import record_ad_event
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.jobs.catalog import defer_job
 from tests.integration.conftest import TEST_DB, drain, insert_job_by_hand, jobs, log_events
-from tests.integration.factories import standard_world
+from tests.integration.factories import StandardWorld, standard_world
 
 
 async def _defer(task: str, **kwargs) -> int | None:
@@ -36,38 +37,47 @@ def _offers(conn):
     ).fetchall()
 
 
+@dataclass(frozen=True)
+class Market(StandardWorld):
+    inner: int  # a MeFile of the bullseye
+    middle_one: int  # ... of the middle ring (no bid there)
+    outer_one: int  # ... of the outer ring
+    campaign: int  # bids on the bullseye and the outer ring only
+    first_run: int  # of its two media runs, the one offers use
+
+
 @pytest.fixture
-def market(sync_conn):
+def market(sync_conn) -> Market:
     s = standard_world(sync_conn)
-    w = s["w"]
-    s["inner"] = w.me_file([s["female"], s["z10028"], s["heat"]])
-    s["middle_one"] = w.me_file([s["female"], s["z10001"]])
-    s["outer_one"] = w.me_file([s["female"]])
-    # bids on the bullseye and the outer ring only; two media runs: offers use the first
-    s["campaign"] = w.campaign(
-        s["target"], {s["bullseye"]: ("1.25", "2.00"), s["outer"]: ("0.50", "0.80")}, media_runs=2
+    w = s.w
+    campaign = w.campaign(
+        s.target, {s.bullseye: ("1.25", "2.00"), s.outer: ("0.50", "0.80")}, media_runs=2
     )
-    s["first_run"] = w.one(
-        "SELECT min(id) FROM media_runs WHERE campaign_id = %s", (s["campaign"],)
+    return Market(
+        **vars(s),
+        inner=w.me_file([s.female, s.z10028, s.heat]),
+        middle_one=w.me_file([s.female, s.z10001]),
+        outer_one=w.me_file([s.female]),
+        campaign=campaign,
+        first_run=w.one("SELECT min(id) FROM media_runs WHERE campaign_id = %s", (campaign,)),
     )
-    return s
 
 
 async def test_initial_offers_one_per_population_with_a_bid(app, sync_conn, market):
     s = market
-    await _populate(s["target"])
+    await _populate(s.target)
     # a legacy population without snapshot must not give an offer without one
     sync_conn.execute(
         "UPDATE target_populations SET matching_tags_snapshot = NULL WHERE me_file_id = %s",
-        (s["inner"],),
+        (s.inner,),
     )
     async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo, autocommit=True) as conn:
-        await api.offer_campaign(conn, s["campaign"])
+        await api.offer_campaign(conn, s.campaign)
     await drain()
     offers = _offers(sync_conn)
     assert [(o[0], o[1], o[2], o[3], o[5]) for o in offers] == [
-        (s["inner"], s["bullseye"], "1.25", "2.00", s["first_run"]),
-        (s["outer_one"], s["outer"], "0.50", "0.80", s["first_run"]),
+        (s.inner, s.bullseye, "1.25", "2.00", s.first_run),
+        (s.outer_one, s.outer, "0.50", "0.80", s.first_run),
     ]
     populations = dict(
         sync_conn.execute(
@@ -77,7 +87,7 @@ async def test_initial_offers_one_per_population_with_a_bid(app, sync_conn, mark
     for me_file, *_, snap, _run in offers:
         assert snap is not None and snap == populations[me_file]
     # rerun: nothing new
-    await _defer("create_initial_pending_offers", campaign_id=s["campaign"])
+    await _defer("create_initial_pending_offers", campaign_id=s.campaign)
     await drain()
     assert _offers(sync_conn) == offers
     due = [
@@ -97,19 +107,19 @@ async def test_offers_wait_for_the_target_then_give_up_after_an_hour(
     assert first["status"] == "succeeded" and again["status"] == "todo"
     delay = (again["scheduled_at"] - dt.datetime.now(dt.UTC)).total_seconds()
     assert 170 < delay <= 180
-    assert again["args"] == {"campaign_id": s["campaign"]}  # nothing a caller could forge
+    assert again["args"] == {"campaign_id": s.campaign}  # nothing a caller could forge
     assert again["queueing_lock"] is None  # a later job never takes the waiting place
     assert any(
         "not populated yet" in e["event"] for e in log_events(caplog) if e["level"] == "warning"
     )
     assert _offers(sync_conn) == []
     with pytest.raises(InvalidJobArguments, match="waiting_since"):
-        await _defer("create_initial_pending_offers", campaign_id=s["campaign"], waiting_since=1)
+        await _defer("create_initial_pending_offers", campaign_id=s.campaign, waiting_since=1)
 
     # an hour later, still not populated: the job fails for good, without retries
     sync_conn.execute("DELETE FROM procrastinate_jobs")
     sync_conn.execute("UPDATE qlarius_offer_waits SET since = now() - interval '61 minutes'")
-    await _defer("create_initial_pending_offers", campaign_id=s["campaign"])
+    await _defer("create_initial_pending_offers", campaign_id=s.campaign)
     await drain()
     [gave_up] = jobs(sync_conn, "create_initial_pending_offers")
     assert gave_up["status"] == "failed" and gave_up["attempts"] == 1
@@ -118,8 +128,8 @@ async def test_offers_wait_for_the_target_then_give_up_after_an_hour(
 
 async def test_offers_for_unknown_or_dead_campaign_write_nothing(app, sync_conn, market, caplog):
     s = market
-    await _populate(s["target"])
-    dead = s["w"].campaign(s["target"], {s["outer"]: ("1", "1")}, deactivated=True)
+    await _populate(s.target)
+    dead = s.w.campaign(s.target, {s.outer: ("1", "1")}, deactivated=True)
     await _defer("create_initial_pending_offers", campaign_id=dead)
     await _defer("create_initial_pending_offers", campaign_id=999_999)
     with pytest.raises(InvalidJobArguments, match="campaign_id"):
@@ -129,7 +139,7 @@ async def test_offers_for_unknown_or_dead_campaign_write_nothing(app, sync_conn,
     # (the market's live campaign got its offers when the target was populated)
     assert (
         sync_conn.execute(
-            "SELECT count(*) FROM offers WHERE campaign_id <> %s", (s["campaign"],)
+            "SELECT count(*) FROM offers WHERE campaign_id <> %s", (s.campaign,)
         ).fetchone()[0]
         == 0
     )
@@ -169,23 +179,23 @@ async def test_reconcile_after_a_band_move_leaves_exactly_one_offer_on_the_new_b
     app, sync_conn, market
 ):
     s = market
-    w = s["w"]
-    await _populate(s["target"])
-    await _defer("create_initial_pending_offers", campaign_id=s["campaign"])
+    w = s.w
+    await _populate(s.target)
+    await _defer("create_initial_pending_offers", campaign_id=s.campaign)
     await drain()
     # outer_one moves to the bullseye, inner leaves the target altogether
-    w.tag(s["outer_one"], [s["z10028"], s["story"]])
-    w.untag(s["inner"], [s["female"]])
+    w.tag(s.outer_one, [s.z10028, s.story])
+    w.untag(s.inner, [s.female])
     async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo) as conn:
-        await api.notify_tags_changed(conn, s["outer_one"])
-        await api.notify_tags_changed(conn, s["inner"])
+        await api.notify_tags_changed(conn, s.outer_one)
+        await api.notify_tags_changed(conn, s.inner)
         await conn.commit()
     await drain()
     offers = _offers(sync_conn)
-    assert [(o[0], o[1], o[2]) for o in offers] == [(s["outer_one"], s["bullseye"], "1.25")]
-    assert offers[0][4]["tags"][-1][0] == s["props"]  # the snapshot of the new band
+    assert [(o[0], o[1], o[2]) for o in offers] == [(s.outer_one, s.bullseye, "1.25")]
+    assert offers[0][4]["tags"][-1][0] == s.props  # the snapshot of the new band
     # a rerun changes nothing
-    await _defer("reconcile_offers_for_me_file", me_file_id=s["outer_one"])
+    await _defer("reconcile_offers_for_me_file", me_file_id=s.outer_one)
     await drain()
     assert _offers(sync_conn) == offers
 
@@ -211,11 +221,11 @@ async def test_record_ad_event_copies_or_computes_the_offer_snapshot(
     app, conn, sync_conn, market, caplog
 ):
     s = market
-    await _populate(s["target"])
-    await _defer("create_initial_pending_offers", campaign_id=s["campaign"])
+    await _populate(s.target)
+    await _defer("create_initial_pending_offers", campaign_id=s.campaign)
     await drain()
     offer_id, offer_snap = sync_conn.execute(
-        "SELECT id, matching_tags_snapshot FROM offers WHERE me_file_id = %s", (s["inner"],)
+        "SELECT id, matching_tags_snapshot FROM offers WHERE me_file_id = %s", (s.inner,)
     ).fetchone()
     event_id = await record_ad_event(conn, offer_id, is_offer_complete=True)
     row = sync_conn.execute(
@@ -223,19 +233,19 @@ async def test_record_ad_event_copies_or_computes_the_offer_snapshot(
         "matching_tags_snapshot FROM ad_events WHERE id = %s",
         (event_id,),
     ).fetchone()
-    assert row == (offer_id, s["inner"], s["bullseye"], "1.25", True, offer_snap)
+    assert row == (offer_id, s.inner, s.bullseye, "1.25", True, offer_snap)
 
     # an offer without snapshot, whose population is gone: computed from the tags, logged
     other_id = sync_conn.execute(
-        "SELECT id FROM offers WHERE me_file_id = %s", (s["outer_one"],)
+        "SELECT id FROM offers WHERE me_file_id = %s", (s.outer_one,)
     ).fetchone()[0]
     sync_conn.execute("UPDATE offers SET matching_tags_snapshot = NULL WHERE id = %s", (other_id,))
-    sync_conn.execute("DELETE FROM target_populations WHERE me_file_id = %s", (s["outer_one"],))
+    sync_conn.execute("DELETE FROM target_populations WHERE me_file_id = %s", (s.outer_one,))
     event2 = await record_ad_event(conn, other_id)
     snap = sync_conn.execute(
         "SELECT matching_tags_snapshot FROM ad_events WHERE id = %s", (event2,)
     ).fetchone()[0]
-    assert snap == {"tags": [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]}
+    assert snap == {"tags": [[s.sex, "Sex (Biological)", 1, [[s.female, "Female", 1]]]]}
     assert (
         sync_conn.execute(
             "SELECT matching_tags_snapshot FROM offers WHERE id = %s", (other_id,)

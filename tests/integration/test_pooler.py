@@ -59,11 +59,11 @@ def _change(pooled: str, s: dict, me_files: list[int], round_: int) -> None:
     transaction each."""
     with psycopg.connect(pooled, autocommit=True, prepare_threshold=None) as app:
         for i, me_file in enumerate(me_files):
-            traits = [s["z10028"], s["heat"]] if (i + round_) % 2 == 0 else [s["z10001"]]
+            traits = [s.z10028, s.heat] if (i + round_) % 2 == 0 else [s.z10001]
             with app.transaction():
                 app.execute(
                     "DELETE FROM me_file_tags WHERE me_file_id = %s AND trait_id <> %s",
-                    (me_file, s["female"]),
+                    (me_file, s.female),
                 )
                 for trait in traits:
                     app.execute(
@@ -104,9 +104,9 @@ def test_behind_the_pooler_every_round_of_changes_is_applied(sync_conn, pooled_c
     rounds of tag changes, each fully applied, by two worker processes; the server log has
     no 'you don't own a lock', and no session of the pooler is ever left LISTENing."""
     s = standard_world(sync_conn)
-    w = s["w"]
-    me_files = [w.me_file([s["female"]]) for _ in range(30)]
-    w.campaign(s["target"], {s["bullseye"]: ("3.00", "4.00"), s["outer"]: ("1.00", "2.00")})
+    w = s.w
+    me_files = [w.me_file([s.female]) for _ in range(30)]
+    w.campaign(s.target, {s.bullseye: ("3.00", "4.00"), s.outer: ("1.00", "2.00")})
     log = server_log()
     workers = [
         WorkerProcess(env=_pooled_env(pooled_conninfo, QLARIUS_LOG_LEVEL="WARNING"))
@@ -117,16 +117,16 @@ def test_behind_the_pooler_every_round_of_changes_is_applied(sync_conn, pooled_c
             app.execute(
                 "UPDATE targets SET population_status = 'populating', "
                 "status_before_populating = 'not_populated' WHERE id = %s",
-                (s["target"],),
+                (s.target,),
             )
             app.execute(
                 "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
                 "VALUES ('targets', 'populate_target', %s)",
-                (psycopg.types.json.Jsonb({"target_id": s["target"]}),),
+                (psycopg.types.json.Jsonb({"target_id": s.target}),),
             )
             _wait(
                 lambda: (
-                    w.one("SELECT population_status FROM targets WHERE id = %s", (s["target"],))
+                    w.one("SELECT population_status FROM targets WHERE id = %s", (s.target,))
                     == "populated"
                 ),
                 60,

@@ -49,54 +49,52 @@ async def test_populate_target_puts_everyone_in_the_innermost_band_with_snapshot
     app, conn, sync_conn
 ):
     s = standard_world(sync_conn)
-    w = s["w"]
-    inner = w.me_file([s["female"], s["z10028"], s["heat"]])
-    middle = w.me_file([s["female"], s["z10001"]])
-    outer = w.me_file({s["female"]: None})
-    w.me_file([s["male"], s["z10028"]])  # matches nothing
-    await _trigger(s["target"])
-    assert (
-        w.one("SELECT population_status FROM targets WHERE id = %s", (s["target"],)) == "populating"
-    )
+    w = s.w
+    inner = w.me_file([s.female, s.z10028, s.heat])
+    middle = w.me_file([s.female, s.z10001])
+    outer = w.me_file({s.female: None})
+    w.me_file([s.male, s.z10028])  # matches nothing
+    await _trigger(s.target)
+    assert w.one("SELECT population_status FROM targets WHERE id = %s", (s.target,)) == "populating"
     await drain()
     status, last = sync_conn.execute(
-        "SELECT population_status, last_populated_at FROM targets WHERE id = %s", (s["target"],)
+        "SELECT population_status, last_populated_at FROM targets WHERE id = %s", (s.target,)
     ).fetchone()
     assert status == "populated" and last is not None
-    assert w.populations(s["target"]) == {
-        inner: s["bullseye"],
-        middle: s["middle"],
-        outer: s["outer"],
+    assert w.populations(s.target) == {
+        inner: s.bullseye,
+        middle: s.middle,
+        outer: s.outer,
     }
     expected = await snapshots.compute_snapshots(
-        conn, [(inner, s["bullseye"]), (middle, s["middle"]), (outer, s["outer"])]
+        conn, [(inner, s.bullseye), (middle, s.middle), (outer, s.outer)]
     )
-    for me_file, band, snap in _population_state(sync_conn, s["target"]):
+    for me_file, band, snap in _population_state(sync_conn, s.target):
         assert snap == expected[(me_file, band)]
     [job] = jobs(sync_conn, "populate_target")
-    assert job["status"] == "succeeded" and job["lock"] == f"populate_target:{s['target']}"
+    assert job["status"] == "succeeded" and job["lock"] == f"populate_target:{s.target}"
 
 
 async def test_populate_rerun_duplicates_nothing_and_follows_tag_changes(app, sync_conn, caplog):
     s = standard_world(sync_conn)
-    w = s["w"]
-    moving = w.me_file([s["female"], s["z10028"]])
-    leaving = w.me_file([s["female"]])
-    relabel = w.me_file({s["female"]: None, s["z10001"]: "10001"})
-    await _trigger(s["target"])
+    w = s.w
+    moving = w.me_file([s.female, s.z10028])
+    leaving = w.me_file([s.female])
+    relabel = w.me_file({s.female: None, s.z10001: "10001"})
+    await _trigger(s.target)
     await drain()
-    first = _population_state(sync_conn, s["target"])
-    await _trigger(s["target"])
+    first = _population_state(sync_conn, s.target)
+    await _trigger(s.target)
     await drain()
-    assert _population_state(sync_conn, s["target"]) == first  # rerun: same rows, no duplicates
+    assert _population_state(sync_conn, s.target) == first  # rerun: same rows, no duplicates
     # tags change: one moves inward, one leaves, one keeps its band with a new tag value
-    w.tag(moving, [s["story"]])
-    w.untag(leaving, [s["female"]])
-    w.tag(relabel, {s["z10001"]: "10001-1234"})
+    w.tag(moving, [s.story])
+    w.untag(leaving, [s.female])
+    w.tag(relabel, {s.z10001: "10001-1234"})
     caplog.clear()
-    await _trigger(s["target"])
+    await _trigger(s.target)
     await drain()
-    assert w.populations(s["target"]) == {moving: s["bullseye"], relabel: s["middle"]}
+    assert w.populations(s.target) == {moving: s.bullseye, relabel: s.middle}
     # The populate applies the changes, unless a sync that the tag changes woke took them
     # first: between them, each change is applied exactly once.
     ends = [
@@ -111,7 +109,7 @@ async def test_populate_rerun_duplicates_nothing_and_follows_tag_changes(app, sy
     )
     summary = next(e for e in ends if e["event"] == "populate_target finished")
     assert summary["elapsed_ms"] >= 0
-    snap = dict((m, sn) for m, _, sn in _population_state(sync_conn, s["target"]))[relabel]
+    snap = dict((m, sn) for m, _, sn in _population_state(sync_conn, s.target))[relabel]
     assert ["10001-1234" in str(child) for parent in snap["tags"] for child in parent[3]].count(
         True
     ) == 1
@@ -132,7 +130,7 @@ async def test_bad_arguments_fail_at_once_without_retry_or_writes(
     app, sync_conn, caplog, args, field
 ):
     s = standard_world(sync_conn)
-    s["w"].me_file([s["female"]])
+    s.w.me_file([s.female])
     # at the door: refused, naming the field, nothing written
     with pytest.raises(InvalidJobArguments, match=field):
         await _defer("populate_target", **args)
@@ -161,12 +159,12 @@ async def test_unknown_target_warns_and_writes_nothing(app, sync_conn, caplog):
 
 async def test_populate_failing_for_good_keeps_populations_and_restores_status(app, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    kept = w.me_file([s["female"]])
-    await _trigger(s["target"])
+    w = s.w
+    kept = w.me_file([s.female])
+    await _trigger(s.target)
     await drain()
-    before = _population_state(sync_conn, s["target"])
-    w.me_file([s["female"], s["z10028"]])  # a newcomer the failed populate cannot insert
+    before = _population_state(sync_conn, s.target)
+    w.me_file([s.female, s.z10028])  # a newcomer the failed populate cannot insert
     # (this test is about the populate: its own sync would fail the same way meanwhile)
     sync_conn.execute("DELETE FROM qlarius_pending_syncs")
     sync_conn.execute(
@@ -178,26 +176,24 @@ async def test_populate_failing_for_good_keeps_populations_and_restores_status(a
         "FOR EACH ROW EXECUTE FUNCTION pg_temp.fail()"
     )
     try:
-        await _trigger(s["target"])
+        await _trigger(s.target)
         await drain()
     finally:
         sync_conn.execute("DROP TRIGGER test_fail ON target_populations")
     [_, failed] = jobs(sync_conn, "populate_target")
     assert failed["status"] == "failed" and failed["attempts"] == 3
-    assert _population_state(sync_conn, s["target"]) == before
-    assert w.populations(s["target"]) == {kept: s["outer"]}
-    assert (
-        w.one("SELECT population_status FROM targets WHERE id = %s", (s["target"],)) == "populated"
-    )
+    assert _population_state(sync_conn, s.target) == before
+    assert w.populations(s.target) == {kept: s.outer}
+    assert w.one("SELECT population_status FROM targets WHERE id = %s", (s.target,)) == "populated"
 
 
 async def test_two_populates_of_one_target_never_run_together(app, sync_conn):
     s = standard_world(sync_conn)
-    s["w"].me_file([s["female"]])
-    first = await _defer("populate_target", target_id=s["target"])
-    second = await _defer("populate_target", target_id=s["target"])
+    s.w.me_file([s.female])
+    first = await _defer("populate_target", target_id=s.target)
+    second = await _defer("populate_target", target_id=s.target)
     # Hold the target row so the first populate blocks while running.
-    blocker = TargetRowHolder(sync_conn, s["target"])
+    blocker = TargetRowHolder(sync_conn, s.target)
     worker = asyncio.create_task(drain())
     try:
         for _ in range(100):
@@ -225,29 +221,28 @@ def _reconcile_runs(conn) -> int:
 
 async def test_a_tag_change_is_synced_with_no_call_and_reconciled_only_on_change(app, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    me_file = w.me_file([s["female"]])
+    w = s.w
+    me_file = w.me_file([s.female])
     other_target = w.target("not populated")
-    w.band(other_target, [s["g_sex"]])
-    w.campaign(s["target"], {b: ("1.00", "2.00") for b in (s["bullseye"], s["middle"], s["outer"])})
-    await _trigger(s["target"])
+    w.band(other_target, [s.g_sex])
+    w.campaign(s.target, {b: ("1.00", "2.00") for b in (s.bullseye, s.middle, s.outer)})
+    await _trigger(s.target)
     await drain()
-    assert w.populations() == {me_file: s["outer"]}
+    assert w.populations() == {me_file: s.outer}
     reconciled = _reconcile_runs(sync_conn)
 
-    w.tag(me_file, [s["z10028"], s["heat"]])  # committed; the application calls nothing
+    w.tag(me_file, [s.z10028, s.heat])  # committed; the application calls nothing
     assert w.count("SELECT count(*) FROM qlarius_pending_syncs WHERE me_file_id = %s", (me_file,))
     async with await psycopg.AsyncConnection.connect(TEST_DB.conninfo) as aconn:
         await api.notify_tags_changed(aconn, me_file)  # explicit, twice: never refused
         await api.notify_tags_changed(aconn, me_file)
         await aconn.commit()
     await drain()
-    assert w.populations() == {me_file: s["bullseye"]}  # the unpopulated target is left alone
+    assert w.populations() == {me_file: s.bullseye}  # the unpopulated target is left alone
     moved = _reconcile_runs(sync_conn)
     assert moved > reconciled  # its populations changed: its offers were reconciled
-    assert (
-        w.one("SELECT target_band_id FROM offers WHERE me_file_id = %s", (me_file,))
-        == (s["bullseye"])
+    assert w.one("SELECT target_band_id FROM offers WHERE me_file_id = %s", (me_file,)) == (
+        s.bullseye
     )
     assert w.count("SELECT count(*) FROM qlarius_pending_syncs") == 0
 
@@ -264,20 +259,20 @@ async def test_a_tag_change_is_synced_with_no_call_and_reconciled_only_on_change
 
 async def test_sync_and_populate_agree(app, sync_conn, conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    pool = [s["female"], s["male"], s["z10028"], s["z10001"], s["heat"], s["story"]]
+    w = s.w
+    pool = [s.female, s.male, s.z10028, s.z10001, s.heat, s.story]
     ids = [w.me_file(pool[i % 3 : i % 3 + 2 + i % 4]) for i in range(12)]
-    await _trigger(s["target"])
+    await _trigger(s.target)
     await drain()
     for i, me_file in enumerate(ids):  # every MeFile's tags change
         w.untag(me_file, pool[: 1 + i % 2])
         w.tag(me_file, pool[3 + i % 3 :])
         await _defer("sync_me_file_to_target_populations", me_file_id=me_file)
     await drain()
-    by_sync = _population_state(sync_conn, s["target"])
-    await _trigger(s["target"])
+    by_sync = _population_state(sync_conn, s.target)
+    await _trigger(s.target)
     await drain()
-    assert _population_state(sync_conn, s["target"]) == by_sync
+    assert _population_state(sync_conn, s.target) == by_sync
 
 
 async def test_sync_of_unknown_me_file_and_bad_arguments(app, sync_conn, caplog):
@@ -297,17 +292,17 @@ async def test_snapshot_band_populations_fills_in_batches_without_overwriting(
 ):
     settings.set(snapshot_band_batch_size=2)
     s = standard_world(sync_conn)
-    w = s["w"]
-    members = [w.me_file([s["female"]]) for _ in range(5)]
-    w.legacy_populations(s["outer"], members, kept={members[0]: "kept"})
-    await _defer("snapshot_band_populations", band_id=s["outer"])
+    w = s.w
+    members = [w.me_file([s.female]) for _ in range(5)]
+    w.legacy_populations(s.outer, members, kept={members[0]: "kept"})
+    await _defer("snapshot_band_populations", band_id=s.outer)
     await _defer("snapshot_band_populations", band_id=987654)
     await drain()
-    snaps = {m: sn for m, _, sn in _population_state(sync_conn, s["target"])}
+    snaps = {m: sn for m, _, sn in _population_state(sync_conn, s.target)}
     assert snaps[members[0]] == {"tags": "kept"}
     assert all(snaps[m]["tags"][0][3][0][1] == "Female" for m in members[1:])
     assert [j["status"] for j in jobs(sync_conn, "snapshot_band_populations")] == ["succeeded"] * 2
-    await _defer("snapshot_band_populations", band_id=s["outer"])
+    await _defer("snapshot_band_populations", band_id=s.outer)
     await drain()
     assert (
         w.count("SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL") == 0

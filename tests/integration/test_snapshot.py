@@ -46,13 +46,13 @@ async def test_domain_example_is_reproduced_byte_for_byte(conn, sync_conn):
 
 async def test_only_tags_in_the_band_groups_count(conn, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
+    w = s.w
     other = w.parent("Pets", 9)
     dog = w.child(other, "Dog")
-    me_file = w.me_file([s["female"], s["male"], dog])
-    result = await snapshots.compute_snapshots(conn, [(me_file, s["outer"])])
-    assert result[(me_file, s["outer"])] == {
-        "tags": [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
+    me_file = w.me_file([s.female, s.male, dog])
+    result = await snapshots.compute_snapshots(conn, [(me_file, s.outer)])
+    assert result[(me_file, s.outer)] == {
+        "tags": [[s.sex, "Sex (Biological)", 1, [[s.female, "Female", 1]]]]
     }
 
 
@@ -99,51 +99,49 @@ async def test_parents_and_children_ordered_by_display_order_then_id(conn, sync_
 
 async def test_value_falls_back_to_trait_name_when_null_or_empty(conn, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    me_file = w.me_file({s["female"]: None, s["z10028"]: "", s["heat"]: "gas furnace"})
-    tags = (await snapshots.compute_snapshots(conn, [(me_file, s["bullseye"])]))[
-        (me_file, s["bullseye"])
+    w = s.w
+    me_file = w.me_file({s.female: None, s.z10028: "", s.heat: "gas furnace"})
+    tags = (await snapshots.compute_snapshots(conn, [(me_file, s.bullseye)]))[
+        (me_file, s.bullseye)
     ]["tags"]
     values = {child[0]: child[1] for parent in tags for child in parent[3]}
-    assert values == {s["female"]: "Female", s["z10028"]: "10028", s["heat"]: "gas furnace"}
+    assert values == {s.female: "Female", s.z10028: "10028", s.heat: "gas furnace"}
     assert all(v is not None for v in values.values())
 
 
 async def test_no_match_gives_empty_tags_never_null(conn, sync_conn):
     s = standard_world(sync_conn)
-    me_file = s["w"].me_file([s["male"]])
+    me_file = s.w.me_file([s.male])
     nobody = 10_000_000  # a MeFile id with no tags at all
-    result = await snapshots.compute_snapshots(
-        conn, [(me_file, s["bullseye"]), (nobody, s["outer"])]
-    )
-    assert result == {(me_file, s["bullseye"]): {"tags": []}, (nobody, s["outer"]): {"tags": []}}
+    result = await snapshots.compute_snapshots(conn, [(me_file, s.bullseye), (nobody, s.outer)])
+    assert result == {(me_file, s.bullseye): {"tags": []}, (nobody, s.outer): {"tags": []}}
 
 
 async def test_same_input_gives_byte_identical_json(sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    first = w.me_file([s["story"], s["z10028"], s["female"], s["heat"]])
-    second = w.me_file([s["heat"], s["female"], s["z10028"], s["story"]])
+    w = s.w
+    first = w.me_file([s.story, s.z10028, s.female, s.heat])
+    second = w.me_file([s.heat, s.female, s.z10028, s.story])
     texts = sync_conn.execute(
         "SELECT me_file_id, snapshot::text FROM qlarius_matching_tags_snapshots(%s, %s) "
         "ORDER BY me_file_id",
-        ([first, second, first], [s["bullseye"]] * 3),
+        ([first, second, first], [s.bullseye] * 3),
     ).fetchall()
     assert len(texts) == 2  # duplicate pairs collapse to one row
     assert texts[0][1] == texts[1][1]
     again = sync_conn.execute(
         "SELECT snapshot::text FROM qlarius_matching_tags_snapshots(%s, %s)",
-        ([first], [s["bullseye"]]),
+        ([first], [s.bullseye]),
     ).fetchone()[0]
     assert again == texts[0][1]
 
 
 async def test_guarded_fill_never_overwrites_and_counts_true_updates(conn, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    m1 = w.me_file([s["female"]])
-    m2 = w.me_file([s["female"], s["z10001"]])
-    m3 = w.me_file([s["male"]])
+    w = s.w
+    m1 = w.me_file([s.female])
+    m2 = w.me_file([s.female, s.z10001])
+    m3 = w.me_file([s.male])
     ids = [
         w.one(
             "INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot) "
@@ -151,16 +149,14 @@ async def test_guarded_fill_never_overwrites_and_counts_true_updates(conn, sync_
             (band, m, snap),
         )
         for band, m, snap in [
-            (s["outer"], m1, None),
-            (s["middle"], m2, '{"tags": "hand-written, keep me"}'),
-            (s["outer"], m3, None),
+            (s.outer, m1, None),
+            (s.middle, m2, '{"tags": "hand-written, keep me"}'),
+            (s.outer, m3, None),
         ]
     ]
     assert sorted(await snapshots.fill_missing_population_snapshots(conn, ids)) == [ids[0], ids[2]]
     snaps = w.snapshots()
-    assert snaps[ids[0]] == {
-        "tags": [[s["sex"], "Sex (Biological)", 1, [[s["female"], "Female", 1]]]]
-    }
+    assert snaps[ids[0]] == {"tags": [[s.sex, "Sex (Biological)", 1, [[s.female, "Female", 1]]]]}
     assert snaps[ids[1]] == {"tags": "hand-written, keep me"}
     assert snaps[ids[2]] == {"tags": []}  # computed, nothing matched: not NULL
     assert await snapshots.fill_missing_population_snapshots(conn, ids) == []
@@ -169,20 +165,20 @@ async def test_guarded_fill_never_overwrites_and_counts_true_updates(conn, sync_
 
 async def test_copied_snapshots_come_from_the_population_even_when_it_was_null(conn, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    m1 = w.me_file([s["female"]])
-    m2 = w.me_file([s["female"]])
+    w = s.w
+    m1 = w.me_file([s.female])
+    m2 = w.me_file([s.female])
     w.conn.execute(
         "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
-        (s["outer"], m1),
+        (s.outer, m1),
     )
-    campaign = w.campaign(s["target"], {s["outer"]: ("1.00", "1.50")})
+    campaign = w.campaign(s.target, {s.outer: ("1.00", "1.50")})
     run = w.one("SELECT id FROM media_runs WHERE campaign_id = %s", (campaign,))
     offer_ids = [
         w.one(
             "INSERT INTO offers (campaign_id, me_file_id, media_run_id, target_band_id, "
             "offer_amt, marketer_cost_amt) VALUES (%s, %s, %s, %s, 1, 1.5) RETURNING id",
-            (campaign, m, run, s["outer"]),
+            (campaign, m, run, s.outer),
         )
         for m in (m1, m2)
     ]

@@ -12,12 +12,12 @@ from tests.integration.factories import standard_world
 
 async def test_the_readme_example_holds(app, conn, sync_conn):
     s = standard_world(sync_conn)
-    w = s["w"]
-    me_file = w.me_file([s["female"], s["z10028"]])
-    campaign = w.campaign(s["target"], {s["middle"]: ("1.50", "2.00")})
-    await api.trigger_population(conn, s["target"])
+    w = s.w
+    me_file = w.me_file([s.female, s.z10028])
+    campaign = w.campaign(s.target, {s.middle: ("1.50", "2.00")})
+    await api.trigger_population(conn, s.target)
     await testing.assert_enqueued(conn, "populate_target")  # any arguments
-    await testing.refute_enqueued(conn, "populate_target", target_id=s["target"] + 1)
+    await testing.refute_enqueued(conn, "populate_target", target_id=s.target + 1)
     outcomes = await testing.drain(app, ["targets", "offers"])
     assert outcomes["failed"] == 0 and outcomes["succeeded"] >= 1
     await api.offer_campaign(conn, campaign)
@@ -27,7 +27,7 @@ async def test_the_readme_example_holds(app, conn, sync_conn):
     outcomes = await testing.drain(app, ["default", "offers"])
     assert outcomes["succeeded"] >= 1 and outcomes["failed"] == outcomes["aborted"] == 0
     assert await testing.all_enqueued(conn, "create_initial_pending_offers") == []
-    assert w.populations(s["target"]) == {me_file: s["middle"]}
+    assert w.populations(s.target) == {me_file: s.middle}
     offers = sync_conn.execute(
         "SELECT me_file_id FROM offers WHERE campaign_id = %s", (campaign,)
     ).fetchall()
