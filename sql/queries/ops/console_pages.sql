@@ -1,4 +1,4 @@
--- The console's pages (console.py). Every value a user typed is a parameter.
+-- The console's pages (console_pages.py). Every value a user typed is a parameter.
 
 -- name: overview_last_hour_by_task :many
 -- Jobs that ended in the last hour, per task and outcome. Columns: task, succeeded, failed,

@@ -1,0 +1,276 @@
+"""The console's pages and actions: module-level Starlette handlers that find what they need
+on ``request.app.state``, put there by ``console.build_console``: ``config`` (a
+``ConsoleConfig``), ``pool`` (its connection pool, opened by the app's lifespan),
+``templates`` and ``csrf_token``.
+
+Every input is checked here (a bad one is a 400 page, never a traceback) and only reaches SQL
+as a parameter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from qlarius_jobs import api
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import catalog
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.ops import charts, jobs, metrics, status
+from qlarius_jobs.ops.console_security import check_csrf
+from qlarius_jobs.settings import get_settings
+
+log = get_logger(__name__)
+
+SQL = QueryFile.of(__file__)
+READINGS = metrics.SQL  # what /metrics reads too: one query for both
+STATE_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "aborted": "#ef6c00"}
+CHART_HOURS, BACKFILL_DAYS = 3, 7
+DONE_MESSAGES = {"retry": "retry", "cancel": "cancel", "abort": "abort"}  # ?done= shown, if known
+
+Context = dict[str, Any]
+Page = Callable[[Request, psycopg.AsyncConnection], Awaitable[Context]]
+
+
+# --- input --------------------------------------------------------------------------------
+
+
+def _bad(message: str) -> HTTPException:
+    return HTTPException(400, detail=message)
+
+
+def _query_id(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return jobs.job_id(raw)
+    except ValueError as exc:
+        raise _bad(f"{name}: {exc}") from None
+
+
+def _path_id(request: Request, kind: str = "job") -> int:
+    try:
+        return jobs.job_id(request.path_params["id"], kind)
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+
+
+def _optional_text(request: Request, name: str) -> str | None:
+    value = request.query_params.get(name) or None
+    if value is not None and len(value) > 200:
+        raise _bad(f"{name} is too long")
+    if value is not None and not value.isprintable():
+        raise _bad(f"{name} holds characters that are not printable")
+    return value
+
+
+# --- the pages ----------------------------------------------------------------------------
+
+
+def _pool(request: Request) -> psycopg_pool.AsyncConnectionPool:
+    return request.app.state.pool
+
+
+def page(name: str) -> Callable[[Page], Callable[[Request], Awaitable[Response]]]:
+    """A handler that returns its template's context, on a connection of the pool, made an
+    endpoint that renders ``name``."""
+
+    def wrap(handler: Page) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            async with _pool(request).connection() as conn:
+                context = await handler(request, conn)
+            return request.app.state.templates.TemplateResponse(request, name, context)
+
+        return endpoint
+
+    return wrap
+
+
+async def apart(
+    request: Request, query: Callable[[psycopg.AsyncConnection], Awaitable[Any]]
+) -> Any:
+    """One query on a connection of its own: the overview's run side by side."""
+    async with _pool(request).connection() as conn:
+        return await query(conn)
+
+
+@page("overview.html")
+async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
+    now = dt.datetime.now(dt.UTC)
+    # Independent reads at once: on a table of millions of jobs the page costs its slowest
+    # query, not their sum.
+    (
+        per_minute,
+        backfill,
+        counts,
+        last_hour,
+        oldest,
+        running,
+        stalled,
+        nulls,
+        pending,
+        periodic,
+    ) = await asyncio.gather(
+        apart(request, lambda c: SQL.many(c, "jobs_per_minute", hours=CHART_HOURS)),
+        apart(request, lambda c: SQL.many(c, "backfill_chart", days=BACKFILL_DAYS)),
+        apart(request, lambda c: READINGS.many(c, "jobs_by_queue_and_state")),
+        apart(request, lambda c: SQL.many(c, "overview_last_hour_by_task")),
+        apart(request, lambda c: READINGS.many(c, "oldest_waiting_jobs")),
+        SQL.many(conn, "running_jobs"),
+        apart(request, lambda c: SQL.many(c, "stalled_jobs")),
+        apart(request, lambda c: READINGS.one(c, "null_snapshot_counts")),
+        apart(request, lambda c: READINGS.many(c, "pending_work")),
+        asyncio.to_thread(_periodic, request.app.state.config.conninfo),
+    )
+    series = [
+        charts.Series(
+            state,
+            colour,
+            [(r["minute"], float(r["jobs"])) for r in per_minute if r["type"] == state],
+        )
+        for state, colour in STATE_COLOURS.items()
+    ]
+    queues = sorted({r["queue"] for r in counts})
+    table = {(r["queue"], r["state"]): r["jobs"] for r in counts}
+    return {
+        "queues": queues,
+        "counts": table,
+        "last_hour": last_hour,
+        "oldest": oldest,
+        "running": running,
+        "stalled": stalled,
+        "nulls": nulls,
+        "pending": pending,
+        "stuck_after": get_settings().stuck_pending_seconds,
+        "periodic": periodic,
+        "jobs_chart": charts.line_chart(
+            f"Jobs ended per minute, last {CHART_HOURS} hours",
+            series,
+            now - dt.timedelta(hours=CHART_HOURS),
+            now,
+        ),
+        "backfill_chart": charts.bar_chart(
+            f"Backfill runs, last {BACKFILL_DAYS} days: rows found and fixed",
+            [(r["started_at"], float(r["found"]), float(r["fixed"])) for r in backfill],
+            now - dt.timedelta(days=BACKFILL_DAYS),
+            now,
+        ),
+    }
+
+
+@page("jobs.html")
+async def job_list(request: Request, conn: psycopg.AsyncConnection) -> Context:
+    try:
+        where = jobs.JobFilter(
+            queue=_optional_text(request, "queue"),
+            state=_optional_text(request, "state"),
+            task=_optional_text(request, "task"),
+            before=_query_id(request, "before"),
+            limit=50,
+        )
+    except ValueError as exc:
+        raise _bad(str(exc)) from None
+    rows = await jobs.list_jobs(conn, where)
+    return {
+        "rows": rows,
+        "where": where,
+        "next_before": rows[-1]["id"] if len(rows) == where.limit else None,
+        "tasks": sorted(catalog.specs()),
+        "queues": sorted({s.queue for s in catalog.specs().values()}),
+    }
+
+
+@page("job.html")
+async def job_page(request: Request, conn: psycopg.AsyncConnection) -> Context:
+    id_ = _path_id(request)
+    try:
+        job = await jobs.show_job(conn, id_)
+    except jobs.JobNotFound as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    locks = await SQL.many(
+        conn, "job_locks", id=id_, lock=job["lock"], queueing_lock=job["queueing_lock"]
+    )
+    done = request.query_params.get("done")
+    return {"job": job, "locks": locks, "message": done if done in DONE_MESSAGES else None}
+
+
+@page("targets.html")
+async def targets(request: Request, conn: psycopg.AsyncConnection) -> Context:
+    populated = _query_id(request, "populated")
+    message = f"target #{populated} is re-populating" if populated else None
+    return {"targets": await SQL.many(conn, "targets"), "message": message}
+
+
+@page("backfill.html")
+async def backfill(request: Request, conn: psycopg.AsyncConnection) -> Context:
+    before = _query_id(request, "before")
+    rows = await SQL.many(conn, "backfill_runs", before=before, limit=50)
+    return {"rows": rows, "next_before": rows[-1]["id"] if len(rows) == 50 else None}
+
+
+@page("workers.html")
+async def workers(request: Request, conn: psycopg.AsyncConnection) -> Context:
+    return {"workers": await SQL.many(conn, "workers")}
+
+
+async def act(request: Request) -> Response:
+    """retry / cancel / abort a job, or re-populate a target: POST, CSRF-checked."""
+    if request.app.state.config.read_only:
+        raise HTTPException(403, detail="the console is read-only (QLARIUS_WEB_READ_ONLY)")
+    form = await request.form()
+    check_csrf(str(form.get("csrf", "")), request.app.state.csrf_token)
+    action = request.path_params["action"]
+    # scope["path"], not request.url: the latter is built from the client's Host header
+    on_target = str(request.scope["path"]).startswith("/targets/")
+    id_ = _path_id(request, "target" if on_target else "job")
+    async with _pool(request).connection() as conn:
+        if on_target:
+            if action != "populate":
+                raise HTTPException(404, detail=f"no action {action!r} on a target")
+            if await SQL.one(conn, "target_exists", id=id_) is None:
+                raise HTTPException(404, detail=f"no target #{id_}")
+            await api.trigger_population(conn, id_)
+            log.info("target re-populated from the console", target_id=id_)
+            return RedirectResponse(f"/targets?populated={id_}", 303)
+        handler = {"retry": jobs.retry_job, "cancel": jobs.cancel_job, "abort": jobs.abort_job}
+        if action not in handler:
+            raise HTTPException(404, detail=f"no action {action!r}")
+        try:
+            await handler[action](conn, id_)
+        except jobs.JobNotFound as exc:
+            raise HTTPException(404, detail=str(exc)) from None
+        except jobs.WrongState as exc:
+            raise HTTPException(409, detail=str(exc)) from None
+    log.info(f"job {action} from the console", job_id=id_)
+    return RedirectResponse(f"/jobs/{id_}?done={action}", 303)
+
+
+async def error_page(request: Request, exc: Exception) -> Response:
+    """Every error as a page: the status and a line for people, never a traceback."""
+    code = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error (see the log)"
+    if isinstance(exc, psycopg.OperationalError | psycopg_pool.PoolTimeout):
+        code, detail = 503, "the database is unavailable; try again shortly"
+        log.warning("console: database unavailable", path=request.url.path)
+    elif code == 500:
+        log.error("console error", path=request.url.path, error=repr(exc))
+    return request.app.state.templates.TemplateResponse(
+        request, "error.html", {"code": code, "detail": detail}, status_code=code
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _periodic(conninfo: str) -> list[dict[str, Any]]:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        return status.periodic_schedule(conn)

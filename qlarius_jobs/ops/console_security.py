@@ -1,0 +1,100 @@
+"""Who may reach the console and what a request may do: the password (HTTP Basic), the host
+names answered without one, the CSRF token actions carry, and the headers every page gets.
+
+Apart from the pages so that the rules can be read, and reviewed, in one place; none of it
+touches the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+OPEN_PATHS = ("/healthz", "/readyz", "/static/")  # probes need no password
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def csrf_token(secret: bytes) -> str:
+    """The token every form carries: fixed for the process, so no session is needed."""
+    return hmac.new(secret, b"csrf", hashlib.sha256).hexdigest()
+
+
+def check_csrf(given: str, expected: str) -> None:
+    """403 unless ``given`` is the token (compared in constant time)."""
+    token = given.encode("utf-8", "replace")
+    if not hmac.compare_digest(token, expected.encode()):
+        raise HTTPException(403, detail="missing or wrong CSRF token: reload the page")
+
+
+def middleware(password: str | None, hosts: list[str]) -> list[Middleware]:
+    """The console's middleware, outermost first."""
+    stack = [Middleware(SecurityHeaders)]
+    if not password:
+        # Without a password, a page fetched through another host name (DNS rebinding: a web
+        # page the operator visits, resolving its own name to 127.0.0.1) must get nothing.
+        stack.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
+    if password:
+        stack.insert(0, Middleware(BasicAuth, password=password))
+    return stack
+
+
+class BasicAuth(BaseHTTPMiddleware):
+    """Every page but the probes asks for QLARIUS_WEB_PASSWORD (any user name)."""
+
+    def __init__(self, app: Any, password: str) -> None:
+        super().__init__(app)
+        self.password = password.encode()
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        # scope["path"] is what the router serves; request.url is built from the client's
+        # Host header and must never decide who gets in.
+        if str(request.scope["path"]).startswith(OPEN_PATHS):
+            return await call_next(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                _, _, given = base64.b64decode(encoded, validate=True).partition(b":")
+            except (binascii.Error, ValueError):
+                given = b""
+            if hmac.compare_digest(given, self.password):
+                return await call_next(request)
+        return PlainTextResponse(
+            "password required\n",
+            status_code=401,
+            headers={"WWW-Authenticate": 'Basic realm="qlarius-jobs", charset="UTF-8"'},
+        )
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    """No framing, no sniffing, no scripts from anywhere: the pages need none."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
+        return response
