@@ -34,7 +34,8 @@ SQL = QueryFile.of(__file__)
 READINGS = metrics.SQL  # what /metrics reads too: one query for both
 STATE_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "aborted": "#ef6c00"}
 CHART_HOURS, BACKFILL_DAYS = 3, 7
-DONE_MESSAGES = {"retry": "retry", "cancel": "cancel", "abort": "abort"}  # ?done= shown, if known
+# What an operator may do to a job from its page (a POST); ?done=<action> then says it was done.
+JOB_ACTIONS = {"retry": jobs.retry_job, "cancel": jobs.cancel_job, "abort": jobs.abort_job}
 
 Context = dict[str, Any]
 Page = Callable[[Request, psycopg.AsyncConnection], Awaitable[Context]]
@@ -200,7 +201,7 @@ async def job_page(request: Request, conn: psycopg.AsyncConnection) -> Context:
         conn, "job_locks", id=id_, lock=job["lock"], queueing_lock=job["queueing_lock"]
     )
     done = request.query_params.get("done")
-    return {"job": job, "locks": locks, "message": done if done in DONE_MESSAGES else None}
+    return {"job": job, "locks": locks, "message": done if done in JOB_ACTIONS else None}
 
 
 @page("targets.html")
@@ -241,11 +242,10 @@ async def act(request: Request) -> Response:
             await api.trigger_population(conn, id_)
             log.info("target re-populated from the console", target_id=id_)
             return RedirectResponse(f"/targets?populated={id_}", 303)
-        handler = {"retry": jobs.retry_job, "cancel": jobs.cancel_job, "abort": jobs.abort_job}
-        if action not in handler:
+        if action not in JOB_ACTIONS:
             raise HTTPException(404, detail=f"no action {action!r}")
         try:
-            await handler[action](conn, id_)
+            await JOB_ACTIONS[action](conn, id_)
         except jobs.JobNotFound as exc:
             raise HTTPException(404, detail=str(exc)) from None
         except jobs.WrongState as exc:

@@ -8,6 +8,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from starlette.testclient import TestClient
 
 from qlarius_jobs.ops.console import ConsoleConfig, ConsoleRefused, build_console
 from tests.integration.conftest import TEST_DB, unmigrated_database
-from tests.integration.factories import standard_world
+from tests.integration.factories import StandardWorld, standard_world
 
 
 def _client(**options) -> TestClient:
@@ -54,8 +55,15 @@ def _state(conn: psycopg.Connection, job_id: int) -> str:
     ).fetchone()[0]
 
 
+@dataclass(frozen=True)
+class ConsoleData(StandardWorld):
+    failed: int  # a failed populate_target job, with its error
+    waiting: int  # a waiting snapshot_band_populations job
+    worker: int  # a worker serving the targets queue
+
+
 @pytest.fixture
-def data(sync_conn) -> dict:
+def data(sync_conn) -> ConsoleData:
     s = standard_world(sync_conn)
     s.w.me_file([s.female, s.z10028])
     failed = _job(sync_conn, "populate_target", {"target_id": s.target}, "failed", 3)
@@ -82,7 +90,7 @@ def data(sync_conn) -> dict:
         "VALUES (%s, 'targets', 'box-1', 4242, 5)",
         (worker,),
     )
-    return {**s, "failed": failed, "waiting": waiting, "worker": worker}
+    return ConsoleData(**vars(s), failed=failed, waiting=waiting, worker=worker)
 
 
 def test_every_page_shows_the_database(client, data):
@@ -93,9 +101,9 @@ def test_every_page_shows_the_database(client, data):
     assert "rescue_stalled_jobs" in page.text  # the periodic schedule
     assert "<script" not in page.text  # nothing to load from elsewhere
     jobs_page = client.get("/jobs?state=failed")
-    assert f'href="/jobs/{data["failed"]}"' in jobs_page.text
-    assert f'/jobs/{data["waiting"]}"' not in jobs_page.text
-    job = client.get(f"/jobs/{data['failed']}")
+    assert f'href="/jobs/{data.failed}"' in jobs_page.text
+    assert f'/jobs/{data.waiting}"' not in jobs_page.text
+    job = client.get(f"/jobs/{data.failed}")
     assert job.status_code == 200
     assert (
         "attempt 3" in job.text and "RuntimeError" in job.text and "Traceback: line 1" in job.text
@@ -153,27 +161,27 @@ def test_typed_strings_never_become_sql(client, data):
 def test_actions_need_the_csrf_token(client, data, sync_conn):
     for token in (None, "", "0" * 64):
         form = {} if token is None else {"csrf": token}
-        refused = client.post(f"/jobs/{data['failed']}/retry", data=form, follow_redirects=False)
+        refused = client.post(f"/jobs/{data.failed}/retry", data=form, follow_redirects=False)
         assert refused.status_code == 403 and "CSRF" in refused.text
-    assert _state(sync_conn, data["failed"]) == "failed"
+    assert _state(sync_conn, data.failed) == "failed"
 
 
 def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
-    token = _csrf(client.get(f"/jobs/{data['failed']}").text)
+    token = _csrf(client.get(f"/jobs/{data.failed}").text)
     done = client.post(
-        f"/jobs/{data['failed']}/retry", data={"csrf": token}, follow_redirects=False
+        f"/jobs/{data.failed}/retry", data={"csrf": token}, follow_redirects=False
     )
     assert (
-        done.status_code == 303 and done.headers["location"] == f"/jobs/{data['failed']}?done=retry"
+        done.status_code == 303 and done.headers["location"] == f"/jobs/{data.failed}?done=retry"
     )
-    assert _state(sync_conn, data["failed"]) == "todo"
-    again = client.post(f"/jobs/{data['failed']}/retry", data={"csrf": token})
+    assert _state(sync_conn, data.failed) == "todo"
+    again = client.post(f"/jobs/{data.failed}/retry", data={"csrf": token})
     assert (
         again.status_code == 409
         and "only failed, cancelled, aborted jobs can be retried" in again.text
     )
-    assert client.post(f"/jobs/{data['waiting']}/cancel", data={"csrf": token}).status_code == 200
-    assert _state(sync_conn, data["waiting"]) == "cancelled"
+    assert client.post(f"/jobs/{data.waiting}/cancel", data={"csrf": token}).status_code == 200
+    assert _state(sync_conn, data.waiting) == "cancelled"
     running = _job(sync_conn, "populate_target", {"target_id": 1}, "doing")
     assert client.post(f"/jobs/{running}/abort", data={"csrf": token}).status_code == 200
     assert sync_conn.execute(
@@ -184,11 +192,11 @@ def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
     assert client.post(f"/jobs/{running}/explode", data={"csrf": token}).status_code == 404
     populates = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'populate_target'"
     before = sync_conn.execute(populates).fetchone()[0]
-    populated = client.post(f"/targets/{data['target']}/populate", data={"csrf": token})
+    populated = client.post(f"/targets/{data.target}/populate", data={"csrf": token})
     assert populated.status_code == 200
-    assert f"target #{data['target']} is re-populating" in populated.text
+    assert f"target #{data.target} is re-populating" in populated.text
     status = sync_conn.execute(
-        "SELECT population_status FROM targets WHERE id = %s", (data["target"],)
+        "SELECT population_status FROM targets WHERE id = %s", (data.target,)
     ).fetchone()[0]
     assert status == "populating"
     assert sync_conn.execute(populates).fetchone()[0] == before + 1
@@ -197,21 +205,21 @@ def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
 
 def test_read_only_hides_and_refuses_every_action(data, sync_conn):
     with _client(read_only=True) as c:
-        job = c.get(f"/jobs/{data['failed']}")
+        job = c.get(f"/jobs/{data.failed}")
         assert (
             "read-only" in job.text
             and 'id="retry"' not in job.text
             and 'name="csrf"' not in job.text
         )
         assert "Re-populate" not in c.get("/targets").text
-        refused = c.post(f"/jobs/{data['failed']}/retry", data={"csrf": "x"})
+        refused = c.post(f"/jobs/{data.failed}/retry", data={"csrf": "x"})
         assert refused.status_code == 403 and "read-only" in refused.text
-    assert _state(sync_conn, data["failed"]) == "failed"
+    assert _state(sync_conn, data.failed) == "failed"
 
 
 def test_the_password_guards_every_page_but_the_probes(data):
     with _client(password="s3cret", host="0.0.0.0") as c:
-        for path in ("/", "/jobs", f"/jobs/{data['failed']}", "/metrics", "/static/console.css"):
+        for path in ("/", "/jobs", f"/jobs/{data.failed}", "/metrics", "/static/console.css"):
             if path.startswith("/static"):
                 continue
             assert c.get(path).status_code == 401
@@ -220,7 +228,7 @@ def test_the_password_guards_every_page_but_the_probes(data):
         assert c.get("/", headers={"Authorization": "Basic !!!"}).status_code == 401
         right = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret").decode()}
         assert c.get("/", headers=right).status_code == 200
-        assert c.post(f"/jobs/{data['failed']}/retry", data={"csrf": "x"}).status_code == 401
+        assert c.post(f"/jobs/{data.failed}/retry", data={"csrf": "x"}).status_code == 401
         assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
 
 
@@ -307,11 +315,11 @@ def test_pages_carry_headers_that_forbid_scripts_and_framing(client):
 
 
 def test_actions_belong_to_their_kind_and_messages_are_never_echoed(client, data, sync_conn):
-    token = _csrf(client.get(f"/jobs/{data['failed']}").text)
-    assert client.post(f"/jobs/{data['target']}/populate", data={"csrf": token}).status_code == 404
-    assert client.post(f"/targets/{data['failed']}/retry", data={"csrf": token}).status_code == 404
-    assert _state(sync_conn, data["failed"]) == "failed"
-    page = client.get(f"/jobs/{data['failed']}?done=<b>hacked</b>")
+    token = _csrf(client.get(f"/jobs/{data.failed}").text)
+    assert client.post(f"/jobs/{data.target}/populate", data={"csrf": token}).status_code == 404
+    assert client.post(f"/targets/{data.failed}/retry", data={"csrf": token}).status_code == 404
+    assert _state(sync_conn, data.failed) == "failed"
+    page = client.get(f"/jobs/{data.failed}?done=<b>hacked</b>")
     assert "hacked" not in page.text
     assert "hacked" not in client.get("/targets?populated=1&done=hacked").text
     assert client.get("/targets?populated=x").status_code == 400
@@ -324,13 +332,13 @@ def test_the_host_header_never_decides_who_gets_in_or_what_an_action_hits(data, 
         for host in ("x/healthz?", "x/static/", "x/readyz#", "x/healthz"):
             assert c.get("/jobs", headers={"Host": host}).status_code == 401, host
     with _client() as c:
-        token = _csrf(c.get(f"/jobs/{data['failed']}").text)
+        token = _csrf(c.get(f"/jobs/{data.failed}").text)
         confused = c.post(
-            f"/jobs/{data['target']}/populate", data={"csrf": token}, headers={"Host": "x/targets/"}
+            f"/jobs/{data.target}/populate", data={"csrf": token}, headers={"Host": "x/targets/"}
         )
         assert confused.status_code in (400, 404)
     status = sync_conn.execute(
-        "SELECT population_status FROM targets WHERE id = %s", (data["target"],)
+        "SELECT population_status FROM targets WHERE id = %s", (data.target,)
     ).fetchone()[0]
     assert status != "populating"
 
@@ -348,5 +356,5 @@ def test_without_a_password_other_host_names_get_nothing(data):
 def test_odd_characters_are_400_not_500(client, data):
     for params in ({"queue": "\x00"}, {"task": "a\x00b"}, {"queue": "a\nb"}):
         assert client.get("/jobs", params=params).status_code == 400, params
-    refused = client.post(f"/jobs/{data['failed']}/retry", data={"csrf": "é"})
+    refused = client.post(f"/jobs/{data.failed}/retry", data={"csrf": "é"})
     assert refused.status_code == 403
