@@ -12,8 +12,8 @@ import psycopg
 from qlarius_jobs import api
 from qlarius_jobs.dev import reference
 from qlarius_jobs.jobs.catalog import defer_job
-from tests.integration.conftest import BIN, TEST_DB, drain, log_events
 from tests.integration.factories import StandardWorld, standard_world
+from tests.integration.support import BIN, TEST_DB, drain, log_events
 
 
 @dataclass(frozen=True)

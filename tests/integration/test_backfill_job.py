@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import psycopg
 
 from qlarius_jobs.jobs.catalog import defer_job
-from tests.integration.conftest import TEST_DB, drain, jobs, log_events
 from tests.integration.factories import StandardWorld, standard_world
+from tests.integration.support import TEST_DB, drain, jobs, log_events
 
 WORKER = "BackfillMissingSnapshotsWorker"
 

@@ -14,8 +14,8 @@ from qlarius_jobs import api, testing
 from qlarius_jobs.dev import reference
 from qlarius_jobs.worker.wakeups import SQL as WAKEUPS
 from qlarius_jobs.worker.wakeups import Wakeups
-from tests.integration.conftest import TEST_DB, drain, insert_job_by_hand, jobs
 from tests.integration.factories import standard_world
+from tests.integration.support import TEST_DB, drain, insert_job_by_hand, jobs
 from tests.integration.test_concurrency import wait_until_blocked
 from tests.integration.test_every_change import _populated_market
 

@@ -24,7 +24,8 @@ from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.jobs.populations import apply_pending_syncs
 from qlarius_jobs.worker import runner
 from qlarius_jobs.worker.wakeups import Wakeups
-from tests.integration.conftest import (
+from tests.integration.factories import StandardWorld, standard_world
+from tests.integration.support import (
     BIN,
     TEST_DB,
     TargetRowHolder,
@@ -33,7 +34,6 @@ from tests.integration.conftest import (
     project_app,
     server_log,
 )
-from tests.integration.factories import StandardWorld, standard_world
 
 
 @contextlib.asynccontextmanager

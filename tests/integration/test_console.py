@@ -15,8 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from qlarius_jobs.ops.console import ConsoleConfig, ConsoleRefused, build_console
-from tests.integration.conftest import TEST_DB, unmigrated_database
 from tests.integration.factories import StandardWorld, standard_world
+from tests.integration.support import TEST_DB, unmigrated_database
 
 
 def _client(**options) -> TestClient:
@@ -168,12 +168,8 @@ def test_actions_need_the_csrf_token(client, data, sync_conn):
 
 def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
     token = _csrf(client.get(f"/jobs/{data.failed}").text)
-    done = client.post(
-        f"/jobs/{data.failed}/retry", data={"csrf": token}, follow_redirects=False
-    )
-    assert (
-        done.status_code == 303 and done.headers["location"] == f"/jobs/{data.failed}?done=retry"
-    )
+    done = client.post(f"/jobs/{data.failed}/retry", data={"csrf": token}, follow_redirects=False)
+    assert done.status_code == 303 and done.headers["location"] == f"/jobs/{data.failed}?done=retry"
     assert _state(sync_conn, data.failed) == "todo"
     again = client.post(f"/jobs/{data.failed}/retry", data={"csrf": token})
     assert (

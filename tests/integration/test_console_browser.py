@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 
 from qlarius_jobs.ops.console import ConsoleConfig, build_console
-from tests.integration.conftest import TEST_DB, free_port
 from tests.integration.factories import standard_world
+from tests.integration.support import TEST_DB, free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"

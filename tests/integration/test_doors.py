@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
-from tests.integration.conftest import jobs, unmigrated_database
+from tests.integration.support import jobs, unmigrated_database
 
 BIN = Path(sys.executable).parent
 

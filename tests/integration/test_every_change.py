@@ -17,8 +17,8 @@ from qlarius_jobs import api, testing
 from qlarius_jobs.dev import reference
 from qlarius_jobs.jobs import drains
 from qlarius_jobs.jobs.populations import apply_pending_syncs
-from tests.integration.conftest import TEST_DB, drain, jobs
 from tests.integration.factories import StandardWorld, standard_world
+from tests.integration.support import TEST_DB, drain, jobs
 
 
 def assert_all_invariants(conn: psycopg.Connection) -> None:

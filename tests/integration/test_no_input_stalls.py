@@ -8,7 +8,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs import api, testing
-from tests.integration.conftest import TEST_DB, jobs
+from tests.integration.support import TEST_DB, jobs
 
 PAST_BIGINT = 9_999_999_999_999_999_999  # 19 digits, > 2^63 - 1
 

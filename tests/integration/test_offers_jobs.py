@@ -12,8 +12,8 @@ from qlarius_jobs import api
 from qlarius_jobs.api import record_ad_event
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.jobs.catalog import defer_job
-from tests.integration.conftest import TEST_DB, drain, insert_job_by_hand, jobs, log_events
 from tests.integration.factories import StandardWorld, standard_world
+from tests.integration.support import TEST_DB, drain, insert_job_by_hand, jobs, log_events
 
 
 async def _defer(task: str, **kwargs) -> int | None:

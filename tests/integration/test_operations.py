@@ -16,7 +16,7 @@ import pytest
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.worker import runner
-from tests.integration.conftest import (
+from tests.integration.support import (
     TEST_DB,
     TargetRowHolder,
     WorkerProcess,

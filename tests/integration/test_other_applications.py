@@ -18,7 +18,7 @@ from procrastinate import exceptions
 from qlarius_jobs import testing
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.worker import runner
-from tests.integration.conftest import TEST_DB, unmigrated_database
+from tests.integration.support import TEST_DB, unmigrated_database
 
 QUEUE = "their_queue"
 

@@ -15,14 +15,14 @@ from psycopg import sql
 
 from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import reference
-from tests.integration.conftest import (
+from tests.integration.factories import standard_world
+from tests.integration.support import (
     BIN,
     TEST_DB,
     WorkerProcess,
     server_log,
     unmigrated_database,
 )
-from tests.integration.factories import standard_world
 
 
 def _pooled_env(pooled: str, **extra: str) -> dict[str, str]:

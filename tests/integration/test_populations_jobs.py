@@ -11,7 +11,8 @@ import pytest
 from qlarius_jobs import api, snapshots
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.jobs.catalog import defer_job
-from tests.integration.conftest import (
+from tests.integration.factories import standard_world
+from tests.integration.support import (
     TEST_DB,
     TargetRowHolder,
     drain,
@@ -19,7 +20,6 @@ from tests.integration.conftest import (
     jobs,
     log_events,
 )
-from tests.integration.factories import standard_world
 
 
 async def _trigger(target_id: int) -> int | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.support import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -8,7 +8,7 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.conftest import TEST_DB
+from tests.integration.support import TEST_DB
 
 
 @dataclass

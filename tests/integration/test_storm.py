@@ -8,7 +8,7 @@ import pytest
 
 from qlarius_jobs.dev import seed
 from qlarius_jobs.dev.storm import StormConfig, run_storm
-from tests.integration.conftest import TEST_DB, server_log
+from tests.integration.support import TEST_DB, server_log
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ import pytest
 
 from qlarius_jobs import api, testing
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
-from tests.integration.conftest import jobs
 from tests.integration.factories import standard_world
+from tests.integration.support import jobs
 
 
 async def test_the_readme_example_holds(app, conn, sync_conn):

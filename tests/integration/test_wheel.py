@@ -17,7 +17,7 @@ import pytest
 from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 
-from tests.integration.conftest import TEST_DB
+from tests.integration.support import TEST_DB
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 NAME = f"{pg_conninfo.conninfo_to_dict(TEST_DB.conninfo)['dbname']}_wheel"

@@ -15,7 +15,7 @@ import pytest
 
 from qlarius_jobs.dev import seed
 from qlarius_jobs.jobs.catalog import defer_job
-from tests.integration.conftest import (
+from tests.integration.support import (
     TEST_DB,
     TargetRowHolder,
     WorkerProcess,
