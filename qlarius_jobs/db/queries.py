@@ -12,7 +12,8 @@ Shapes: ``:one`` (a row, or None), ``:many`` (rows), ``:count`` (how many rows t
 affected or returned), ``:exec`` (nothing). The shape is declared once, in the file, and each
 call says which it expects (``one``, ``many``, ``count``, ``execute``): a mismatch, an unknown
 name, a duplicate name or a malformed header is an error, and ``tests/unit/test_queries.py``
-checks every call in the package against the files, and that every query is used.
+checks every call in the package against the files (its name, its shape, the names of its
+parameters and ``tables``), and that every query is used.
 
 A module loads its file at import (``SQL = QueryFile.of(__file__)``): a file that does not
 parse fails the import, not a job at 3 a.m.

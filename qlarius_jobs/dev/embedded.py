@@ -33,11 +33,14 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.db.connection import DatabaseUnavailable
+from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.settings import Settings, get_settings
 
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes on Linux; keep a margin
 PORT = 5432
 ROOT_SERVER_USER = "postgres"
+
+SQL = QueryFile.of(__file__)
 
 
 @dataclass(frozen=True)
@@ -351,10 +354,8 @@ def _write_server_config(cluster: EmbeddedCluster, settings: Settings) -> None:
 
 def _create_database(cluster: EmbeddedCluster) -> None:
     with psycopg.connect(cluster.admin_conninfo(), autocommit=True) as conn:
-        exists = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (cluster.database,)
-        ).fetchone()
-        if not exists:
+        if SQL.one_sync(conn, "database_exists", name=cluster.database) is None:
+            # Inline, composed: a database name is an identifier, which no query parameter can be.
             conn.execute(
                 psycopg.sql.SQL("CREATE DATABASE {}").format(
                     psycopg.sql.Identifier(cluster.database)

@@ -28,16 +28,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
 from qlarius_jobs.api import trigger_population
 from qlarius_jobs.db import migrate
+from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.jobs.catalog import defer_job
 
 BIN = Path(sys.executable).parent
+
+SQL = QueryFile.of(__file__)
+
+T = TypeVar("T")
 
 
 # Whether the scenarios run with a PgBouncer (transaction mode) between the workers and the
@@ -71,7 +76,7 @@ class Scenario:
 class Throwaway:
     """A PostgreSQL cluster in a temporary folder, seeded, for one scenario; behind a
     PgBouncer in transaction mode when ``BEHIND_POOLER`` is set (then ``conninfo``, what
-    workers and clients use, goes through it; ``sql``, the scenario's own checks, does not)."""
+    workers and clients use, goes through it; ``query``, the scenario's own checks, does not)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -112,23 +117,22 @@ class Throwaway:
         if self.bouncer is not None:
             self.bouncer.stop()
 
-    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    def query(self, run: Callable[[psycopg.Connection], T]) -> T:
+        """``run`` (a named query) on a connection of its own, in autocommit, straight to the
+        server: a restart or a crash cuts any connection kept, and the pooler stays out of the
+        scenario's own checks."""
         with psycopg.connect(self.cluster.conninfo, autocommit=True) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
+            return run(conn)
 
     def job_status(self, job_id: int | None) -> str:
-        rows = self.sql("SELECT status::text FROM procrastinate_jobs WHERE id = %s", (job_id,))
-        return rows[0][0] if rows else "missing"
+        row = self.query(lambda c: SQL.one_sync(c, "job_status", job_id=job_id))
+        return row["status"] if row else "missing"
 
     def client_backends(self, application_name: str | None = None) -> int:
-        return int(
-            self.sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                "AND (%(name)s::text IS NULL OR application_name = %(name)s::text)",
-                {"name": application_name},
-            )[0][0]
+        row = self.query(
+            lambda c: SQL.one_sync(c, "client_backend_count", application_name=application_name)
         )
+        return int(row["n"])
 
     def prepare(self, **sizes: Any) -> None:
         self.start()
@@ -139,12 +143,7 @@ class Throwaway:
 
     def quiet(self) -> bool:
         """Nothing due, running or pending."""
-        return not self.sql(
-            "SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-            "AND (scheduled_at IS NULL OR scheduled_at <= now()) "
-            "UNION ALL SELECT 1 FROM qlarius_pending_syncs "
-            "UNION ALL SELECT 1 FROM qlarius_pending_reconciles"
-        )
+        return not self.query(lambda c: SQL.many_sync(c, "work_due_or_pending"))
 
 
 @contextlib.contextmanager
@@ -252,9 +251,10 @@ class Client:
 
 def _settled(cluster: Throwaway, ids: list[int]) -> tuple[int, int]:
     """(confirmed jobs missing from the table, confirmed jobs not succeeded)."""
-    rows = dict(
-        cluster.sql("SELECT id, status::text FROM procrastinate_jobs WHERE id = ANY(%s)", (ids,))
-    )
+    rows = {
+        r["id"]: r["status"]
+        for r in cluster.query(lambda c: SQL.many_sync(c, "job_statuses", job_ids=ids))
+    }
     return (
         sum(1 for i in ids if i not in rows),
         sum(1 for i in ids if rows.get(i) != "succeeded"),
@@ -266,14 +266,13 @@ async def _outage(folder: Path, name: str, *, crash_for: float | None, load: flo
     scenario = Scenario(name)
     with throwaway() as cluster:
         cluster.prepare()
-        band = cluster.sql("SELECT min(id) FROM target_bands")[0][0]
+        band = cluster.query(lambda c: SQL.one_sync(c, "first_band"))["band_id"]
         worker = Worker(cluster.conninfo, folder / f"{name}.log")
         client = Client(cluster.conninfo, band)
         load_task = asyncio.create_task(client.run(load))
         await asyncio.sleep(2)
         succeeded_before = [
-            r[0]
-            for r in cluster.sql("SELECT id FROM procrastinate_jobs WHERE status = 'succeeded'")
+            r["id"] for r in cluster.query(lambda c: SQL.many_sync(c, "succeeded_job_ids"))
         ]
         if crash_for is None:
             await asyncio.to_thread(cluster.restart)
@@ -281,32 +280,22 @@ async def _outage(folder: Path, name: str, *, crash_for: float | None, load: flo
             await asyncio.to_thread(cluster.crash)
             await asyncio.sleep(crash_for)
             await asyncio.to_thread(cluster.start)
-        back_at = cluster.sql("SELECT now()")[0][0]
+        back_at = cluster.query(lambda c: SQL.one_sync(c, "server_now"))["now"]
         flow = await wait_for(
             lambda: bool(
-                cluster.sql(
-                    "SELECT 1 FROM procrastinate_events WHERE type = 'succeeded' AND at > %s",
-                    (back_at,),
-                )
+                cluster.query(lambda c: SQL.many_sync(c, "jobs_succeeded_since", since=back_at))
             ),
             60,
         )
         await load_task
         settle = await wait_for(lambda: _settled(cluster, client.confirmed)[1] == 0, 90)
         lost, unsettled = _settled(cluster, client.confirmed)
-        rerun = cluster.sql(
-            "SELECT count(DISTINCT job_id) FROM procrastinate_events "
-            "WHERE type = 'started' AND at > %s AND job_id = ANY(%s)",
-            (back_at, succeeded_before),
-        )[0][0]
-        # stuck: due and not done, and nothing happened to it for a while (a periodic job
-        # deferred or started a moment ago is not stuck)
-        stuck = cluster.sql(
-            "SELECT count(*) FROM procrastinate_jobs j WHERE status IN ('todo', 'doing') "
-            "AND (scheduled_at IS NULL OR scheduled_at <= now() - interval '10 seconds') "
-            "AND NOT EXISTS (SELECT 1 FROM procrastinate_events e WHERE e.job_id = j.id "
-            "                AND e.at > now() - interval '10 seconds')"
-        )[0][0]
+        rerun = cluster.query(
+            lambda c: SQL.one_sync(
+                c, "jobs_started_again_since", since=back_at, job_ids=succeeded_before
+            )
+        )["n"]
+        stuck = cluster.query(lambda c: SQL.one_sync(c, "stuck_job_count"))["n"]
         alive = worker.alive
         code = worker.stop()
         scenario.figures = {
@@ -375,25 +364,22 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
     rescue = {**fast, "QLARIUS_RESCUE_CRON": "* * * * * */2"} if short else {}
     with throwaway() as cluster:
         cluster.prepare()
-        target = cluster.sql("SELECT min(id) FROM targets")[0][0]
-        of_target = "target_band_id IN (SELECT id FROM target_bands WHERE target_id = %s)"
+        target = cluster.query(lambda c: SQL.one_sync(c, "first_target"))["target_id"]
         # stale snapshots for the populate to refresh, one of them held by this connection
-        cluster.sql(
-            f"UPDATE target_populations SET matching_tags_snapshot = '{{\"tags\": 1}}' "
-            f"WHERE {of_target}",
-            (target,),
+        cluster.query(
+            lambda c: SQL.execute_sync(c, "make_target_snapshots_stale", target_id=target)
         )
         # a population row the populate must insert, being inserted by this connection: the
         # one wait a populate keeps (rows held elsewhere are skipped, not waited for)
-        missing = cluster.sql(
-            "DELETE FROM target_populations WHERE id = (SELECT min(id) FROM target_populations "
-            f"WHERE {of_target}) RETURNING target_band_id, me_file_id",
-            (target,),
+        missing = cluster.query(
+            lambda c: SQL.one_sync(c, "take_first_population", target_id=target)
         )
         held = psycopg.connect(cluster.conninfo)
-        held.execute(
-            "INSERT INTO target_populations (target_band_id, me_file_id) VALUES (%s, %s)",
-            missing[0],
+        SQL.execute_sync(
+            held,
+            "insert_population",
+            target_band_id=missing["target_band_id"],
+            me_file_id=missing["me_file_id"],
         )
         doomed = Worker(
             cluster.conninfo, folder / "populate-doomed.log", "--queues", "targets", **fast
@@ -403,22 +389,16 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
             await conn.commit()
         waiting = await wait_for(
             lambda: bool(
-                cluster.sql(
-                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND query LIKE '%%target_populations%%'"
-                )
+                cluster.query(lambda c: SQL.many_sync(c, "backends_waiting_on_populations"))
             ),
             30,
         )
-        backend = cluster.sql(
-            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE '%%target_populations%%'"
-        )
+        backend = cluster.query(lambda c: SQL.many_sync(c, "backends_waiting_on_populations"))
         doomed.kill()
         killed_at = time.monotonic()
-        pid = backend[0][0] if backend else None
+        pid = backend[0]["pid"] if backend else None
         ended = await wait_for(
-            lambda: not cluster.sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)), 30
+            lambda: cluster.query(lambda c: SQL.one_sync(c, "backend_exists", pid=pid)) is None, 30
         )
         held.rollback()
         held.close()
@@ -436,15 +416,13 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
         with psycopg.connect(cluster.conninfo) as conn:
             found = reference.check(conn)
             violations = found.total()
-        errors = cluster.sql(
-            "SELECT error_type FROM qlarius_job_errors WHERE job_id = %s ORDER BY attempt", (job,)
-        )
+        errors = cluster.query(lambda c: SQL.many_sync(c, "job_error_types", job_id=job))
         scenario.figures = {
             "killed backend's statement ended after (s)": None
             if ended is None
             else round(ended, 1),
             "rescued and done after (s)": rescued_after,
-            "attempts recorded": [e[0] for e in errors],
+            "attempts recorded": [e["error_type"] for e in errors],
             "violations": violations,
         }
         if violations:
@@ -470,12 +448,8 @@ async def kill_backfill(folder: Path, short: bool) -> Scenario:
     }
     with throwaway() as cluster:
         cluster.prepare(me_files=600, null_share=0.5)
-        cluster.sql("DELETE FROM qlarius_pending_syncs; DELETE FROM qlarius_pending_reconciles")
-        found = cluster.sql(
-            "SELECT (SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL)"
-            " + (SELECT count(*) FROM offers WHERE matching_tags_snapshot IS NULL)"
-            " + (SELECT count(*) FROM ad_events WHERE matching_tags_snapshot IS NULL)"
-        )[0][0]
+        cluster.query(lambda c: SQL.execute_sync(c, "clear_pending_changes"))
+        found = cluster.query(lambda c: SQL.one_sync(c, "null_snapshot_count"))["n"]
         workers = [
             Worker(
                 cluster.conninfo, folder / f"backfill-{i}.log", "--queues", "maintenance=2", **env
@@ -486,32 +460,25 @@ async def kill_backfill(folder: Path, short: bool) -> Scenario:
         async with await psycopg.AsyncConnection.connect(cluster.conninfo, autocommit=True) as c:
             await defer_job(c, "backfill_missing_snapshots")
         started = await wait_for(
-            lambda: bool(
-                cluster.sql(
-                    "SELECT 1 FROM procrastinate_jobs WHERE task_name = 'backfill_snapshot_chunk' "
-                    "AND status = 'succeeded'"
-                )
-            ),
+            lambda: bool(cluster.query(lambda c: SQL.many_sync(c, "backfill_chunks_succeeded"))),
             60,
         )
         workers[0].kill()
         finished = await wait_for(
             lambda: (
-                cluster.sql("SELECT bool_and(finished_at IS NOT NULL) FROM backfill_runs")[0][0]
+                cluster.query(lambda c: SQL.one_sync(c, "backfill_runs_finished"))["finished"]
                 is True
             ),
             120,
         )
         workers[1].stop()
-        left, orphans, updated, failed = cluster.sql(
-            "SELECT (SELECT count(*) FROM target_populations WHERE matching_tags_snapshot IS NULL) "
-            "+ (SELECT count(*) FROM offers o WHERE matching_tags_snapshot IS NULL AND EXISTS "
-            "   (SELECT 1 FROM target_populations tp WHERE tp.me_file_id = o.me_file_id "
-            "    AND tp.target_band_id = o.target_band_id)), "
-            "sum(orphan_offers + orphan_ad_events), "
-            "sum(updated_populations + updated_offers + updated_ad_events), sum(chunks_failed) "
-            "FROM backfill_runs"
-        )[0]
+        outcome = cluster.query(lambda c: SQL.one_sync(c, "backfill_outcome"))
+        left, orphans, updated, failed = (
+            outcome["left_over"],
+            outcome["orphans"],
+            outcome["updated"],
+            outcome["failed"],
+        )
         scenario.figures = {
             "NULL snapshots found": found,
             "fixed": int(updated or 0),
@@ -535,7 +502,7 @@ async def connections(folder: Path, short: bool) -> Scenario:
     scenario = Scenario("out of connections (max_connections 20, two workers of pool 40)")
     with throwaway() as cluster:
         cluster.prepare()
-        cluster.sql("ALTER SYSTEM SET max_connections = 20")
+        cluster.query(lambda c: SQL.execute_sync(c, "cap_max_connections"))
         await asyncio.to_thread(cluster.restart)
         env = {"QLARIUS_POOL_MAX_IDLE_SECONDS": "2"}
         first = Worker(
@@ -549,10 +516,10 @@ async def connections(folder: Path, short: bool) -> Scenario:
         operator = True
         try:
             with psycopg.connect(cluster.conninfo) as conn:
-                conn.execute("SELECT 1")
+                SQL.one_sync(conn, "operator_probe")
         except psycopg.Error:
             operator = False
-        band = cluster.sql("SELECT min(id) FROM target_bands")[0][0]
+        band = cluster.query(lambda c: SQL.one_sync(c, "first_band"))["band_id"]
         client = Client(cluster.conninfo, band)
         await client.run(3)
         settled = await wait_for(lambda: _settled(cluster, client.confirmed)[1] == 0, 60)
@@ -588,7 +555,7 @@ async def time_limit_and_abort(folder: Path, short: bool) -> Scenario:
     scenario = Scenario("populate timed out / aborted")
     with throwaway() as cluster:
         cluster.prepare()
-        target = cluster.sql("SELECT min(id) FROM targets")[0][0]
+        target = cluster.query(lambda c: SQL.one_sync(c, "first_target"))["target_id"]
         worker = Worker(
             cluster.conninfo,
             folder / "limits.log",
@@ -600,26 +567,23 @@ async def time_limit_and_abort(folder: Path, short: bool) -> Scenario:
         results: dict[str, Any] = {}
         for ending in ("time limit", "abort"):
             held = psycopg.connect(cluster.conninfo)
-            held.execute(
-                "SELECT 1 FROM qlarius_target_locks WHERE target_id = %s AND scope = 'populations' "
-                "FOR UPDATE",
-                (target,),
-            )
+            SQL.execute_sync(held, "hold_target_populations_scope", target_id=target)
             async with await psycopg.AsyncConnection.connect(cluster.conninfo) as conn:
                 job = await trigger_population(conn, target)
                 await conn.commit()
             if ending == "abort":
                 await wait_for(lambda job=job: cluster.job_status(job) == "doing", 30)
-                cluster.sql("SELECT procrastinate_cancel_job_v1(%s, true, false)", (job,))
+                cluster.query(lambda c, job=job: SQL.execute_sync(c, "abort_job", job_id=job))
             await wait_for(lambda job=job: cluster.job_status(job) in ("failed", "aborted"), 60)
             held.rollback()
             held.close()
-            status = cluster.sql("SELECT population_status FROM targets WHERE id = %s", (target,))
-            errors = cluster.sql(
-                "SELECT error_type FROM qlarius_job_errors WHERE job_id = %s ORDER BY attempt",
-                (job,),
+            status = cluster.query(
+                lambda c: SQL.one_sync(c, "target_population_status", target_id=target)
             )
-            results[ending] = (status[0][0], [e[0] for e in errors])
+            errors = cluster.query(
+                lambda c, job=job: SQL.many_sync(c, "job_error_types", job_id=job)
+            )
+            results[ending] = (status["population_status"], [e["error_type"] for e in errors])
         worker.stop()
         scenario.figures = {
             f"{k}: status, history": f"{v[0]}, {'/'.join(v[1])}" for k, v in results.items()

@@ -18,13 +18,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 
 from qlarius_jobs import api
 from qlarius_jobs.api import record_ad_event
+from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs.catalog import defer_job
+
+SQL = QueryFile.of(__file__)
 
 Step = Callable[[psycopg.AsyncConnection], Awaitable[bool]]
 
@@ -42,31 +44,16 @@ class World:
 
     @classmethod
     def load(cls, conn: psycopg.Connection) -> World:
-        me_files = [r[0] for r in conn.execute("SELECT id FROM me_files ORDER BY id")]
-        grouped = {r[0] for r in conn.execute("SELECT DISTINCT trait_id FROM trait_group_traits")}
-        children = [
-            r[0] for r in conn.execute("SELECT id FROM traits WHERE parent_trait_id IS NOT NULL")
-        ]
-        targets = [r[0] for r in conn.execute("SELECT id FROM targets ORDER BY id")]
-        campaigns = [r[0] for r in conn.execute("SELECT id FROM campaigns ORDER BY id")]
+        me_files = [r["id"] for r in SQL.many_sync(conn, "world_me_files")]
+        grouped = {r["trait_id"] for r in SQL.many_sync(conn, "world_grouped_traits")}
+        children = [r["id"] for r in SQL.many_sync(conn, "world_child_traits")]
+        targets = [r["id"] for r in SQL.many_sync(conn, "world_targets")]
+        campaigns = [r["id"] for r in SQL.many_sync(conn, "world_campaigns")]
         bands: dict[int, list[int]] = {}
-        for band, target in conn.execute("SELECT id, target_id FROM target_bands ORDER BY id"):
-            bands.setdefault(target, []).append(band)
-        groups = {
-            group: list(kids)
-            for group, kids in conn.execute(
-                "SELECT g.id, array_agg(t.id ORDER BY t.id) FROM trait_groups g "
-                "JOIN traits t ON t.parent_trait_id = g.parent_trait_id "
-                "WHERE g.id IN (SELECT trait_group_id FROM target_band_trait_groups) "
-                "GROUP BY g.id ORDER BY g.id"
-            )
-        }
-        parents = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT g.parent_trait_id FROM trait_groups g ORDER BY 1"
-            )
-        ]
+        for r in SQL.many_sync(conn, "world_bands"):
+            bands.setdefault(r["target_id"], []).append(r["id"])
+        groups = {r["id"]: list(r["children"]) for r in SQL.many_sync(conn, "world_band_groups")}
+        parents = [r["parent_trait_id"] for r in SQL.many_sync(conn, "world_parent_traits")]
         return cls(
             me_files=me_files,
             traits=sorted(grouped),
@@ -114,42 +101,36 @@ class Application:
                     self.errors.append(f"{what}: {type(exc).__name__}: {str(exc).strip()[:200]}")
                 await asyncio.sleep(self.rng.uniform(*pause))
 
-    async def _rows(
-        self, conn: psycopg.AsyncConnection, query: str, params: tuple[Any, ...] = ()
-    ) -> list[tuple[Any, ...]]:
-        cur = await conn.execute(query, params)
-        return list(await cur.fetchall())
-
     # --- tags and populations -------------------------------------------------------------
 
     async def change_tags(self, conn: psycopg.AsyncConnection) -> bool:
         me_file = self.rng.choice(self.world.me_files)
         current = [
-            r[0]
-            for r in await self._rows(
-                conn, "SELECT trait_id FROM me_file_tags WHERE me_file_id = %s", (me_file,)
-            )
+            r["trait_id"] for r in await SQL.many(conn, "tags_of_me_file", me_file_id=me_file)
         ]
         for _ in range(self.rng.randint(1, 3)):
             op = self.rng.random()
             if op < 0.45 or not current:
                 pool = self.world.traits if self.rng.random() < 0.9 else self.world.other_traits
-                await conn.execute(
-                    "INSERT INTO me_file_tags (me_file_id, trait_id, tag_value) "
-                    "VALUES (%s, %s, %s) ON CONFLICT (me_file_id, trait_id) "
-                    "DO UPDATE SET tag_value = EXCLUDED.tag_value, updated_at = now()",
-                    (me_file, self.rng.choice(pool), self.rng.choice([None, "", "v1", "v2"])),
+                # the draws happen in argument order: kept, so that a seed gives the same storm
+                await SQL.execute(
+                    conn,
+                    "upsert_tag",
+                    me_file_id=me_file,
+                    trait_id=self.rng.choice(pool),
+                    tag_value=self.rng.choice([None, "", "v1", "v2"]),
                 )
             elif op < 0.85:
-                await conn.execute(
-                    "DELETE FROM me_file_tags WHERE me_file_id = %s AND trait_id = %s",
-                    (me_file, self.rng.choice(current)),
+                await SQL.execute(
+                    conn, "delete_tag", me_file_id=me_file, trait_id=self.rng.choice(current)
                 )
             else:
-                await conn.execute(
-                    "UPDATE me_file_tags SET tag_value = %s, updated_at = now() "
-                    "WHERE me_file_id = %s AND trait_id = %s",
-                    (self.rng.choice(["x", "y", None]), me_file, self.rng.choice(current)),
+                await SQL.execute(
+                    conn,
+                    "update_tag_value",
+                    tag_value=self.rng.choice(["x", "y", None]),
+                    me_file_id=me_file,
+                    trait_id=self.rng.choice(current),
                 )
         await api.notify_tags_changed(conn, me_file)
         return True
@@ -164,14 +145,10 @@ class Application:
         if len(self.world.me_files) < 10:
             return False
         me_file = self.rng.choice(self.world.me_files)
-        cur = await conn.execute(
-            "DELETE FROM me_files m WHERE m.id = %s "
-            "AND NOT EXISTS (SELECT 1 FROM ad_events e WHERE e.me_file_id = m.id)",
-            (me_file,),
-        )
-        if cur.rowcount:
+        deleted = await SQL.count(conn, "delete_me_file", me_file_id=me_file)
+        if deleted:
             self.world.me_files.remove(me_file)
-        return cur.rowcount > 0
+        return deleted > 0
 
     # --- criteria and traits ----------------------------------------------------------------
 
@@ -179,23 +156,15 @@ class Application:
         """A marketer adds an answer to a trait group a band uses, or removes one (never the
         last: a group stays satisfiable)."""
         group = self.rng.choice(sorted(self.world.groups))
-        inside = [
-            r[0]
-            for r in await self._rows(
-                conn, "SELECT trait_id FROM trait_group_traits WHERE trait_group_id = %s", (group,)
-            )
-        ]
+        inside = [r["trait_id"] for r in await SQL.many(conn, "traits_of_group", group_id=group)]
         outside = [t for t in self.world.groups[group] if t not in inside]
         if outside and (len(inside) < 2 or self.rng.random() < 0.5):
-            await conn.execute(
-                "INSERT INTO trait_group_traits (trait_group_id, trait_id) VALUES (%s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (group, self.rng.choice(outside)),
+            await SQL.execute(
+                conn, "add_trait_to_group", group_id=group, trait_id=self.rng.choice(outside)
             )
         elif len(inside) > 1:
-            await conn.execute(
-                "DELETE FROM trait_group_traits WHERE trait_group_id = %s AND trait_id = %s",
-                (group, self.rng.choice(inside)),
+            await SQL.execute(
+                conn, "remove_trait_from_group", group_id=group, trait_id=self.rng.choice(inside)
             )
         else:
             return False
@@ -207,9 +176,12 @@ class Application:
         trait = self.rng.choice(
             self.world.traits if self.rng.random() < 0.7 else self.world.parents
         )
-        await conn.execute(
-            "UPDATE traits SET trait_name = %s, display_order = %s WHERE id = %s",
-            (f"trait {trait} r{self.rng.randint(1, 99)}", self.rng.randint(1, 30), trait),
+        await SQL.execute(
+            conn,
+            "rename_trait",
+            trait_name=f"trait {trait} r{self.rng.randint(1, 99)}",
+            display_order=self.rng.randint(1, 30),
+            trait_id=trait,
         )
         return True
 
@@ -218,44 +190,37 @@ class Application:
     async def offer(self, conn: psycopg.AsyncConnection) -> bool:
         campaign = self.rng.choice(self.world.campaigns)
         if self.rng.random() < 0.3:  # the marketer changes a bid: offers must follow
-            bids = await self._rows(
-                conn,
-                "SELECT b.id, c.target_id FROM bids b "
-                "JOIN campaigns c ON c.id = b.campaign_id WHERE b.campaign_id = %s",
-                (campaign,),
-            )
+            bids = await SQL.many(conn, "bids_of_campaign", campaign_id=campaign)
             if len(bids) > 1 and self.rng.random() < 0.5:
-                await conn.execute("DELETE FROM bids WHERE id = %s", (self.rng.choice(bids)[0],))
+                await SQL.execute(conn, "delete_bid", bid_id=self.rng.choice(bids)["id"])
             elif bids:
-                bands = self.world.bands_by_target.get(bids[0][1], [])
-                await conn.execute(
-                    "INSERT INTO bids (campaign_id, target_band_id, offer_amt, marketer_cost_amt) "
-                    "VALUES (%s, %s, %s, %s) ON CONFLICT (campaign_id, target_band_id) "
-                    "DO UPDATE SET offer_amt = EXCLUDED.offer_amt",
-                    (campaign, self.rng.choice(bands), self.rng.randint(1, 9), 10),
+                bands = self.world.bands_by_target.get(bids[0]["target_id"], [])
+                await SQL.execute(
+                    conn,
+                    "upsert_bid",
+                    campaign_id=campaign,
+                    band_id=self.rng.choice(bands),
+                    offer_amt=self.rng.randint(1, 9),
+                    marketer_cost_amt=10,
                 )
         await api.offer_campaign(conn, campaign)
         return True
 
     async def change_amounts(self, conn: psycopg.AsyncConnection) -> bool:
         """A marketer raises or lowers a bid: open offers follow, completed ones keep theirs."""
-        cur = await conn.execute(
-            "UPDATE bids SET offer_amt = %s, marketer_cost_amt = %s "
-            "WHERE id = (SELECT id FROM bids WHERE campaign_id = %s ORDER BY random() LIMIT 1)",
-            (
-                self.rng.randint(100, 900) / 100,
-                self.rng.randint(900, 1500) / 100,
-                self.rng.choice(self.world.campaigns),
-            ),
+        changed = await SQL.count(
+            conn,
+            "change_bid_amounts",
+            offer_amt=self.rng.randint(100, 900) / 100,
+            marketer_cost_amt=self.rng.randint(900, 1500) / 100,
+            campaign_id=self.rng.choice(self.world.campaigns),
         )
-        return cur.rowcount > 0
+        return changed > 0
 
     async def toggle_campaign(self, conn: psycopg.AsyncConnection) -> bool:
         """A campaign deactivated (its open offers withdrawn) or brought back."""
-        await conn.execute(
-            "UPDATE campaigns SET deactivated_at = CASE WHEN deactivated_at IS NULL "
-            "THEN now() END WHERE id = %s",
-            (self.rng.choice(self.world.campaigns),),
+        await SQL.execute(
+            conn, "toggle_campaign", campaign_id=self.rng.choice(self.world.campaigns)
         )
         return True
 
@@ -265,32 +230,29 @@ class Application:
             return False
         campaign = self.rng.choice(self.world.campaigns)
         target = self.rng.choice(self.world.targets)
-        await conn.execute("UPDATE campaigns SET target_id = %s WHERE id = %s", (target, campaign))
-        await conn.execute(
-            "DELETE FROM bids b USING target_bands tb WHERE b.campaign_id = %s "
-            "AND tb.id = b.target_band_id AND tb.target_id <> %s",
-            (campaign, target),
-        )
+        await SQL.execute(conn, "move_campaign", target_id=target, campaign_id=campaign)
+        await SQL.execute(conn, "drop_bids_off_target", campaign_id=campaign, target_id=target)
+        # A statement per bid, as an application adding bids one by one: each records the
+        # campaign as pending (bids' statement-level trigger), which one INSERT for all would not.
         for band in self.world.bands_by_target.get(target, []):
             if self.rng.random() < 0.8:
-                await conn.execute(
-                    "INSERT INTO bids (campaign_id, target_band_id, offer_amt, "
-                    "marketer_cost_amt) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (campaign, band, self.rng.randint(1, 9), 10),
+                await SQL.execute(
+                    conn,
+                    "add_bid",
+                    campaign_id=campaign,
+                    band_id=band,
+                    offer_amt=self.rng.randint(1, 9),
+                    marketer_cost_amt=10,
                 )
         return True
 
     # --- people engaging, and the safety net ------------------------------------------------
 
     async def ad_event(self, conn: psycopg.AsyncConnection) -> bool:
-        rows = await self._rows(
-            conn,
-            "SELECT id FROM offers WHERE id >= (SELECT min(id) + floor(random() * "
-            "(max(id) - min(id) + 1)) FROM offers) ORDER BY id LIMIT 1",
-        )
-        if not rows:
+        offer = await SQL.one(conn, "random_offer")
+        if offer is None:
             return False
-        await record_ad_event(conn, rows[0][0], is_offer_complete=self.rng.random() < 0.3)
+        await record_ad_event(conn, offer["id"], is_offer_complete=self.rng.random() < 0.3)
         return True
 
     async def backfill(self, conn: psycopg.AsyncConnection) -> bool:

@@ -25,6 +25,10 @@ from typing import Any
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
+from qlarius_jobs.db.queries import QueryFile
+
+SQL = QueryFile.of(__file__)
+
 RUN_AS_WHEN_ROOT = "postgres"
 
 
@@ -124,7 +128,7 @@ pidfile = {self.folder / "pgbouncer.pid"}
                 break
             with contextlib.suppress(psycopg.OperationalError):
                 with psycopg.connect(self.conninfo(), connect_timeout=2) as conn:
-                    conn.execute("SELECT 1")
+                    SQL.one_sync(conn, "probe")
                 return
             time.sleep(0.1)
         tail = self.logfile.read_text(errors="replace")[-1000:] if self.logfile.exists() else ""

@@ -1,7 +1,8 @@
 """An independent reference of DOMAIN.md's rules, in plain Python, for checking invariants.
 
-It reads the raw tables (no view, function or query of this project), recomputes band
-memberships, snapshots and eligible offers, and compares them with what the jobs wrote.
+It reads the raw tables (no view, function or query of the jobs: its own reads, in
+``reference.sql``), recomputes band memberships, snapshots and eligible offers, and compares
+them with what the jobs wrote.
 Slow on purpose (it is a second opinion, not a second implementation to optimise); fine for
 the data sets of tests and storms (thousands of MeFiles).
 """
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
+
+from qlarius_jobs.db.queries import QueryFile
+
+SQL = QueryFile.of(__file__)
 
 Snapshot = dict[str, Any]
 
@@ -31,44 +35,41 @@ class Marketplace:
     @classmethod
     def load(cls, conn: psycopg.Connection) -> Marketplace:
         trait = {
-            r[0]: (r[1], r[2], r[3])
-            for r in conn.execute(
-                "SELECT id, trait_name, display_order, parent_trait_id FROM traits"
-            )
+            r["id"]: (r["trait_name"], r["display_order"], r["parent_trait_id"])
+            for r in SQL.many_sync(conn, "all_traits")
         }
         tags: dict[int, dict[int, str | None]] = defaultdict(dict)
-        for me_file, trait_id, value in conn.execute(
-            "SELECT me_file_id, trait_id, tag_value FROM me_file_tags"
-        ):
-            tags[me_file][trait_id] = value
-        for (me_file,) in conn.execute("SELECT id FROM me_files"):
-            tags.setdefault(me_file, {})
+        for r in SQL.many_sync(conn, "all_tags"):
+            tags[r["me_file_id"]][r["trait_id"]] = r["tag_value"]
+        for r in SQL.many_sync(conn, "all_me_files"):
+            tags.setdefault(r["id"], {})
         group_traits: dict[int, set[int]] = defaultdict(set)
-        for (group_id,) in conn.execute("SELECT id FROM trait_groups"):
-            group_traits.setdefault(group_id, set())
-        for group_id, trait_id in conn.execute(
-            "SELECT trait_group_id, trait_id FROM trait_group_traits"
-        ):
-            group_traits[group_id].add(trait_id)
-        band_target = dict(conn.execute("SELECT id, target_id FROM target_bands").fetchall())
+        for r in SQL.many_sync(conn, "all_trait_groups"):
+            group_traits.setdefault(r["id"], set())
+        for r in SQL.many_sync(conn, "all_group_traits"):
+            group_traits[r["trait_group_id"]].add(r["trait_id"])
+        band_target = {r["id"]: r["target_id"] for r in SQL.many_sync(conn, "all_bands")}
         band_groups: dict[int, list[int]] = {band: [] for band in band_target}
-        for band, group_id in conn.execute(
-            "SELECT target_band_id, trait_group_id FROM target_band_trait_groups"
-        ):
-            band_groups[band].append(group_id)
-        target_status = dict(conn.execute("SELECT id, population_status FROM targets").fetchall())
+        for r in SQL.many_sync(conn, "all_band_groups"):
+            band_groups[r["target_band_id"]].append(r["trait_group_id"])
+        target_status = {
+            r["id"]: r["population_status"] for r in SQL.many_sync(conn, "all_target_statuses")
+        }
         campaigns: dict[int, dict[str, Any]] = {}
-        for cid, target, live in conn.execute(
-            "SELECT id, target_id, launched_at IS NOT NULL AND launched_at <= now() "
-            "AND deactivated_at IS NULL FROM campaigns"
-        ):
-            campaigns[cid] = {"target": target, "live": live, "first_run": None, "bids": {}}
-        for cid, run in conn.execute("SELECT campaign_id, min(id) FROM media_runs GROUP BY 1"):
-            campaigns[cid]["first_run"] = run
-        for cid, band, offer_amt, cost_amt in conn.execute(
-            "SELECT campaign_id, target_band_id, offer_amt, marketer_cost_amt FROM bids"
-        ):
-            campaigns[cid]["bids"][band] = (offer_amt, cost_amt)
+        for r in SQL.many_sync(conn, "all_campaigns"):
+            campaigns[r["id"]] = {
+                "target": r["target_id"],
+                "live": r["live"],
+                "first_run": None,
+                "bids": {},
+            }
+        for r in SQL.many_sync(conn, "first_media_runs"):
+            campaigns[r["campaign_id"]]["first_run"] = r["first_run"]
+        for r in SQL.many_sync(conn, "all_bids"):
+            campaigns[r["campaign_id"]]["bids"][r["target_band_id"]] = (
+                r["offer_amt"],
+                r["marketer_cost_amt"],
+            )
         return cls(
             trait,
             dict(tags),
@@ -163,9 +164,12 @@ def check(conn: psycopg.Connection, me_files: set[int] | None = None) -> Violati
     expected = world.expected_populations(me_files)
     actual: dict[tuple[int, int], list[tuple[int, Any]]] = defaultdict(list)
     snapshots: dict[tuple[int, int], Any] = {}
-    for band, me_file, snap in conn.execute(
-        "SELECT target_band_id, me_file_id, matching_tags_snapshot FROM target_populations"
-    ):
+    for row in SQL.many_sync(conn, "all_populations"):
+        band, me_file, snap = (
+            row["target_band_id"],
+            row["me_file_id"],
+            row["matching_tags_snapshot"],
+        )
         if me_files is not None and me_file not in me_files:
             continue
         target = world.band_target[band]
@@ -186,15 +190,13 @@ def check(conn: psycopg.Connection, me_files: set[int] | None = None) -> Violati
 
     offers: dict[tuple[int, int], list[tuple[int, int, Any]]] = defaultdict(list)
     amounts: dict[tuple[int, int], tuple[Any, Any, bool]] = {}  # (amounts, completed)
-    for cid, me_file, run, band, snap, offer_amt, cost_amt, completed in conn.execute(
-        "SELECT o.campaign_id, o.me_file_id, o.media_run_id, o.target_band_id, "
-        "o.matching_tags_snapshot, o.offer_amt, o.marketer_cost_amt, "
-        "EXISTS (SELECT 1 FROM ad_events e WHERE e.offer_id = o.id AND e.is_offer_complete) "
-        "FROM offers o"
-    ):
+    for o in SQL.many_sync(conn, "all_offers"):
+        cid, me_file = o["campaign_id"], o["me_file_id"]
         if me_files is None or me_file in me_files:
-            offers[(cid, me_file)].append((run, band, snap))
-            amounts[(cid, me_file)] = (offer_amt, cost_amt, completed)
+            offers[(cid, me_file)].append(
+                (o["media_run_id"], o["target_band_id"], o["matching_tags_snapshot"])
+            )
+            amounts[(cid, me_file)] = (o["offer_amt"], o["marketer_cost_amt"], o["completed"])
     for cid, campaign in world.campaigns.items():
         if not campaign["live"]:
             # not live: only offers already completed stay (history)
@@ -231,12 +233,7 @@ def check(conn: psycopg.Connection, me_files: set[int] | None = None) -> Violati
                 found.note("extra_offers", f"campaign {cid} me_file {me_file}: {rows}")
 
     for table in ("offers", "ad_events"):
-        query = sql.SQL(
-            "SELECT c.id, c.me_file_id FROM {} c JOIN target_populations tp "
-            "ON tp.me_file_id = c.me_file_id AND tp.target_band_id = c.target_band_id "
-            "WHERE c.matching_tags_snapshot IS NULL"
-        ).format(sql.Identifier(table))
-        for row_id, me_file in conn.execute(query):
-            if me_files is None or me_file in me_files:
-                found.note("null_snapshot_copies", f"{table} {row_id}")
+        for row in SQL.many_sync(conn, "null_snapshot_copies", tables={"table": table}):
+            if me_files is None or row["me_file_id"] in me_files:
+                found.note("null_snapshot_copies", f"{table} {row['id']}")
     return found

@@ -27,12 +27,15 @@ from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.app import door_database
 from qlarius_jobs.db import migrate
+from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.dev.marketplace import Application, World
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
+
+SQL = QueryFile.of(__file__)
 
 INF_MS = 9223372036854775807
 
@@ -199,9 +202,9 @@ class Workers:
 
 
 def _lag_histogram(conn: psycopg.Connection, kind: str) -> dict[int, int]:
-    return dict(
-        conn.execute("SELECT le_ms, changes FROM qlarius_change_lag WHERE kind = %s", (kind,))
-    )
+    return {
+        r["le_ms"]: r["changes"] for r in SQL.many_sync(conn, "change_lag_histogram", kind=kind)
+    }
 
 
 def _p99(histogram: dict[int, int]) -> int | None:
@@ -217,19 +220,7 @@ def _p99(histogram: dict[int, int]) -> int | None:
 def _work_left(conn: psycopg.Connection) -> int:
     """Everything not yet done: jobs due or running, and every pending row, also those set
     aside for a retry or left for a busy target (they are work too, only later)."""
-    return int(
-        conn.execute(
-            "SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-            "        AND (scheduled_at IS NULL OR scheduled_at <= now())) "
-            "     + (SELECT count(*) FROM qlarius_pending_syncs) "
-            "     + (SELECT count(*) FROM qlarius_pending_reconciles) "
-            "     + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t "
-            "        ON t.id = p.target_id WHERE t.population_status <> 'not_populated' "
-            "        OR p.retry_after IS NOT NULL) "
-            "     + (SELECT count(*) FROM qlarius_pending_criteria) "
-            "     + (SELECT count(*) FROM qlarius_pending_campaigns)"
-        ).fetchone()[0]
-    )
+    return int(SQL.one_sync(conn, "work_left")["n"])
 
 
 async def _catch_up(conninfo: str, timeout: float) -> float | None:
@@ -261,7 +252,7 @@ async def run_storm(
     rng = random.Random(config.seed)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         world = World.load(conn)
-        conn.execute("DELETE FROM qlarius_change_lag")
+        SQL.execute_sync(conn, "reset_change_lag")
     log_start = server_log.stat().st_size if server_log and server_log.exists() else None
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="qlarius-storm-"))
     workers = Workers(via, config.workers, log_dir, pooled=pooled_conninfo is not None)
@@ -292,20 +283,10 @@ async def run_storm(
         report.reconcile_lag_p99_ms = _p99(_lag_histogram(conn, "reconcile"))
         found = reference.check(conn)
         report.violations, report.examples = found.as_dict(), found.examples
-        report.stuck_jobs = int(
-            conn.execute(
-                "SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing') "
-                "AND (scheduled_at IS NULL OR scheduled_at <= now())"
-            ).fetchone()[0]
-        )
-        for task, job_id, args, error_type, message in conn.execute(
-            "SELECT j.task_name, j.id, j.args, e.error_type, left(e.message, 160) "
-            "FROM procrastinate_jobs j LEFT JOIN LATERAL ("
-            "  SELECT error_type, message FROM qlarius_job_errors WHERE job_id = j.id "
-            "  ORDER BY attempt DESC LIMIT 1) e ON true "
-            "WHERE j.status = 'failed' ORDER BY j.id"
-        ):
-            text = f"{task} #{job_id} {args}: {error_type} {message}"
+        report.stuck_jobs = int(SQL.one_sync(conn, "stuck_job_count")["n"])
+        for job in SQL.many_sync(conn, "failed_jobs"):
+            args, error_type = job["args"], job["error_type"]
+            text = f"{job['task_name']} #{job['id']} {args}: {error_type} {job['message']}"
             if error_type == "WorkerLost" and "timestamp" in args:
                 report.ticks_lost.append(text)
             else:
@@ -324,6 +305,7 @@ def run_in_fresh_database(config: StormConfig) -> StormReport:
     name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
     admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
+        # Inline, composed: a database name is an identifier, which no query parameter can be.
         ident = psycopg.sql.Identifier(name)
         conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident))

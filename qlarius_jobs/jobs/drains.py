@@ -260,7 +260,6 @@ async def _run_batch(
             conn,
             "finish_drain_batch",
             tables={"table": kind.table},
-            scope=kind.scope,
             kind=kind.name,
             free_targets=free,
             deferred_me_file_ids=deferred_ids,
