@@ -78,10 +78,12 @@ async def perform_job(app: App, task: str, **args: Any) -> dict[str, Any]:
     return await spec.run(context, **args)
 
 
-def work_left(conn: Connection, queues: Iterable[str] | None = None) -> int:
+def work_left(conn: Connection, queues: Iterable[str] | None = None, *, later: bool = False) -> int:
     """Jobs due or running in ``queues``, plus the pending work their jobs would take now:
-    the one definition of "work left" (``drain``, the tests, the storm)."""
-    row = SQL.one_sync(conn, "work_left", queues=list(queues or all_queues()))
+    the one definition of "work left" (``drain``, the tests, the storm). ``later=True`` also
+    counts what waits for later (retries scheduled later, pending rows set aside for a retry
+    or left for a target a job holds): everything not yet done."""
+    row = SQL.one_sync(conn, "work_left", queues=list(queues or all_queues()), later=later)
     return int(row["left"]) if row else 0
 
 
@@ -107,7 +109,7 @@ async def drain(
             periodic=False,
         )
         async with app_pool(app).connection() as conn:
-            left = await SQL.one(conn, "work_left", queues=chosen)
+            left = await SQL.one(conn, "work_left", queues=chosen, later=False)
             if left is None or not left["left"]:
                 rows = await SQL.many(conn, "outcomes_since", since=started["now"])
                 outcomes = {"succeeded": 0, "failed": 0, "aborted": 0, "cancelled": 0}

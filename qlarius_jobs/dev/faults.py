@@ -20,9 +20,6 @@ import contextlib
 import contextvars
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,9 +33,8 @@ from qlarius_jobs.api import trigger_population
 from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
+from qlarius_jobs.dev.processes import NEVER, WorkerProcess
 from qlarius_jobs.jobs.catalog import defer_job
-
-BIN = Path(sys.executable).parent
 
 SQL = QueryFile.of(__file__)
 
@@ -158,53 +154,23 @@ def throwaway() -> Any:
         cluster.remove()
 
 
-class Worker:
-    """``qlarius-jobs worker`` against the throwaway cluster; output to a file."""
-
-    def __init__(self, conninfo: str, log: Path, *args: str, **env: str) -> None:
-        self.log = log
-        settings = {
-            "QLARIUS_DATABASE_URL": conninfo,
-            "QLARIUS_LOG_FORMAT": "json",
-            "QLARIUS_BACKFILL_CRON": "0 0 1 1 *",
-            "QLARIUS_PRUNE_CRON": "0 0 1 1 *",
-            "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
-            **(
-                {"QLARIUS_BEHIND_POOLER": "true", "QLARIUS_FETCH_POLLING_SECONDS": "0.5"}
-                if BEHIND_POOLER.get()
-                else {}
-            ),
-            **env,
-        }
-        with log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "qlarius-jobs"), "worker", *args],
-                env={**os.environ, **settings},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-    def last_line(self) -> str:
-        lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
-        return lines[-1] if lines else ""
+def start_worker(conninfo: str, log: Path, *args: str, **env: str) -> WorkerProcess:
+    """``qlarius-jobs worker ARGS`` against the throwaway cluster (behind the pooler when the
+    scenario is), output to ``log``; ``env`` adds or overrides settings."""
+    settings = {
+        "QLARIUS_DATABASE_URL": conninfo,
+        "QLARIUS_LOG_FORMAT": "json",
+        "QLARIUS_BACKFILL_CRON": NEVER,
+        "QLARIUS_PRUNE_CRON": NEVER,
+        "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
+        **(
+            {"QLARIUS_BEHIND_POOLER": "true", "QLARIUS_FETCH_POLLING_SECONDS": "0.5"}
+            if BEHIND_POOLER.get()
+            else {}
+        ),
+        **env,
+    }
+    return WorkerProcess(*args, env={**os.environ, **settings}, log_path=log)
 
 
 async def wait_for(predicate: Callable[[], bool], timeout: float) -> float | None:
@@ -267,7 +233,7 @@ async def _outage(folder: Path, name: str, *, crash_for: float | None, load: flo
     with throwaway() as cluster:
         cluster.prepare()
         band = cluster.query(lambda c: SQL.one_sync(c, "first_band"))["band_id"]
-        worker = Worker(cluster.conninfo, folder / f"{name}.log")
+        worker = start_worker(cluster.conninfo, folder / f"{name}.log")
         client = Client(cluster.conninfo, band)
         load_task = asyncio.create_task(client.run(load))
         await asyncio.sleep(2)
@@ -297,7 +263,8 @@ async def _outage(folder: Path, name: str, *, crash_for: float | None, load: flo
         )["n"]
         stuck = cluster.query(lambda c: SQL.one_sync(c, "stuck_job_count"))["n"]
         alive = worker.alive
-        code = worker.stop()
+        worker.stop()
+        code = worker.returncode
         scenario.figures = {
             "jobs flow again after (s)": None if flow is None else round(flow, 1),
             "confirmed deferrals": len(client.confirmed),
@@ -334,7 +301,7 @@ async def gone(folder: Path, short: bool) -> Scenario:
     scenario = Scenario(f"gone (server down past the {limit:g} s limit)")
     with throwaway() as cluster:
         cluster.prepare()
-        worker = Worker(
+        worker = start_worker(
             cluster.conninfo,
             folder / "gone.log",
             QLARIUS_DATABASE_OUTAGE_LIMIT_SECONDS=str(limit),
@@ -343,7 +310,8 @@ async def gone(folder: Path, short: bool) -> Scenario:
         await asyncio.sleep(2)
         await asyncio.to_thread(cluster.stop)
         exited = await wait_for(lambda: not worker.alive, limit + 60)
-        code = worker.stop()
+        worker.stop()
+        code = worker.returncode
         last = worker.last_line()
         scenario.figures = {
             "exited after (s)": None if exited is None else round(exited, 1),
@@ -381,7 +349,7 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
             target_band_id=missing["target_band_id"],
             me_file_id=missing["me_file_id"],
         )
-        doomed = Worker(
+        doomed = start_worker(
             cluster.conninfo, folder / "populate-doomed.log", "--queues", "targets", **fast
         )
         async with await psycopg.AsyncConnection.connect(cluster.conninfo) as conn:
@@ -402,7 +370,7 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
         )
         held.rollback()
         held.close()
-        rescuer = Worker(
+        rescuer = start_worker(
             cluster.conninfo,
             folder / "populate-rescuer.log",
             "--queues",
@@ -451,7 +419,7 @@ async def kill_backfill(folder: Path, short: bool) -> Scenario:
         cluster.query(lambda c: SQL.execute_sync(c, "clear_pending_changes"))
         found = cluster.query(lambda c: SQL.one_sync(c, "null_snapshot_count"))["n"]
         workers = [
-            Worker(
+            start_worker(
                 cluster.conninfo, folder / f"backfill-{i}.log", "--queues", "maintenance=2", **env
             )
             for i in range(2)
@@ -505,11 +473,11 @@ async def connections(folder: Path, short: bool) -> Scenario:
         cluster.query(lambda c: SQL.execute_sync(c, "cap_max_connections"))
         await asyncio.to_thread(cluster.restart)
         env = {"QLARIUS_POOL_MAX_IDLE_SECONDS": "2"}
-        first = Worker(
+        first = start_worker(
             cluster.conninfo, folder / "conn-1.log", "--queues", "default,targets", **env
         )
         await asyncio.sleep(3)
-        second = Worker(
+        second = start_worker(
             cluster.conninfo, folder / "conn-2.log", "--queues", "default,targets", **env
         )
         await asyncio.sleep(3)
@@ -523,14 +491,16 @@ async def connections(folder: Path, short: bool) -> Scenario:
         client = Client(cluster.conninfo, band)
         await client.run(3)
         settled = await wait_for(lambda: _settled(cluster, client.confirmed)[1] == 0, 60)
-        mine = f"qlarius-jobs:{first.proc.pid}"
+        mine = f"qlarius-jobs:{first.pid}"
         busy = cluster.client_backends(mine)
         await asyncio.sleep(6)  # 3 x its QLARIUS_POOL_MAX_IDLE_SECONDS
         idle = cluster.client_backends(mine)
         floor = 2 + 1 + 1  # its LISTEN connections (2 queues + wake-ups), its pool's minimum
-        first_text = first.log.read_text(errors="replace")
+        first_text = first.output()
         second_alive = second.alive
-        codes = (first.stop(), second.stop())
+        first.stop()
+        second.stop()
+        codes = (first.returncode, second.returncode)
         capped = "connection pool capped" in first_text
         scenario.figures = {
             "first worker capped its pool": capped,
@@ -556,7 +526,7 @@ async def time_limit_and_abort(folder: Path, short: bool) -> Scenario:
     with throwaway() as cluster:
         cluster.prepare()
         target = cluster.query(lambda c: SQL.one_sync(c, "first_target"))["target_id"]
-        worker = Worker(
+        worker = start_worker(
             cluster.conninfo,
             folder / "limits.log",
             "--queues",

@@ -31,6 +31,7 @@ class WorkerProcess:
             os.close(fd)
             log_path = Path(name)
         self.log_path = log_path
+        self._terminated = False
         with log_path.open("w") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [str(BIN / "qlarius-jobs"), "worker", *args],
@@ -69,8 +70,10 @@ class WorkerProcess:
         return self.proc.wait(timeout=timeout)
 
     def terminate(self) -> None:
-        """SIGTERM, if still running: the worker stops fetching and finishes its jobs."""
-        if self.proc.poll() is None:
+        """SIGTERM, once, if still running: the worker stops fetching and finishes its jobs
+        (a second SIGTERM would make it exit at once)."""
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
             self.proc.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 60) -> str:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -25,19 +24,19 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo as pg_conninfo
 
+from qlarius_jobs import testing
 from qlarius_jobs.app import door_database
 from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.dev.marketplace import Application, World
+from qlarius_jobs.dev.processes import NEVER, WorkerProcess
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
 
 log = get_logger(__name__)
 
 SQL = QueryFile.of(__file__)
-
-INF_MS = 9223372036854775807
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,8 @@ class StormReport:
     load_seconds: float = 0.0
     catch_up_seconds: float | None = None
     syncs_per_second: float = 0.0
-    sync_lag_p99_ms: int | None = None
-    reconcile_lag_p99_ms: int | None = None
+    sync_lag_p99_ms: float | None = None  # math.inf: the last bucket (+Inf)
+    reconcile_lag_p99_ms: float | None = None
     violations: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     stuck_jobs: int = 0
@@ -123,10 +122,10 @@ class StormReport:
         return out
 
 
-def _ms(value: int | None) -> str:
+def _ms(value: float | None) -> str:
     if value is None:
         return "n/a"
-    return "+Inf" if value >= INF_MS else f"{value} ms"
+    return "+Inf" if value == math.inf else f"{value:g} ms"
 
 
 def storm_conninfo() -> str:
@@ -153,74 +152,54 @@ def _worker_env(conninfo: str, pooled: bool) -> dict[str, str]:
         "QLARIUS_RESCUE_CRON": "* * * * * */2",
         "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
         # the storm defers backfills itself; no pruning mid-check
-        "QLARIUS_BACKFILL_CRON": "0 0 1 1 *",
-        "QLARIUS_PRUNE_CRON": "0 0 1 1 *",
+        "QLARIUS_BACKFILL_CRON": NEVER,
+        "QLARIUS_PRUNE_CRON": NEVER,
     }
 
 
 class Workers:
+    """``count`` worker processes, as operators run them."""
+
     def __init__(self, conninfo: str, count: int, log_dir: Path, pooled: bool = False) -> None:
-        exe = str(Path(sys.executable).parent / "qlarius-jobs")
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        for i in range(count):
-            path = log_dir / f"worker-{i}.log"
-            with path.open("w") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        [exe, "worker"],
-                        env=_worker_env(conninfo, pooled),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            self.logs.append(path)
+        env = _worker_env(conninfo, pooled)
+        self.processes = [
+            WorkerProcess(env=env, log_path=log_dir / f"worker-{i}.log") for i in range(count)
+        ]
 
     def kill_one(self) -> int:
-        proc = self.procs[0]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-        return proc.pid
+        self.processes[0].kill()
+        return self.processes[0].pid
 
     def stop(self) -> list[int | None]:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        """SIGTERM to all at once, then each one's exit code (None for the one we killed)."""
+        for process in self.processes:
+            process.terminate()
         codes: list[int | None] = []
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        for process in self.processes:
+            process.stop()
             # the killed one ended by our SIGKILL: not a worker's own failure
-            codes.append(None if proc.returncode == -signal.SIGKILL else proc.returncode)
+            code = process.returncode
+            codes.append(None if code == -signal.SIGKILL else code)
         return codes
 
 
 # --- the run ------------------------------------------------------------------------------
 
 
-def _lag_histogram(conn: psycopg.Connection, kind: str) -> dict[int, int]:
-    return {
-        r["le_ms"]: r["changes"] for r in SQL.many_sync(conn, "change_lag_histogram", kind=kind)
-    }
+def _lag_histogram(conn: psycopg.Connection, kind: str) -> dict[float, int]:
+    """Bucket upper bound in ms (``math.inf`` for +Inf, as the monitoring view writes it)."""
+    rows = SQL.many_sync(conn, "change_lag_histogram", kind=kind)
+    return {float(r["le_ms"]): r["changes"] for r in rows}
 
 
-def _p99(histogram: dict[int, int]) -> int | None:
-    total = histogram.get(INF_MS, 0)
+def _p99(histogram: dict[float, int]) -> float | None:
+    total = histogram.get(math.inf, 0)
     if not total:
         return None
     for le, n in sorted(histogram.items()):
         if n >= 0.99 * total:
             return le
-    return INF_MS
-
-
-def _work_left(conn: psycopg.Connection) -> int:
-    """Everything not yet done: jobs due or running, and every pending row, also those set
-    aside for a retry or left for a busy target (they are work too, only later)."""
-    return int(SQL.one_sync(conn, "work_left")["n"])
+    return math.inf
 
 
 async def _catch_up(conninfo: str, timeout: float) -> float | None:
@@ -229,7 +208,7 @@ async def _catch_up(conninfo: str, timeout: float) -> float | None:
     quiet = 0
     with psycopg.connect(conninfo, autocommit=True) as conn:
         while time.monotonic() - started < timeout:
-            quiet = quiet + 1 if _work_left(conn) == 0 else 0
+            quiet = quiet + 1 if testing.work_left(conn, later=True) == 0 else 0
             if quiet >= 2:
                 return time.monotonic() - started
             await asyncio.sleep(0.5)
@@ -278,7 +257,7 @@ async def run_storm(
         report.worker_exits = workers.stop()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         syncs = _lag_histogram(conn, "sync")
-        report.syncs_per_second = syncs.get(INF_MS, 0) / max(report.load_seconds, 1e-9)
+        report.syncs_per_second = syncs.get(math.inf, 0) / max(report.load_seconds, 1e-9)
         report.sync_lag_p99_ms = _p99(syncs)
         report.reconcile_lag_p99_ms = _p99(_lag_histogram(conn, "reconcile"))
         found = reference.check(conn)

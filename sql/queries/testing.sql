@@ -22,6 +22,8 @@ GROUP BY type
 -- What is left for workers on these queues: jobs due or running there, plus the pending work
 -- their jobs would take now (syncs and reconciles not set aside for a retry nor left for a
 -- target a job holds; targets a populate must handle; campaigns whose offers job must run).
+-- With later: also what waits for later (retries scheduled later, pending rows set aside
+-- for a retry or left for a busy target): everything not yet done.
 WITH free AS MATERIALIZED (
     SELECT target_id, scope FROM qlarius_target_locks ORDER BY target_id, scope
     FOR SHARE SKIP LOCKED
@@ -29,21 +31,27 @@ WITH free AS MATERIALIZED (
 SELECT (SELECT count(*) FROM procrastinate_jobs
         WHERE queue_name = ANY(%(queues)s)
           AND (status = 'doing'
-               OR (status = 'todo' AND (scheduled_at IS NULL OR scheduled_at <= now()))))
+               OR (status = 'todo'
+                   AND (%(later)s OR scheduled_at IS NULL OR scheduled_at <= now()))))
      + (SELECT count(*) FROM qlarius_pending_syncs p
-        WHERE 'targets' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
-          AND (p.target_id IS NULL
+        WHERE 'targets' = ANY(%(queues)s)
+          AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now())
+          AND (%(later)s OR p.target_id IS NULL
                OR p.target_id IN (SELECT target_id FROM free WHERE scope = 'populations')))
      + (SELECT count(*) FROM qlarius_pending_reconciles p
-        WHERE 'offers' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
-          AND (p.target_id IS NULL
+        WHERE 'offers' = ANY(%(queues)s)
+          AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now())
+          AND (%(later)s OR p.target_id IS NULL
                OR p.target_id IN (SELECT target_id FROM free WHERE scope = 'offers')))
      + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t ON t.id = p.target_id
-        WHERE 'targets' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now())
+        WHERE 'targets' = ANY(%(queues)s)
+          AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now())
           AND (t.population_status <> 'not_populated' OR p.retry_after IS NOT NULL))
      + (SELECT count(*) FROM qlarius_pending_criteria WHERE 'targets' = ANY(%(queues)s))
-     + (SELECT count(*) FROM qlarius_pending_campaigns p JOIN campaigns c ON c.id = p.campaign_id
-        WHERE 'default' = ANY(%(queues)s) AND (p.retry_after IS NULL OR p.retry_after <= now()))
+     + (SELECT count(*) FROM qlarius_pending_campaigns p LEFT JOIN campaigns c
+        ON c.id = p.campaign_id
+        WHERE 'default' = ANY(%(queues)s) AND (%(later)s OR c.id IS NOT NULL)
+          AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now()))
        AS left
 
 -- name: now :one
