@@ -118,7 +118,7 @@ def run(cfg: BenchConfig) -> list[Result]:
         bench_console(conninfo, cfg)
     if cfg.storm_seconds:
         progress.step("storm")
-        asyncio.run(bench_storm(cfg))
+        asyncio.run(bench_storm(conninfo, cfg))
     progress.close()
     return cfg.results
 

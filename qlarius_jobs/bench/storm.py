@@ -8,11 +8,11 @@ from qlarius_jobs.bench.base import BenchConfig, Result
 from qlarius_jobs.dev import storm
 
 
-async def bench_storm(cfg: BenchConfig) -> None:
+async def bench_storm(conninfo: str, cfg: BenchConfig) -> None:
     config = storm.StormConfig(
         seconds=cfg.storm_seconds, me_files=cfg.storm_me_files, workers=cfg.storm_workers
     )
-    report = await asyncio.to_thread(storm.run_in_fresh_database, config)
+    report = await asyncio.to_thread(storm.run_in_fresh_database, config, conninfo)
     cfg.storm_lines = report.lines()
     cfg.results.append(
         Result(

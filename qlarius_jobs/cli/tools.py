@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from qlarius_jobs.cli.database import migrated_database
+from qlarius_jobs.cli.database import database, migrated_database
 
 
 def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,7 +108,8 @@ def cmd_storm(args: argparse.Namespace) -> int:
             changers=args.changers,
             kill=not args.no_kill,
             pooler=args.pooler,
-        )
+        ),
+        database(),
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from qlarius_jobs.cli.database import current_database, migrated_database, print_status
 from qlarius_jobs.db import connection
-from qlarius_jobs.settings import get_settings
+from qlarius_jobs.settings import Settings, get_settings
 
 
 def _port(text: str) -> int:
@@ -97,7 +97,7 @@ def add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--queues",
         default=None,
         help="e.g. 'targets,offers=4' (default: QLARIUS_QUEUES, "
-        "default=10,targets=5,offers=10,maintenance=3)",
+        f"{Settings.model_fields['queues'].default})",
     )
     worker.add_argument(
         "--grace",

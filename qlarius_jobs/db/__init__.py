@@ -1,1 +1,2 @@
-"""The database: which one (connection), its schema (migrate, migrations/), named queries."""
+"""The database: which one (connection), its schema (migrate, ``sql/migrations/``), named
+queries (``sql/queries/``)."""

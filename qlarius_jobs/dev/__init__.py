@@ -1,1 +1,2 @@
-"""Developer tooling: the independent reference of the domain rules, the storm."""
+"""Developer tooling: the embedded PostgreSQL, the data generator, the independent reference
+of the domain rules, the storm, the fault scenarios, a real PgBouncer, worker processes."""

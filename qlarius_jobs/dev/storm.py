@@ -25,7 +25,6 @@ import psycopg
 from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs import testing
-from qlarius_jobs.app import door_database
 from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
@@ -128,8 +127,8 @@ def _ms(value: float | None) -> str:
     return "+Inf" if value == math.inf else f"{value:g} ms"
 
 
-def storm_conninfo() -> str:
-    base = door_database()
+def storm_conninfo(base: str) -> str:
+    """``<db>_storm`` beside the database ``base``."""
     name = pg_conninfo.conninfo_to_dict(base).get("dbname", "qlarius_jobs")
     return pg_conninfo.make_conninfo(base, dbname=f"{name}_storm")
 
@@ -277,10 +276,9 @@ async def run_storm(
     return report
 
 
-def run_in_fresh_database(config: StormConfig) -> StormReport:
-    """A fresh ``<db>_storm``, seeded and stormed; its report."""
-
-    conninfo = storm_conninfo()
+def run_in_fresh_database(config: StormConfig, base: str) -> StormReport:
+    """A fresh ``<db>_storm`` beside the database ``base``, seeded and stormed; its report."""
+    conninfo = storm_conninfo(base)
     name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
     admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -307,9 +305,9 @@ def run_in_fresh_database(config: StormConfig) -> StormReport:
     return report
 
 
-def main(config: StormConfig) -> int:
+def main(config: StormConfig, base: str) -> int:
     """``qlarius-jobs storm``: prints the report; exits 1 when anything went wrong."""
-    report = run_in_fresh_database(config)
+    report = run_in_fresh_database(config, base)
     for line in report.lines():
         print(line)
     print(f"worker logs: {report.log_dir}")

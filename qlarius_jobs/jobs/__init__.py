@@ -1,1 +1,1 @@
-"""The job runtime: what every job shares (base), the jobs, and the worker processes."""
+"""The job definitions: their arguments, what a run and a job spec share, and the jobs."""

@@ -1,1 +1,2 @@
-"""Operations: what operators look at (status; the console)."""
+"""Operations: what operators look at and act with (status, job actions, the console, charts,
+metrics)."""

@@ -135,3 +135,12 @@ SELECT procrastinate_cancel_job_v1(%(job_id)s, true, false)
 -- name: target_population_status :one
 -- The target's population status.
 SELECT population_status FROM targets WHERE id = %(target_id)s
+
+-- name: backfill_runs_listing :many
+-- Every backfill run and the jobs of the backfill, for a scenario that failed to say why.
+SELECT 'run' AS kind, id, finished_at IS NOT NULL AS done, started_at::text AS detail
+FROM backfill_runs
+UNION ALL
+SELECT 'job', id, status IN ('succeeded', 'failed'), task_name || ' ' || status::text || ' ' || args::text
+FROM procrastinate_jobs WHERE task_name LIKE 'backfill%'
+ORDER BY kind, id
