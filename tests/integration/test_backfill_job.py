@@ -312,3 +312,44 @@ async def test_a_run_with_chunks_left_is_not_finished_yet(app, sync_conn, settin
         "SELECT chunks_deferred, chunks_pending, finished_at FROM backfill_runs"
     ).fetchone()
     assert row[0] >= 1 and row[1] == row[0] and row[2] is None
+
+
+async def test_a_runs_own_part_ends_once_and_a_finished_run_stays_finished(conn, sync_conn):
+    """A worker killed after the run's job ended its part, but before its status was written:
+    the rescued job ends it again. That must not finish the run while a chunk still runs, and
+    the chunk's end must not un-finish it (make faults' kill_backfill found both)."""
+    from qlarius_jobs.jobs import audit
+    from qlarius_jobs.jobs.backfill import SQL as BACKFILL
+
+    drift = {"audited_me_files": 0, **dict.fromkeys(audit.FINDINGS, 0)}
+    run = await BACKFILL.one(
+        conn,
+        "start_backfill_run",
+        job_id=None,
+        found_populations=0,
+        found_offers=40,
+        found_ad_events=0,
+    )
+    run_id = run["id"]
+    await BACKFILL.execute(
+        conn, "register_backfill_chunks", run_id=run_id, table_name="offers", first_ids=[1]
+    )
+
+    async def finish() -> dict | None:
+        return await BACKFILL.one(
+            conn, "finish_backfill_run", run_id=run_id, budget_exhausted=False, **drift
+        )
+
+    assert (await finish())["run_finished"] is False
+    assert await finish() is None  # the retried job: its part had ended already
+    ended = await BACKFILL.one(conn, "chunk_ended", run_id=run_id, table_name="offers", first_id=1)
+    assert ended["run_finished"] is True
+    assert (
+        await BACKFILL.one(conn, "chunk_ended", run_id=run_id, table_name="offers", first_id=1)
+        is None
+    )
+    row = sync_conn.execute(
+        "SELECT chunks_pending, finished_at IS NOT NULL FROM backfill_runs WHERE id = %s",
+        (run_id,),
+    ).fetchone()
+    assert row == (0, True)

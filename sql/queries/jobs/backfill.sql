@@ -71,12 +71,15 @@ WHERE id = %(run_id)s
 
 -- name: finish_backfill_run :one
 -- The run's own part ends (every batch, its own and its chunks', added its counts as it
--- committed). The last part to end (this one, or its last chunk) finishes the run.
+-- committed), once: a retry of a job whose part already ended changes nothing (no row). The
+-- last part to end (this one, or its last chunk) finishes the run.
 UPDATE backfill_runs
 SET chunks_pending = chunks_pending - 1,
-    finished_at = CASE WHEN chunks_pending = 1 THEN now() END,
+    own_part_ended = true,
+    finished_at = CASE WHEN chunks_pending = 1 THEN now() ELSE finished_at END,
     elapsed_ms = CASE WHEN chunks_pending = 1
-                      THEN (extract(epoch FROM now() - started_at) * 1000)::bigint END,
+                      THEN (extract(epoch FROM now() - started_at) * 1000)::bigint
+                      ELSE elapsed_ms END,
     budget_exhausted = %(budget_exhausted)s,
     audited_me_files = %(audited_me_files)s,
     drifted_populations = %(drifted_population)s,
@@ -86,7 +89,7 @@ SET chunks_pending = chunks_pending - 1,
     stale_offer_snapshots = %(stale_offer_snapshot)s,
     stale_offer_amounts = %(stale_offer_amount)s,
     offers_of_campaigns_not_live = %(offer_of_a_campaign_not_live)s
-WHERE id = %(run_id)s
+WHERE id = %(run_id)s AND NOT own_part_ended
 RETURNING chunks_pending = 0 AS run_finished
 
 -- name: chunk_ended :one
