@@ -252,6 +252,8 @@ async def run_storm(
             await defer_job(aconn, "backfill_missing_snapshots")
         if report.catch_up_seconds is not None and await _catch_up(conninfo, 120) is None:
             report.catch_up_seconds = None
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            seen_through = int(SQL.one_sync(conn, "last_job_id")["id"])
     finally:
         report.worker_exits = workers.stop()
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -261,7 +263,7 @@ async def run_storm(
         report.reconcile_lag_p99_ms = _p99(_lag_histogram(conn, "reconcile"))
         found = reference.check(conn)
         report.violations, report.examples = found.as_dict(), found.examples
-        report.stuck_jobs = int(SQL.one_sync(conn, "stuck_job_count")["n"])
+        report.stuck_jobs = int(SQL.one_sync(conn, "stuck_job_count", through_id=seen_through)["n"])
         for job in SQL.many_sync(conn, "failed_jobs"):
             args, error_type = job["args"], job["error_type"]
             text = f"{job['task_name']} #{job['id']} {args}: {error_type} {job['message']}"

@@ -9,10 +9,15 @@ DELETE FROM qlarius_change_lag
 -- operators' view shows it (le_ms text, '+Inf' for the last bucket).
 SELECT le_ms, changes FROM qlarius_change_lag_buckets WHERE kind = %(kind)s
 
+-- name: last_job_id :one
+-- The newest job now: the jobs the catch-up saw are those up to it.
+SELECT coalesce(max(id), 0) AS id FROM procrastinate_jobs
+
 -- name: stuck_job_count :one
--- Jobs due or running after the catch-up.
+-- Jobs due or running after the catch-up, among those it saw (a periodic tick deferred while
+-- the workers were being stopped is no stuck job).
 SELECT count(*) AS n FROM procrastinate_jobs WHERE status IN ('todo', 'doing')
-AND (scheduled_at IS NULL OR scheduled_at <= now())
+AND (scheduled_at IS NULL OR scheduled_at <= now()) AND id <= %(through_id)s
 
 -- name: failed_jobs :many
 -- The failed jobs, each with its last recorded error.
