@@ -31,11 +31,6 @@ from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 SQL = QueryFile.of(__file__)
 
 
-def all_queues() -> list[str]:
-    """The queues of the project's jobs."""
-    return sorted({spec.queue for spec in catalog.specs().values()})
-
-
 async def all_enqueued(
     conn: AsyncConnection, task: str | None = None, **args: Any
 ) -> list[dict[str, Any]]:
@@ -83,7 +78,7 @@ def work_left(conn: Connection, queues: Iterable[str] | None = None, *, later: b
     the one definition of "work left" (``drain``, the tests, the storm). ``later=True`` also
     counts what waits for later (retries scheduled later, pending rows set aside for a retry
     or left for a target a job holds): everything not yet done."""
-    row = SQL.one_sync(conn, "work_left", queues=list(queues or all_queues()), later=later)
+    row = SQL.one_sync(conn, "work_left", queues=list(queues or catalog.queues()), later=later)
     return int(row["left"]) if row else 0
 
 
@@ -94,7 +89,7 @@ async def drain(
     no job is due there and no pending sync or reconcile is left for them; return how the
     jobs that ran ended (``succeeded``, ``failed``, ...). ``app`` must be open."""
     specs = runner.job_specs(app)
-    chosen = list(queues or sorted({spec.queue for spec in specs.values()}))
+    chosen = list(queues or catalog.queues(specs))
     async with app_pool(app).connection() as conn:
         started = await SQL.one(conn, "now")
         assert started is not None

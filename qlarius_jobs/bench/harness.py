@@ -57,21 +57,8 @@ def bench_conninfo() -> str:
     return pg_conninfo.make_conninfo(base, dbname=f"{name}_bench")
 
 
-def recreate_database(conninfo: str) -> None:
-    name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
-    admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psycopg.sql.Identifier(name)
-            )
-        )
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    migrate.migrate(conninfo)
-
-
 def _point_app_at(conninfo: str) -> None:
-    # the app resolves its database when it opens: from here on, the bench database
+    # the settings (and the worker processes the benchmarks start) name the bench database
     os.environ["QLARIUS_DATABASE_URL"] = conninfo
     get_settings.cache_clear()
 
@@ -84,7 +71,8 @@ def run(cfg: BenchConfig) -> list[Result]:
         steps=5 * len(cfg.sizes) + (1 if cfg.storm_seconds else 0) + (1 if cfg.console_jobs else 0)
     )
     for size in cfg.sizes:
-        recreate_database(conninfo)
+        seed.recreate_database(conninfo)
+        migrate.migrate(conninfo)
         progress.step(f"{size:,} MeFiles: data set")
         counts = seed.seed(
             conninfo,

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import tqdm
+from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.api import notify_tags_changed, offer_campaign, trigger_population
 from qlarius_jobs.db.queries import QueryFile
@@ -21,6 +23,17 @@ from qlarius_jobs.logs import get_logger
 log = get_logger(__name__)
 
 SQL = QueryFile.of(__file__)
+
+
+def recreate_database(conninfo: str) -> None:
+    """The database ``conninfo`` names, dropped (its sessions ended) if it exists and created
+    empty, through the server's ``postgres`` database."""
+    ident = psycopg.sql.Identifier(pg_conninfo.conninfo_to_dict(conninfo)["dbname"])
+    admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        # Composed, not a named query: a database name is an identifier, never a parameter.
+        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident))
 
 
 @dataclass(frozen=True)

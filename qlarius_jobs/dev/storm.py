@@ -281,13 +281,7 @@ async def run_storm(
 def run_in_fresh_database(config: StormConfig, base: str) -> StormReport:
     """A fresh ``<db>_storm`` beside the database ``base``, seeded and stormed; its report."""
     conninfo = storm_conninfo(base)
-    name = pg_conninfo.conninfo_to_dict(conninfo)["dbname"]
-    admin = pg_conninfo.make_conninfo(conninfo, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        # Inline, composed: a database name is an identifier, which no query parameter can be.
-        ident = psycopg.sql.Identifier(name)
-        conn.execute(psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(ident))
+    seed.recreate_database(conninfo)
     migrate.migrate(conninfo)
     seed.seed(
         conninfo,

@@ -3,6 +3,7 @@ for code that knows a job only by its name (the seed, the fault and storm tools)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from procrastinate import types
@@ -23,6 +24,11 @@ BLUEPRINTS: tuple[JobBlueprint, ...] = (
 def specs() -> dict[str, JobSpec[Any]]:
     """Every job, by name."""
     return {name: spec for bp in BLUEPRINTS for name, spec in bp.specs.items()}
+
+
+def queues(of: Mapping[str, JobSpec[Any]] | None = None) -> list[str]:
+    """The queues the jobs ``of`` (default: every job) run on, sorted."""
+    return sorted({job.queue for job in (specs() if of is None else of).values()})
 
 
 def spec(name: str) -> JobSpec[Any]:

@@ -186,7 +186,7 @@ async def job_list(request: Request, conn: psycopg.AsyncConnection) -> Context:
         "where": where,
         "next_before": rows[-1]["id"] if len(rows) == where.limit else None,
         "tasks": sorted(catalog.specs()),
-        "queues": sorted({s.queue for s in catalog.specs().values()}),
+        "queues": catalog.queues(),
     }
 
 

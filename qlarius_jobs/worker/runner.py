@@ -22,6 +22,7 @@ from procrastinate import App
 from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.blueprint import JobSpec
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings, parse_queue_spec
@@ -54,7 +55,7 @@ def queues_to_run(specs: Mapping[str, JobSpec[Any]], spec: str | None = None) ->
     concurrency, else 1), or ``QLARIUS_QUEUES`` itself. Only the queues of ``specs``."""
     configured = parse_queue_spec(get_settings().queues)
     chosen = parse_queue_spec(spec) if spec else configured
-    known = sorted({job.queue for job in specs.values()})
+    known = catalog.queues(specs)
     unknown = [name for name in chosen if name not in known]
     if unknown:
         raise ValueError(f"unknown queue {unknown[0]!r}; the queues are: {', '.join(known)}")

@@ -22,6 +22,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from qlarius_jobs.dev import seed
 from qlarius_jobs.dev.processes import BIN, WorkerProcess
 from qlarius_jobs.settings import Settings
 
@@ -73,10 +74,7 @@ TEST_DB = TestDatabase()
 
 def create_database(name: str) -> None:
     """A new, empty database ``name`` on the tests' server (dropped first if it exists)."""
-    ident = sql.Identifier(name)
-    with TEST_DB.admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(ident))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(ident))
+    seed.recreate_database(pg_conninfo.make_conninfo(TEST_DB.server, dbname=name))
 
 
 def drop_database(name: str) -> None:
