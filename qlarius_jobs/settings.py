@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         gt=0,
         description="pending work a drain could take that is older than this is reported stuck",
     )
+    controls_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often each worker process reads the schedules and queue controls "
+        "(a change is also heard at once, by NOTIFY, where LISTEN works)",
+    )
     wakeup_sweep_seconds: float = Field(
         default=2.0,
         gt=0,

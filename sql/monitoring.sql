@@ -69,12 +69,29 @@ SELECT id, job_id, started_at, finished_at, found_populations, found_offers, fou
 FROM backfill_runs
 ORDER BY started_at DESC;
 
--- When each periodic task was last deferred (Procrastinate keeps the latest tick).
-CREATE OR REPLACE VIEW qlarius_periodic_last_defers AS
-SELECT d.task_name, d.periodic_id, to_timestamp(d.defer_timestamp) AS last_tick, d.job_id,
+-- Procrastinate's periodic deferrer no longer runs (schedules live in qlarius_schedules).
+DROP VIEW IF EXISTS qlarius_periodic_last_defers;
+
+-- Each schedule with its last tick and that tick's job.
+CREATE OR REPLACE VIEW qlarius_schedule_last_ticks AS
+SELECT s.task_name, s.cron, s.enabled, s.last_tick_at, s.updated_at, s.updated_by,
+       t.tick_at AS last_deferred_at, t.run_now, t.missed, t.job_id AS last_job_id,
        j.status::text AS last_job_status
-FROM procrastinate_periodic_defers d
-LEFT JOIN procrastinate_jobs j ON j.id = d.job_id;
+FROM qlarius_schedules s
+LEFT JOIN LATERAL (
+    SELECT k.tick_at, k.run_now, k.missed, k.job_id FROM qlarius_schedule_ticks k
+    WHERE k.task_name = s.task_name ORDER BY k.tick_at DESC LIMIT 1
+) t ON true
+LEFT JOIN procrastinate_jobs j ON j.id = t.job_id;
+
+-- What is paused: queues and tasks whose jobs no worker of ours starts now.
+CREATE OR REPLACE VIEW qlarius_paused AS
+SELECT 'queue' AS kind, queue_name AS name, updated_at AS since, updated_by AS by
+FROM qlarius_queue_controls WHERE paused
+UNION ALL
+SELECT 'task', task_name, updated_at, updated_by FROM qlarius_task_controls WHERE paused
+UNION ALL
+SELECT 'schedule', task_name, updated_at, updated_by FROM qlarius_schedules WHERE NOT enabled;
 
 -- Pending level-triggered work (see README "Concurrency"): how much, and how old the oldest.
 -- sync, reconcile: MeFiles, for the drains; target: targets whose criteria changed, for a

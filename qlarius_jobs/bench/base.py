@@ -137,15 +137,11 @@ def analyze_jobs(conninfo: str) -> None:
 
 
 def worker_env(conninfo: str) -> dict[str, str]:
-    never = "0 0 1 1 *"  # no periodic job in the measurement
     return {
         **os.environ,
         "QLARIUS_DATABASE_URL": conninfo,
         "QLARIUS_LOG_FORMAT": "json",
         "QLARIUS_LOG_LEVEL": "WARNING",
-        "QLARIUS_BACKFILL_CRON": never,
-        "QLARIUS_RESCUE_CRON": never,
-        "QLARIUS_PRUNE_CRON": never,
     }
 
 

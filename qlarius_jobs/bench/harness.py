@@ -46,6 +46,7 @@ from qlarius_jobs.bench.sync import bench_sync
 from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import seed
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.ops import controls
 from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
@@ -73,6 +74,8 @@ def run(cfg: BenchConfig) -> list[Result]:
     for size in cfg.sizes:
         seed.recreate_database(conninfo)
         migrate.migrate(conninfo)
+        with psycopg.connect(conninfo, autocommit=True) as conn:  # no periodic job measured
+            controls.apply_schedules(conn, dict.fromkeys(controls.schedule_names()), "bench")
         progress.step(f"{size:,} MeFiles: data set")
         counts = seed.seed(
             conninfo,

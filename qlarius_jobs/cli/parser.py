@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from qlarius_jobs.cli import database, jobs, tools, workers
+from qlarius_jobs.cli import controls, database, jobs, tools, workers
 
 # In the order `qlarius-jobs --help` lists them.
 COMMANDS = (
@@ -18,6 +18,9 @@ COMMANDS = (
     tools.add_bench,
     jobs.add_audit,
     jobs.add_jobs,
+    controls.add_schedules,
+    controls.add_queues,
+    controls.add_tasks,
     tools.add_faults,
     tools.add_storm,
     tools.add_seed,

@@ -164,6 +164,41 @@ def _locked_transaction(conn: psycopg.Connection) -> Iterator[None]:
         yield
 
 
+def install_defaults(conn: psycopg.Connection) -> None:
+    """The rows of ``qlarius_schedules``, ``qlarius_queue_controls`` and
+    ``qlarius_task_controls`` that do not exist yet, from the catalog of jobs and the settings
+    (their ``*_CRON`` are defaults: the rows, once there, are the truth). A schedule the
+    database refuses raises ``SettingsError`` naming it."""
+    # The catalog sits above this module (its jobs use the database layer): read at call time.
+    from qlarius_jobs.jobs import catalog
+    from qlarius_jobs.settings import SettingsError, get_settings
+
+    settings = get_settings()
+    schedules = {
+        spec.name: spec.schedule(settings)
+        for spec in catalog.specs().values()
+        if spec.schedule is not None
+    }
+    try:
+        with conn.transaction():
+            SQL.execute_sync(
+                conn,
+                "install_default_schedules",
+                tasks=list(schedules),
+                crons=list(schedules.values()),
+            )
+    except psycopg.errors.CheckViolation as exc:
+        raise SettingsError(
+            f"invalid setting (a *_CRON default): {exc.diag.message_primary}"
+        ) from None
+    SQL.execute_sync(
+        conn,
+        "install_default_queue_controls",
+        queues=catalog.queues(),
+        tasks=sorted(catalog.specs()),
+    )
+
+
 def migrate(conninfo: str) -> MigrationReport:
     started = time.monotonic()
     report = MigrationReport()
@@ -184,6 +219,8 @@ def migrate(conninfo: str) -> MigrationReport:
             report.applied.append(f"{migration.version:04d}_{migration.name}")
         with _locked_transaction(conn):
             conn.execute(monitoring())  # views: re-applied every time
+        with _locked_transaction(conn):
+            install_defaults(conn)
         # Fresh, unanalysed job tables make the fetch query pick bad plans.
         SQL.execute_sync(conn, "analyze")
     report.elapsed_ms = int((time.monotonic() - started) * 1000)

@@ -33,8 +33,9 @@ from qlarius_jobs.api import trigger_population
 from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
-from qlarius_jobs.dev.processes import NEVER, WorkerProcess
+from qlarius_jobs.dev.processes import NO_BACKFILL_OR_PRUNE, WorkerProcess
 from qlarius_jobs.jobs.catalog import defer_job
+from qlarius_jobs.ops import controls
 
 SQL = QueryFile.of(__file__)
 
@@ -113,6 +114,10 @@ class Throwaway:
         if self.bouncer is not None:
             self.bouncer.stop()
 
+    def rescue_every(self, cron: str) -> None:
+        """The rescue's schedule, for every worker of the scenario."""
+        self.query(lambda c: controls.apply_schedules(c, {"rescue_stalled_jobs": cron}, "faults"))
+
     def query(self, run: Callable[[psycopg.Connection], T]) -> T:
         """``run`` (a named query) on a connection of its own, in autocommit, straight to the
         server: a restart or a crash cuts any connection kept, and the pooler stays out of the
@@ -133,6 +138,8 @@ class Throwaway:
     def prepare(self, **sizes: Any) -> None:
         self.start()
         migrate.migrate(self.cluster.conninfo)
+        # no periodic job but the rescue, unless a scenario asks (rescue_every)
+        self.query(lambda c: controls.apply_schedules(c, NO_BACKFILL_OR_PRUNE, "faults"))
         # no legacy NULL snapshots unless asked: a scenario checks what its jobs did
         defaults = {"me_files": 300, "targets": 2, "null_share": 0.0}
         seed.seed(self.cluster.conninfo, seed.SeedSizes(**{**defaults, **sizes}))
@@ -160,8 +167,6 @@ def start_worker(conninfo: str, log: Path, *args: str, **env: str) -> WorkerProc
     settings = {
         "QLARIUS_DATABASE_URL": conninfo,
         "QLARIUS_LOG_FORMAT": "json",
-        "QLARIUS_BACKFILL_CRON": NEVER,
-        "QLARIUS_PRUNE_CRON": NEVER,
         "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
         **(
             {"QLARIUS_BEHIND_POOLER": "true", "QLARIUS_FETCH_POLLING_SECONDS": "0.5"}
@@ -329,7 +334,7 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
     statement within seconds; the rescued run never overlaps it and gets the target right."""
     scenario = Scenario("kill -9 mid-populate")
     fast = {"QLARIUS_HEARTBEAT_SECONDS": "1", "QLARIUS_STALLED_AFTER_SECONDS": "5"}
-    rescue = {**fast, "QLARIUS_RESCUE_CRON": "* * * * * */2"} if short else {}
+    rescue = fast if short else {}
     with throwaway() as cluster:
         cluster.prepare()
         target = cluster.query(lambda c: SQL.one_sync(c, "first_target"))["target_id"]
@@ -370,6 +375,8 @@ async def kill_populate(folder: Path, short: bool) -> Scenario:
         )
         held.rollback()
         held.close()
+        if short:
+            cluster.rescue_every("* * * * * */2")
         rescuer = start_worker(
             cluster.conninfo,
             folder / "populate-rescuer.log",
@@ -409,7 +416,6 @@ async def kill_backfill(folder: Path, short: bool) -> Scenario:
     env = {
         "QLARIUS_HEARTBEAT_SECONDS": "1",
         "QLARIUS_STALLED_AFTER_SECONDS": "5",
-        "QLARIUS_RESCUE_CRON": "* * * * * */2",
         "QLARIUS_BACKFILL_CHUNK_SIZE": "100",
         "QLARIUS_BACKFILL_BATCH_SIZE": "20",
         "QLARIUS_AUDIT_SAMPLE_SIZE": "0",
@@ -418,6 +424,7 @@ async def kill_backfill(folder: Path, short: bool) -> Scenario:
         cluster.prepare(me_files=600, null_share=0.5)
         cluster.query(lambda c: SQL.execute_sync(c, "clear_pending_changes"))
         found = cluster.query(lambda c: SQL.one_sync(c, "null_snapshot_count"))["n"]
+        cluster.rescue_every("* * * * * */2")
         workers = [
             start_worker(
                 cluster.conninfo, folder / f"backfill-{i}.log", "--queues", "maintenance=2", **env

@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # the virtual environment's scripts: qlarius-jobs, procrastinate
-NEVER = "0 0 1 1 *"  # a cron schedule for periodic jobs a run must not see (once a year)
+# The schedules a tool's run must not see ticks of (ops.controls.apply_schedules: disabled).
+NO_BACKFILL_OR_PRUNE: dict[str, str | None] = {
+    "backfill_missing_snapshots": None,
+    "prune_finished_jobs": None,
+}
 
 
 class WorkerProcess:

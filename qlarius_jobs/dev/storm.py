@@ -29,9 +29,10 @@ from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.dev import embedded, pooler, reference, seed
 from qlarius_jobs.dev.marketplace import Application, World
-from qlarius_jobs.dev.processes import NEVER, WorkerProcess
+from qlarius_jobs.dev.processes import NO_BACKFILL_OR_PRUNE, WorkerProcess
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.ops import controls
 
 log = get_logger(__name__)
 
@@ -148,11 +149,7 @@ def _worker_env(conninfo: str, pooled: bool) -> dict[str, str]:
         # a killed worker's jobs are rescued within seconds
         "QLARIUS_HEARTBEAT_SECONDS": "1",
         "QLARIUS_STALLED_AFTER_SECONDS": "5",
-        "QLARIUS_RESCUE_CRON": "* * * * * */2",
         "QLARIUS_RETRY_BACKOFF_SECONDS": "1",
-        # the storm defers backfills itself; no pruning mid-check
-        "QLARIUS_BACKFILL_CRON": NEVER,
-        "QLARIUS_PRUNE_CRON": NEVER,
     }
 
 
@@ -283,6 +280,12 @@ def run_in_fresh_database(config: StormConfig, base: str) -> StormReport:
     conninfo = storm_conninfo(base)
     seed.recreate_database(conninfo)
     migrate.migrate(conninfo)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # a killed worker's jobs are rescued within seconds; the storm defers backfills
+        # itself; no pruning mid-check
+        controls.apply_schedules(
+            conn, {**NO_BACKFILL_OR_PRUNE, "rescue_stalled_jobs": "* * * * * */2"}, "storm"
+        )
     seed.seed(
         conninfo,
         seed.SeedSizes(

@@ -46,7 +46,7 @@ SQL = QueryFile.of(__file__)
 ERROR_LIMIT = 300  # characters of an error message in a log line
 
 TaskBody = Callable[[JobRun, A], Awaitable[dict[str, Any]]]
-Schedule = Callable[[Settings], str]  # a cron expression, read from the settings
+Schedule = Callable[[Settings], str]  # a default cron expression, read from the settings
 
 
 def time_limit(task_name: str, default: float | None) -> float | None:
@@ -65,7 +65,7 @@ class JobSpec(Generic[A]):
     attempts: int = 3
     # cancelled past this (a failed attempt, JobTimeout); None: no limit
     time_limit_seconds: float | None = None
-    # deferred on this cron schedule by every worker (one job per tick)
+    # its schedule's default (``migrate`` fills qlarius_schedules with it the first time)
     schedule: Schedule | None = None
     # a run whose summary counts are all 0 (a maintenance tick that found nothing) logs at DEBUG
     quiet_when_idle: bool = False
@@ -221,13 +221,12 @@ class JobBlueprint:
         return decorator
 
     def register(self, app: App, settings: Settings) -> None:
-        """Each job as a Procrastinate task of ``app`` (periodic ones with their schedule)."""
+        """Each job as a Procrastinate task of ``app``. Schedules are not Procrastinate's
+        periodic tasks: they live in ``qlarius_schedules`` (``worker/scheduler.py``)."""
         for spec in self.specs.values():
-            task = app.task(
+            app.task(
                 name=spec.name, queue=spec.queue, retry=spec.retry_strategy, pass_context=True
             )(_task_function(spec))
-            if spec.schedule is not None:
-                app.periodic(cron=spec.schedule(settings), periodic_id=spec.name)(task)
 
 
 def _task_function(spec: JobSpec[Any]) -> Callable[..., Awaitable[dict[str, Any]]]:

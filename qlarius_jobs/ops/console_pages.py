@@ -273,4 +273,4 @@ async def error_page(request: Request, exc: Exception) -> Response:
 
 def _periodic(conninfo: str) -> list[dict[str, Any]]:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        return status.periodic_schedule(conn)
+        return status.schedules(conn)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-import croniter
 import psycopg
 
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs import catalog
-from qlarius_jobs.settings import get_settings
+from qlarius_jobs.ops import controls
 
 SQL = QueryFile.of(__file__)
 
@@ -20,7 +17,9 @@ SECTION_TITLES = {
     "null_snapshots": "NULL matching_tags_snapshot (should be 0 after the inline fix)",
     "pending_work": "Pending syncs and reconciles (applied by the drains within a second or so)",
     "backfill_runs": "Last backfill runs",
-    "periodic": "Periodic schedule",
+    "schedules": "Schedules (qlarius_schedules; times in UTC)",
+    "queues": "Queues (qlarius_queue_controls)",
+    "paused": "Paused (no new job starts; schedules defer no tick)",
     "recent_errors": "Recent errors",
 }
 
@@ -37,26 +36,27 @@ SHORT_TITLES = {
 }
 
 
-def periodic_schedule(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    settings = get_settings()
-    last = {r["task_name"]: r for r in SQL.many_sync(conn, "status_periodic")}
-    now = dt.datetime.now(dt.UTC)
-    rows = []
-    for spec in catalog.specs().values():
-        if spec.schedule is None:
-            continue
-        cron = spec.schedule(settings)
-        previous = last.get(spec.name, {})
-        rows.append(
-            {
-                "task_name": spec.name,
-                "cron": cron,
-                "next_run": croniter.croniter(cron, now).get_next(dt.datetime),
-                "last_tick": previous.get("last_tick"),
-                "last_job_status": previous.get("last_job_status"),
-            }
-        )
-    return sorted(rows, key=lambda r: r["task_name"])
+def schedules(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Each schedule of ``qlarius_schedules``: its cron, whether enabled, its next run, its
+    last tick and that tick's job."""
+    return [
+        {
+            "task_name": row["task_name"],
+            "cron": row["cron"],
+            "enabled": row["enabled"],
+            "next_run": row["next_runs"][0] if row["next_runs"] else None,
+            "last_tick": row["last_deferred_at"],
+            "last_job_status": row["last_job_status"],
+        }
+        for row in controls.schedules(conn)
+    ]
+
+
+def queues(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    return [
+        {k: row[k] for k in ("queue_name", "paused", "concurrency", "waiting", "running")}
+        for row in controls.queues(conn)
+    ]
 
 
 def collect(conninfo: str, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
@@ -67,6 +67,8 @@ def collect(conninfo: str, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
             "null_snapshots": SQL.many_sync(conn, "status_null_snapshots"),
             "pending_work": SQL.many_sync(conn, "pending_counts"),
             "backfill_runs": SQL.many_sync(conn, "status_backfill_runs", limit=limit),
-            "periodic": periodic_schedule(conn),
+            "schedules": schedules(conn),
+            "queues": queues(conn),
+            "paused": SQL.many_sync(conn, "status_paused"),
             "recent_errors": SQL.many_sync(conn, "status_recent_errors", limit=limit),
         }

@@ -10,15 +10,19 @@ README's "Upgrading" says how to move to the next.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg_pool
 import psycopg_pool.base
-from procrastinate import App, BaseConnector, exceptions
+from procrastinate import App, BaseConnector, exceptions, jobs
 from procrastinate import worker as procrastinate_worker
 
+# Procrastinate's fetch, which sql/migrations/0016's qlarius_fetch_job repeats with the
+# paused queues and tasks left out: its text, as of the tested release (an upgrade that
+# changes it fails tests/unit/test_procrastinate_adapter.py, to be looked at).
+FETCH_FUNCTION = "procrastinate_fetch_job_v2"
+FETCH_FUNCTION_MD5 = "6e0906e2a5765ba6712446c4b6cdc383"  # of the text between its $$
 # Versioned SQL functions of Procrastinate's schema that our SQL calls.
 SQL_FUNCTIONS = (
     "procrastinate_finish_job_v1",
@@ -76,17 +80,15 @@ def running_job_ids(workers: Iterable[procrastinate_worker.Worker], worker_id: i
     }
 
 
-@contextlib.contextmanager
-def periodic_tasks_disabled(app: App, disabled: bool = True) -> Iterator[None]:
-    """Workers of ``app`` started inside defer no periodic job (tests, benchmarks, drains)."""
-    registry = app.periodic_registry
-    schedule = registry.periodic_tasks
-    if disabled:
-        registry.periodic_tasks = {}
-    try:
-        yield
-    finally:
-        registry.periodic_tasks = schedule
+def wake(worker: procrastinate_worker.Worker) -> None:
+    """Have an idle worker look for a job now, as a "job inserted" notification does (a
+    queue resumed, a concurrency raised: behind a pooler no notification comes)."""
+    worker._new_job_event.set()
+
+
+def job_from_row(row: dict[str, Any]) -> jobs.Job:
+    """A fetched row of ``procrastinate_jobs`` as the job the worker runs."""
+    return jobs.Job.from_row(row)
 
 
 def refused_queueing_lock(exc: exceptions.AlreadyEnqueued) -> str | None:

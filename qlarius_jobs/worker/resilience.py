@@ -34,6 +34,7 @@ from procrastinate import exceptions, jobs, utils
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.worker.managers import CheckedJobManager
+from qlarius_jobs.worker.procrastinate_adapter import job_from_row
 
 log = get_logger(__name__)
 
@@ -141,6 +142,24 @@ class Availability:
             return result
 
 
+async def ride_out(availability: Availability, serve: Callable[[], Awaitable[None]]) -> None:
+    """Run a process's side loop (``serve``: wake-ups, scheduler, queue controls) until
+    cancelled: a lost database is waited for, with backoff and jitter, then ``serve`` starts
+    again (past the outage limit, ``DatabaseGone``). Any other error is raised."""
+    delay = 0.2
+    while True:
+        try:
+            await serve()
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            availability.failed(exc)
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+        else:  # pragma: no cover - a side loop only returns by raising
+            return
+
+
 RunningJobs = Callable[[int], set[int]]  # worker id -> ids of the jobs it runs now
 
 
@@ -164,9 +183,15 @@ class ResilientJobManager(CheckedJobManager):
         super().__init__(base.connector, base.specs)
         self.availability = availability
         self.running_jobs: RunningJobs = lambda _worker_id: set()
+        # whether a worker may start one more job now (its queue's concurrency override)
+        self.may_start: Callable[[int], bool] = lambda _worker_id: True
         self._suspect_workers: set[int] = set()
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> jobs.Job | None:
+        """Procrastinate's fetch, leaving paused queues' and tasks' jobs waiting, and none
+        for a worker at its queue's concurrency override; riding out a lost database."""
+        if not self.may_start(worker_id):
+            return None  # woken again when the override is raised, or polls
         while True:
             if self.availability.stopping and self.availability.lost_since is not None:
                 return None  # asked to stop while the database is away: no job, stop now
@@ -188,7 +213,13 @@ class ResilientJobManager(CheckedJobManager):
                             jobs=row["requeued"],
                         )
                     self._suspect_workers.discard(worker_id)
-                job = await super().fetch_job(queues=queues, worker_id=worker_id)
+                row = await SQL.one_via_connector(
+                    self.connector,
+                    "fetch_job",
+                    queues=None if queues is None else list(queues),
+                    worker_id=worker_id,
+                )
+                job = job_from_row(row) if row and row["id"] is not None else None
             except Exception as exc:
                 if not is_connection_error(exc):
                     raise
@@ -276,9 +307,6 @@ class ResilientJobManager(CheckedJobManager):
                 raise
             self.availability.failed(exc)
             return []
-
-    async def defer_periodic_job(self, *args: Any, **kwargs: Any) -> int | None:
-        return await self.availability.call(super().defer_periodic_job, *args, **kwargs)
 
     async def listen_for_jobs(self, *, on_notification: Any, queues: Any = None) -> None:
         delay = 0.2

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import psycopg
@@ -29,12 +29,14 @@ from qlarius_jobs.settings import get_settings, parse_queue_spec
 from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
-    periodic_tasks_disabled,
     running_job_ids,
     steady_pool_reconnects,
+    wake,
 )
 from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
+from qlarius_jobs.worker.queue_controls import QueueControls, read_controls
 from qlarius_jobs.worker.resilience import Availability, ResilientJobManager
+from qlarius_jobs.worker.scheduler import Scheduler
 from qlarius_jobs.worker.wakeups import Wakeups
 
 log = get_logger(__name__)
@@ -152,8 +154,10 @@ async def run_workers(
 ) -> bool:
     """Run one Procrastinate worker of ``app`` per queue, concurrently, until stopped (or, with
     ``wait=False``, until the queues are empty); True when a stop signal ended them.
-    ``periodic=False`` defers no periodic job (tests, benchmarks: a tick would add jobs nobody
-    asked for).
+    The process follows the database's queue controls (``queue_controls.py``) and defers
+    the ticks of its schedules (``scheduler.py``; with ``wait=False``, the due ones once, at
+    the start). ``periodic=False`` defers no periodic job (tests, benchmarks: a tick would
+    add jobs nobody asked for).
 
     A lost database is waited for (see ``resilience.py``). Any worker that stops on its own,
     for whatever reason, stops them all: ``WorkersStopped`` says why (the process then exits
@@ -178,6 +182,21 @@ async def run_workers(
         job_manager = ResilientJobManager(base_manager, availability)
         app.job_manager = job_manager  # worker processes only: the CLI's defer keeps failing fast
         stack.callback(setattr, app, "job_manager", base_manager)
+        controls = await availability.call(read_controls, pool, list(queues))
+
+        def wake_queue(queue: str) -> None:
+            for worker in workers:
+                if worker.queues == [queue]:
+                    wake(worker)
+
+        queue_controls = QueueControls(
+            pool,
+            queues,
+            wake=wake_queue,
+            poll_seconds=settings.controls_poll_seconds,
+            availability=availability,
+            controls=controls,
+        )
         workers = [
             procrastinate_worker.Worker(
                 app=app,
@@ -187,17 +206,27 @@ async def run_workers(
                 },
                 queues=[queue],
                 name=f"{host}:{os.getpid()}:{queue}",
-                concurrency=concurrency,
+                concurrency=queue_controls.capacity[queue],
                 wait=wait,
                 install_signal_handlers=False,
                 fetch_job_polling_interval=fetch_job_polling_interval,
                 # abort requests come by NOTIFY too, or (behind a pooler) by this poll
                 abort_job_polling_interval=fetch_job_polling_interval,
             )
-            for queue, concurrency in queues.items()
+            for queue in queues
         ]
 
+        def may_start(worker_id: int) -> bool:
+            """Below its queue's concurrency override (the semaphore holds the rest)."""
+            running = len(running_job_ids(workers, worker_id))
+            return not any(
+                w.worker_id == worker_id and running >= queue_controls.limit(w.queues[0])
+                for w in workers
+                if w.queues
+            )
+
         job_manager.running_jobs = lambda worker_id: running_job_ids(workers, worker_id)
+        job_manager.may_start = may_start
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
 
@@ -221,22 +250,39 @@ async def run_workers(
         if signals.received:
             on_signal(signals.received)
         log.info("workers starting", queues=dict(queues), pid=os.getpid(), host=host)
-        stack.enter_context(periodic_tasks_disabled(app, not periodic))
+        scheduler = Scheduler(
+            pool,
+            {name: spec.queue for name, spec in job_specs(app).items()},
+            poll_seconds=settings.controls_poll_seconds,
+            availability=availability,
+        )
+
+        def controls_changed() -> None:
+            scheduler.notify()
+            queue_controls.notify()
+
         wakeups = Wakeups(
             pool,
             lambda: str(pool.conninfo),
             availability=availability,
             listen=not settings.behind_pooler,
             sweep_seconds=settings.wakeup_sweep_seconds,
+            on_controls=controls_changed,
         )
+        helpers = {"wake-ups listener": wakeups.run(), "queue controls": queue_controls.run()}
+        if periodic:
+            helpers["scheduler"] = scheduler.run()
         introductions = asyncio.create_task(_introduce(workers, pool, host, dict(queues)))
         stack.callback(introductions.cancel)
         try:
             if not wait:
                 await wakeups.sweep_once()  # pending work left by earlier runs gets its jobs
-            failure = await _supervise(
-                workers, wakeups if wait else None, stop_requested, wait, availability
-            )
+                if periodic:
+                    await availability.call(scheduler.defer_due)  # ticks missed meanwhile
+                for helper in helpers.values():
+                    helper.close()
+                helpers = {}
+            failure = await _supervise(workers, helpers, stop_requested, wait, availability)
         finally:
             signals.listeners.remove(on_signal)
             if own_signals:
@@ -291,6 +337,7 @@ async def run_until_empty(
     loop = asyncio.get_running_loop()
     signals = StopSignals()
     signals.install(loop)
+    periodic = True  # the first round defers the ticks missed meanwhile; later ones none
     try:
         while True:
             await run_workers(
@@ -300,7 +347,9 @@ async def run_until_empty(
                 graceful_timeout=graceful_timeout,
                 install_signal_handlers=False,
                 signals=signals,
+                periodic=periodic,
             )
+            periodic = False
             if signals.received:
                 return  # SIGTERM or Ctrl-C: stop, whatever is still due
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
@@ -319,24 +368,23 @@ async def run_until_empty(
 
 async def _supervise(
     workers: list[procrastinate_worker.Worker],
-    wakeups: Wakeups | None,
+    helpers: Mapping[str, Coroutine[Any, Any, None]],
     stop_requested: asyncio.Event,
     wait: bool,
     availability: Availability,
 ) -> str | None:
-    """Run the workers (and the wake-ups) until every worker has ended. One that raises, or
-    ends while running for good (``wait``) without a stop request, stops the others. Returns
-    why, or None for a normal end."""
+    """Run the workers (and the process's helpers: wake-ups, scheduler, queue controls)
+    until every worker has ended. One that raises, or ends while running for good (``wait``)
+    without a stop request, stops the others. Returns why, or None for a normal end."""
     names = {
         asyncio.create_task(w.run()): f"worker of queue {','.join(w.queues or [])}" for w in workers
     }
-    helper = asyncio.create_task(wakeups.run()) if wakeups else None
-    if helper is not None:
-        names[helper] = "wake-ups listener"
+    helper_tasks = {asyncio.create_task(coro): name for name, coro in helpers.items()}
+    names.update(helper_tasks)
     failure: str | None = None
     pending = set(names)
     try:
-        while pending - {helper}:
+        while pending - set(helper_tasks):
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = None if task.cancelled() else task.exception()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from collections.abc import Callable
 
@@ -24,12 +23,13 @@ import psycopg_pool
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.worker.resilience import MAX_BACKOFF_SECONDS, Availability, is_connection_error
+from qlarius_jobs.worker.resilience import Availability, ride_out
 
 log = get_logger(__name__)
 
 CHANNEL = "qlarius_wakeup"
 SCOPES = {"target", "campaign"}  # notifications of pending scopes (the rest are drain kinds)
+CONTROLS = "controls"  # a schedule, queue or task control changed
 
 SQL = QueryFile.of(__file__)
 
@@ -43,8 +43,11 @@ class Wakeups:
         listen: bool,
         sweep_seconds: float,
         availability: Availability | None = None,
+        on_controls: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
+        # a schedule or a queue control changed (see worker/scheduler.py, queue_controls.py)
+        self.on_controls = on_controls or (lambda: None)
         self.conninfo = conninfo
         self.listen = listen
         self.sweep_seconds = sweep_seconds
@@ -100,6 +103,8 @@ class Wakeups:
         kinds: set[str] = set()
         async for notify in conn.notifies(timeout=timeout, stop_after=1):
             kinds.add(notify.payload)
+        if CONTROLS in kinds:
+            self.on_controls()
         return kinds
 
     async def _serve(self) -> None:
@@ -130,15 +135,4 @@ class Wakeups:
     async def run(self) -> None:
         """Until cancelled. A lost database is waited for with backoff and jitter (past the
         outage limit, ``DatabaseGone``)."""
-        delay = 0.2
-        while True:
-            try:
-                await self._serve()
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    raise
-                self.availability.failed(exc)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-            else:  # pragma: no cover - _serve only returns by raising
-                return
+        await ride_out(self.availability, self._serve)

@@ -22,6 +22,7 @@ from psycopg import conninfo as pg_conninfo
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import seed
 from qlarius_jobs.dev.processes import BIN, WorkerProcess
 from qlarius_jobs.settings import Settings
@@ -111,7 +112,13 @@ def reset(conn: psycopg.Connection) -> None:
     conn.execute("SET lock_timeout = '30s'")  # a lock left behind fails the test, loudly
     if not superuser.fetchone()[0]:
         conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-        return
+    else:
+        _delete_every_row(conn, tables, sequences)
+    with conn.transaction():
+        migrate.install_defaults(conn)  # the schedules and queue controls migrate fills
+
+
+def _delete_every_row(conn: psycopg.Connection, tables: list[str], sequences: list[str]) -> None:
     with conn.transaction():
         # DELETE leaves the tables' files in place (TRUNCATE makes and flushes new ones);
         # as replica, no trigger or foreign key fires: every row goes, in any order.

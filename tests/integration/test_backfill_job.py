@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import psycopg
 
 from qlarius_jobs.jobs.catalog import defer_job
+from qlarius_jobs.ops import controls
 from tests.integration.factories import StandardWorld, standard_world
 from tests.integration.support import TEST_DB, drain, jobs, log_events
 
@@ -180,9 +181,10 @@ async def test_deferring_while_one_waits_adds_nothing(app, sync_conn):
     assert job["queueing_lock"] == job["lock"] == "backfill_missing_snapshots"
 
 
-def test_backfill_is_periodic_at_minute_zero(app):
-    periodic = {p.task.name: p.cron for p in app.periodic_registry.periodic_tasks.values()}
-    assert periodic["backfill_missing_snapshots"] == "0 * * * *"
+def test_backfill_is_scheduled_at_minute_zero(sync_conn):
+    schedules = {s["task_name"]: s for s in controls.schedules(sync_conn)}
+    assert schedules["backfill_missing_snapshots"]["cron"] == "0 * * * *"
+    assert all(r.minute == 0 for r in schedules["backfill_missing_snapshots"]["next_runs"])
 
 
 async def test_a_large_backlog_is_shared_out_as_chunk_jobs(app, sync_conn, caplog, settings):

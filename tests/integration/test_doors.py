@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
+from qlarius_jobs.ops import controls
 from tests.integration.support import jobs, unmigrated_database
 
 BIN = Path(sys.executable).parent
@@ -151,7 +152,7 @@ def test_status_json_has_full_names_and_iso_times(sync_conn):
     assert backfill["found_populations"] == 3 and backfill["updated_ad_events"] == 1
     assert "found_pop" not in backfill and "upd_pop" not in backfill
     assert "T" in backfill["started_at"] and backfill["started_at"].endswith("+00:00")
-    assert all("T" in p["next_run"] for p in data["periodic"])
+    assert all("T" in p["next_run"] for p in data["schedules"])
     assert "oldest_pending_seconds" in data["pending_work"][0]
 
 
@@ -246,16 +247,9 @@ def test_a_job_writes_one_line_and_idle_ticks_and_registration_write_none(sync_c
         "('targets', 'populate_target', '{\"target_id\": 1}'), "
         "('maintenance', 'rescue_stalled_jobs', '{}')"
     )
-    never = "0 0 1 1 *"  # no periodic job of its own: only the two jobs above
-    run = _cli(
-        "worker",
-        "--queues",
-        "targets,maintenance",
-        "--until-empty",
-        QLARIUS_BACKFILL_CRON=never,
-        QLARIUS_PRUNE_CRON=never,
-        QLARIUS_RESCUE_CRON=never,
-    )
+    # no periodic job of its own: only the two jobs above
+    controls.apply_schedules(sync_conn, dict.fromkeys(controls.schedule_names()), "test")
+    run = _cli("worker", "--queues", "targets,maintenance", "--until-empty")
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     job_lines = [e for e in events if "job_id" in e]

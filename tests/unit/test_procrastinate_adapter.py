@@ -3,6 +3,7 @@ fails on a Procrastinate version lacking any of them, and when code elsewhere re
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import re
 import tomllib
@@ -18,7 +19,7 @@ from qlarius_jobs.worker import procrastinate_adapter as adapter
 PACKAGE = Path(adapter.__file__).resolve().parents[1]
 ROOT = PACKAGE.parent
 PRIVATE = re.compile(
-    r"_running_jobs|periodic_registry|AttemptWithBackoff|connector\.pool\b|_pool_args"
+    r"_running_jobs|_new_job_event|Job\.from_row|AttemptWithBackoff|connector\.pool\b|_pool_args"
     r"|_async_pool|_sync_connector"
 )
 VERSIONED = re.compile(r"\bprocrastinate_[a-z_]+_v\d+\b")
@@ -32,9 +33,25 @@ def test_the_private_names_exist_in_this_procrastinate():
     app = _in_memory_app()
     worker = procrastinate_worker.Worker(app=app, queues=["q"])
     assert isinstance(worker._running_jobs, dict)
-    assert isinstance(app.periodic_registry.periodic_tasks, dict)
-    with adapter.periodic_tasks_disabled(app):
-        assert app.periodic_registry.periodic_tasks == {}
+    assert not worker._new_job_event.is_set()
+    adapter.wake(worker)
+    assert worker._new_job_event.is_set()
+    job = adapter.job_from_row(
+        {
+            "id": 7,
+            "status": "doing",
+            "priority": 0,
+            "lock": None,
+            "queueing_lock": None,
+            "task_name": "t",
+            "args": {"a": 1},
+            "scheduled_at": None,
+            "queue_name": "q",
+            "attempts": 0,
+            "worker_id": 3,
+        }
+    )
+    assert (job.id, job.queue, job.task_kwargs, job.worker_id) == (7, "q", {"a": 1}, 3)
     assert adapter.running_job_ids([worker], 1) == set()
     assert isinstance(psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF, float)
     connector = procrastinate.PsycopgConnector(kwargs={"application_name": "x"})
@@ -49,6 +66,21 @@ def test_the_private_names_exist_in_this_procrastinate():
     except exceptions.AlreadyEnqueued as refused:
         assert adapter.refused_queueing_lock(refused) == "lock"
     assert adapter.QUEUEING_LOCK_INDEX == manager.QUEUEING_LOCK_CONSTRAINT
+
+
+def test_the_fetch_our_workers_repeat_is_procrastinates_fetch_as_tested():
+    """qlarius_fetch_job (sql/migrations/0016) is Procrastinate's fetch with paused queues
+    and tasks left out: a release that changes Procrastinate's needs ours looked at."""
+    text = schema.SchemaManager.get_schema()
+    body = re.search(rf"CREATE FUNCTION {adapter.FETCH_FUNCTION}\(.*?\$\$(.*?)\$\$", text, re.S)
+    assert body is not None
+    assert hashlib.md5(body[1].encode()).hexdigest() == adapter.FETCH_FUNCTION_MD5, (
+        f"{adapter.FETCH_FUNCTION} changed: bring qlarius_fetch_job up to date (a migration), "
+        "then FETCH_FUNCTION_MD5"
+    )
+    ours = (ROOT / "sql/migrations/0016_schedules_and_queue_controls.sql").read_text()
+    for line in ("FOR UPDATE OF jobs SKIP LOCKED", "ORDER BY jobs.priority DESC, jobs.id ASC"):
+        assert line in body[1] and line in ours
 
 
 def test_the_sql_functions_and_columns_we_use_exist_in_its_schema():
@@ -69,7 +101,8 @@ def test_our_sql_calls_no_versioned_function_the_adapter_does_not_list():
         for name in VERSIONED.findall(path.read_text())
         if not name.startswith("procrastinate_jobs")
     }
-    assert used <= set(adapter.SQL_FUNCTIONS), used - set(adapter.SQL_FUNCTIONS)
+    known = {*adapter.SQL_FUNCTIONS, adapter.FETCH_FUNCTION}  # the fetch: repeated, not called
+    assert used <= known, used - known
 
 
 def test_nothing_else_reaches_procrastinates_private_names():

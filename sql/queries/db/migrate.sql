@@ -50,3 +50,26 @@ INSERT INTO qlarius_schema_migrations (version, name) VALUES (%(version)s, %(nam
 
 -- name: analyze :exec
 ANALYZE
+
+-- name: install_default_schedules :exec
+-- Each periodic job's schedule, from the settings, the first time only: after that the row
+-- is the operators' (a deleted row comes back). An upgrade from Procrastinate's own periodic
+-- deferrer starts from the last tick it deferred, so that a missed one is caught up once.
+INSERT INTO qlarius_schedules (task_name, cron, last_tick_at, updated_by)
+SELECT s.task_name, s.cron,
+       (SELECT to_timestamp(max(p.defer_timestamp)) FROM procrastinate_periodic_defers p
+        WHERE p.task_name = s.task_name),
+       'migrate (settings)'
+FROM unnest(%(tasks)s::text[], %(crons)s::text[]) AS s(task_name, cron)
+ON CONFLICT (task_name) DO NOTHING
+
+-- name: install_default_queue_controls :exec
+-- A row for every queue and every task (running, not paused), the first time only.
+WITH queues AS (
+    INSERT INTO qlarius_queue_controls (queue_name, updated_by)
+    SELECT q, 'migrate' FROM unnest(%(queues)s::text[]) AS q
+    ON CONFLICT (queue_name) DO NOTHING
+)
+INSERT INTO qlarius_task_controls (task_name, updated_by)
+SELECT t, 'migrate' FROM unnest(%(tasks)s::text[]) AS t
+ON CONFLICT (task_name) DO NOTHING

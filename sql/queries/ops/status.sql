@@ -21,8 +21,8 @@ SELECT started_at, found_populations, found_offers, found_ad_events, updated_pop
        budget_exhausted, elapsed_ms
 FROM qlarius_backfill_history LIMIT %(limit)s
 
--- name: status_periodic :many
-SELECT task_name, last_tick, job_id, last_job_status FROM qlarius_periodic_last_defers
+-- name: status_paused :many
+SELECT kind, name, since, by FROM qlarius_paused ORDER BY kind, name
 
 -- name: status_recent_errors :many
 SELECT at, job_id, task_name, attempt, error_type, left(message, 120) AS message, job_status

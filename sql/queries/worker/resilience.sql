@@ -38,3 +38,10 @@ WITH lost AS (
     RETURNING id
 )
 SELECT array_agg(id ORDER BY id) AS requeued FROM lost
+
+-- name: fetch_job :one
+-- Procrastinate's fetch_job, through qlarius_fetch_job: a paused queue's or task's jobs stay
+-- waiting. No job: a row of NULLs.
+SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, queue_name,
+       attempts, worker_id
+FROM qlarius_fetch_job(%(queues)s::varchar[], %(worker_id)s)

@@ -1,0 +1,185 @@
+"""The scheduler: every worker process defers the ticks of ``qlarius_schedules``.
+
+The table is the one source of truth (``migrate`` fills it from the settings the first time;
+operators change it with SQL, ``qlarius-jobs schedules`` or the console). Each process reads
+it when told a schedule changed (``NOTIFY qlarius_wakeup 'controls'``, heard by the wake-ups
+listener) and at least every ``controls_poll_seconds`` (the safety net, and the only way
+behind a transaction pooler), and sleeps until the next tick in between.
+
+Exactly one job per tick, however many processes run: the schedule's ``last_tick_at`` only
+moves forward, and only for the cron expression the tick was computed from, under the row's
+lock; the ledger ``qlarius_schedule_ticks`` is keyed by (task, tick). A tick missed while no
+worker ran is caught up by one job, for the latest missed tick, whatever the outage's length
+(the ledger says how many it stands for); ticks from before a schedule was created, changed
+or enabled again never fire. Times are UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import croniter
+import psycopg_pool
+
+from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.worker.resilience import Availability, ride_out
+
+log = get_logger(__name__)
+
+SQL = QueryFile.of(__file__)
+
+MISSED_COUNTED = 10_000  # missed ticks are counted up to this (a per-second cron, days down)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    task_name: str
+    cron: str
+    enabled: bool
+    last_tick_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DueTick:
+    task_name: str
+    cron: str
+    tick_at: dt.datetime
+    queue: str
+    missed: int  # earlier ticks since the last one deferred, caught up by this one
+
+
+def due_ticks(
+    schedules: Iterable[Schedule], queues: Mapping[str, str], now: dt.datetime
+) -> list[DueTick]:
+    """For each enabled schedule of a task in ``queues`` (task -> queue), its latest tick at
+    or before ``now`` when that is later than its last tick deferred."""
+    due = []
+    for schedule in schedules:
+        if not schedule.enabled or schedule.task_name not in queues:
+            continue
+        ticks = croniter.croniter(schedule.cron, now)
+        latest = ticks.get_prev(dt.datetime)
+        if latest <= schedule.last_tick_at:
+            continue
+        missed = 0
+        ticks.set_current(schedule.last_tick_at)
+        while missed < MISSED_COUNTED and ticks.get_next(dt.datetime) < latest:
+            missed += 1
+        due.append(
+            DueTick(schedule.task_name, schedule.cron, latest, queues[schedule.task_name], missed)
+        )
+    return due
+
+
+def next_tick(schedules: Iterable[Schedule], now: dt.datetime) -> dt.datetime | None:
+    """When the next enabled schedule fires after ``now``."""
+    upcoming = [
+        croniter.croniter(s.cron, now).get_next(dt.datetime) for s in schedules if s.enabled
+    ]
+    return min(upcoming, default=None)
+
+
+class Scheduler:
+    """One per worker process; ``queues`` maps the tasks it may defer to their queue."""
+
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool,
+        queues: Mapping[str, str],
+        *,
+        poll_seconds: float,
+        availability: Availability | None = None,
+    ) -> None:
+        self.pool = pool
+        self.queues = dict(queues)
+        self.poll_seconds = poll_seconds
+        self.availability = availability or Availability(float("inf"))
+        self.changed = asyncio.Event()
+        self.deferred = 0  # jobs this process deferred (for tests and logs)
+        self._refused: set[tuple[str, str]] = set()  # (task, cron) croniter cannot run
+
+    def notify(self) -> None:
+        """A schedule changed (a NOTIFY): read them again now."""
+        self.changed.set()
+
+    async def _schedules(self) -> list[Schedule]:
+        async with self.pool.connection() as conn:
+            rows = await SQL.many(conn, "schedules")
+        schedules = []
+        for row in rows:
+            schedule = Schedule(**row)
+            try:
+                croniter.croniter(schedule.cron, schedule.last_tick_at).get_next(dt.datetime)
+            except (croniter.CroniterError, ValueError) as exc:
+                # the database checks every expression; one it let through that croniter
+                # cannot run is skipped, said once, and never stops the other schedules
+                if (schedule.task_name, schedule.cron) not in self._refused:
+                    self._refused.add((schedule.task_name, schedule.cron))
+                    log.error(
+                        "schedule skipped: its cron expression cannot be run",
+                        task=schedule.task_name,
+                        cron=schedule.cron,
+                        error=str(exc),
+                    )
+                continue
+            schedules.append(schedule)
+        return schedules
+
+    async def defer_due(self) -> list[Schedule]:
+        """Defer a job for every due tick (those another process did not defer first);
+        returns the schedules read."""
+        schedules = await self._schedules()
+        due = due_ticks(schedules, self.queues, dt.datetime.now(dt.UTC))
+        if not due:
+            return schedules
+        async with self.pool.connection() as conn:
+            rows = await SQL.many(
+                conn,
+                "defer_ticks",
+                tasks=[t.task_name for t in due],
+                crons=[t.cron for t in due],
+                ticks=[t.tick_at for t in due],
+                queues=[t.queue for t in due],
+                missed=[t.missed for t in due],
+            )
+        for row in rows:
+            self.deferred += row["job_id"] is not None
+            fields = {
+                "task": row["task_name"],
+                "tick_at": row["tick_at"].isoformat(),
+                "deferred_job_id": row["job_id"],
+            }
+            if row["missed"]:
+                log.info(
+                    "periodic ticks missed while no worker ran: one job catches them up",
+                    missed=row["missed"],
+                    **fields,
+                )
+            elif row["job_id"] is None:
+                log.debug("periodic tick skipped: the previous job still waits", **fields)
+            else:
+                log.debug("periodic job deferred", **fields)
+        # what this process saw deferred, by itself or another: read again on the next round
+        return schedules
+
+    async def _serve(self) -> None:
+        while True:
+            self.changed.clear()
+            schedules = await self.defer_due()
+            self.availability.succeeded()
+            now = dt.datetime.now(dt.UTC)
+            upcoming = next_tick(schedules, now)
+            wait = self.poll_seconds
+            if upcoming is not None:
+                wait = min(wait, (upcoming - now).total_seconds() + 0.01)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=max(wait, 0.01))
+
+    async def run(self) -> None:
+        """Until cancelled; a lost database is waited for (see ``resilience.ride_out``)."""
+        await ride_out(self.availability, self._serve)
