@@ -249,7 +249,13 @@ async def run_workers(
         signals.listeners.append(on_signal)
         if signals.received:
             on_signal(signals.received)
-        log.info("workers starting", queues=dict(queues), pid=os.getpid(), host=host)
+        log.info(
+            "workers starting",
+            queues=dict(queues),
+            paused=sorted(q for q in queues if queue_controls.paused(q)),
+            pid=os.getpid(),
+            host=host,
+        )
         scheduler = Scheduler(
             pool,
             {name: spec.queue for name, spec in job_specs(app).items()},
