@@ -128,4 +128,12 @@ async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
         runs = await SQL.count(
             conn, "prune_backfill_runs", retention_days=settings.backfill_history_days
         )
-    return {"jobs_deleted": deleted, "batches": batches, "backfill_runs_deleted": runs}
+        ticks = await SQL.count(
+            conn, "prune_schedule_ticks", retention_days=settings.prune_after_days
+        )
+    return {
+        "jobs_deleted": deleted,
+        "batches": batches,
+        "backfill_runs_deleted": runs,
+        "schedule_ticks_deleted": ticks,
+    }

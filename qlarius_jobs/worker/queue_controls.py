@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import psycopg_pool
+from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.worker.procrastinate_adapter import running_job_ids, wake
 from qlarius_jobs.worker.resilience import Availability, ride_out
 
 log = get_logger(__name__)
@@ -51,7 +53,6 @@ class QueueControls:
         pool: psycopg_pool.AsyncConnectionPool,
         own: Mapping[str, int],
         *,
-        wake: Callable[[str], None],
         poll_seconds: float,
         availability: Availability | None = None,
         controls: Mapping[str, tuple[bool, int | None]] | None = None,
@@ -59,7 +60,7 @@ class QueueControls:
         self.pool = pool
         self.own = dict(own)  # queue -> this process's own concurrency
         self.capacity = starting_concurrency(own, controls or {})
-        self.wake = wake
+        self.workers: list[procrastinate_worker.Worker] = []  # one per queue, set once built
         self.poll_seconds = poll_seconds
         self.availability = availability or Availability(float("inf"))
         self.controls: dict[str, tuple[bool, int | None]] = dict(controls or {})
@@ -75,6 +76,28 @@ class QueueControls:
         """How many jobs of ``queue`` this process may run at once now."""
         override = self.controls.get(queue, (False, None))[1]
         return min(override or self.own[queue], self.capacity[queue])
+
+    def wake(self, queue: str) -> None:
+        """Have the queue's worker look for a job now, and again a moment later: a wake that
+        lands while its fetch is in flight is cleared when that fetch ends (Procrastinate
+        clears its event then)."""
+        loop = asyncio.get_running_loop()
+        for worker in self.workers:
+            if worker.queues == [queue]:
+                wake(worker)
+                loop.call_later(0.3, wake, worker)
+
+    def may_start(self, worker_id: int) -> bool:
+        """Whether a worker is below its queue's concurrency override (the semaphore holds
+        the rest). At the cap, it is woken shortly to look again (a check in memory, no
+        query): a running job that ends frees a slot that no notification announces."""
+        running = len(running_job_ids(self.workers, worker_id))
+        for worker in self.workers:
+            capped = bool(worker.queues) and running >= self.limit(worker.queues[0])
+            if worker.worker_id == worker_id and capped:
+                asyncio.get_running_loop().call_later(0.1, wake, worker)
+                return False
+        return True
 
     async def refresh(self) -> None:
         before = {q: (self.paused(q), self.limit(q)) for q in self.own}

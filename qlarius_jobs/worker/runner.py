@@ -12,8 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-import sys
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -31,12 +30,12 @@ from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
     running_job_ids,
     steady_pool_reconnects,
-    wake,
 )
 from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 from qlarius_jobs.worker.queue_controls import QueueControls, read_controls
 from qlarius_jobs.worker.resilience import Availability, ResilientJobManager
 from qlarius_jobs.worker.scheduler import Scheduler
+from qlarius_jobs.worker.supervision import StopSignals, WorkersStopped, supervise
 from qlarius_jobs.worker.wakeups import Wakeups
 
 log = get_logger(__name__)
@@ -110,37 +109,6 @@ def fit_pool_to_connections(conninfo: str, queues: Mapping[str, int]) -> int:
     return pool
 
 
-class StopSignals:
-    """SIGINT and SIGTERM for a worker process: the first asks every listener (the workers of
-    the round running now) to stop; a second exits at once. Installed once for a process that
-    runs several rounds (``--until-empty``), so that no signal falls between two rounds."""
-
-    def __init__(self) -> None:
-        self.received: int = 0  # the first signal's number, 0 until one arrives
-        self.listeners: list[Callable[[int], None]] = []
-
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._arrived, signum)
-
-    def uninstall(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-
-    def _arrived(self, signum: int) -> None:
-        if self.received:
-            log.warning("second stop signal: exiting now", signal=signal.Signals(signum).name)
-            sys.stderr.flush()
-            os._exit(130)
-        self.received = signum
-        for listener in list(self.listeners):
-            listener(signum)
-
-
-class WorkersStopped(RuntimeError):
-    """The workers stopped without being asked to; the message says why, in one line."""
-
-
 async def run_workers(
     app: App,
     queues: Mapping[str, int],
@@ -184,15 +152,9 @@ async def run_workers(
         stack.callback(setattr, app, "job_manager", base_manager)
         controls = await availability.call(read_controls, pool, list(queues))
 
-        def wake_queue(queue: str) -> None:
-            for worker in workers:
-                if worker.queues == [queue]:
-                    wake(worker)
-
         queue_controls = QueueControls(
             pool,
             queues,
-            wake=wake_queue,
             poll_seconds=settings.controls_poll_seconds,
             availability=availability,
             controls=controls,
@@ -216,17 +178,9 @@ async def run_workers(
             for queue in queues
         ]
 
-        def may_start(worker_id: int) -> bool:
-            """Below its queue's concurrency override (the semaphore holds the rest)."""
-            running = len(running_job_ids(workers, worker_id))
-            return not any(
-                w.worker_id == worker_id and running >= queue_controls.limit(w.queues[0])
-                for w in workers
-                if w.queues
-            )
-
+        queue_controls.workers = workers
         job_manager.running_jobs = lambda worker_id: running_job_ids(workers, worker_id)
-        job_manager.may_start = may_start
+        job_manager.may_start = queue_controls.may_start
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
 
@@ -288,7 +242,7 @@ async def run_workers(
                 for helper in helpers.values():
                     helper.close()
                 helpers = {}
-            failure = await _supervise(workers, helpers, stop_requested, wait, availability)
+            failure = await supervise(workers, helpers, stop_requested, wait, availability)
         finally:
             signals.listeners.remove(on_signal)
             if own_signals:
@@ -370,58 +324,3 @@ async def run_until_empty(
                 return
     finally:
         signals.uninstall(loop)
-
-
-async def _supervise(
-    workers: list[procrastinate_worker.Worker],
-    helpers: Mapping[str, Coroutine[Any, Any, None]],
-    stop_requested: asyncio.Event,
-    wait: bool,
-    availability: Availability,
-) -> str | None:
-    """Run the workers (and the process's helpers: wake-ups, scheduler, queue controls)
-    until every worker has ended. One that raises, or ends while running for good (``wait``)
-    without a stop request, stops the others. Returns why, or None for a normal end."""
-    names = {
-        asyncio.create_task(w.run()): f"worker of queue {','.join(w.queues or [])}" for w in workers
-    }
-    helper_tasks = {asyncio.create_task(coro): name for name, coro in helpers.items()}
-    names.update(helper_tasks)
-    failure: str | None = None
-    pending = set(names)
-    try:
-        while pending - set(helper_tasks):
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                error = None if task.cancelled() else task.exception()
-                ended_on_its_own = wait and not stop_requested.is_set()
-                if failure is None and (error is not None or ended_on_its_own):
-                    availability.stopping = True
-                    failure = availability.gone or (
-                        _one_line(error)
-                        if error is not None
-                        else f"the {names[task]} stopped on its own (see the error above)"
-                    )
-                    for worker in workers:
-                        worker.stop()
-    finally:
-        # Cancelled ourselves (an embedding application, a test): the workers are cancelled
-        # too, as asyncio.gather would do, and waited for; none is left running unseen.
-        for task in names:
-            task.cancel()
-        for task in names:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    return failure
-
-
-def _one_line(error: BaseException) -> str:
-    """``Type: first line``, and the same for what caused it (Procrastinate's
-    ``ConnectorException: Database error.`` alone does not say which error of the database)."""
-    parts = []
-    seen: BaseException | None = error
-    while seen is not None and len(parts) < 3:
-        text = str(seen).strip().splitlines()
-        parts.append(f"{type(seen).__name__}: {text[0]}" if text else type(seen).__name__)
-        seen = seen.__cause__ or seen.__context__
-    return "; caused by ".join(parts)

@@ -23,34 +23,41 @@ GROUP BY type
 -- their jobs would take now (syncs and reconciles not set aside for a retry nor left for a
 -- target a job holds; targets a populate must handle; campaigns whose offers job must run).
 -- With later: also what waits for later (retries scheduled later, pending rows set aside
--- for a retry or left for a busy target): everything not yet done.
-WITH free AS MATERIALIZED (
+-- for a retry or left for a busy target): everything not yet done. A paused queue's work, and
+-- a paused task's jobs, are not left for workers now (they wait for the resume), but later.
+WITH open AS MATERIALIZED (
+    SELECT ARRAY(SELECT unnest(%(queues)s::text[])
+                 EXCEPT SELECT queue_name FROM qlarius_queue_controls
+                        WHERE paused AND NOT %(later)s) AS queues,
+           ARRAY(SELECT task_name FROM qlarius_task_controls
+                 WHERE paused AND NOT %(later)s) AS paused_tasks
+), free AS MATERIALIZED (
     SELECT target_id, scope FROM qlarius_target_locks ORDER BY target_id, scope
     FOR SHARE SKIP LOCKED
 )
 SELECT (SELECT count(*) FROM procrastinate_jobs
-        WHERE queue_name = ANY(%(queues)s)
-          AND (status = 'doing'
-               OR (status = 'todo'
-                   AND (%(later)s OR scheduled_at IS NULL OR scheduled_at <= now()))))
+        WHERE (status = 'doing' AND queue_name = ANY(%(queues)s))
+           OR (status = 'todo' AND queue_name::text = ANY((SELECT queues FROM open)::text[])
+               AND task_name::text <> ALL((SELECT paused_tasks FROM open)::text[])
+               AND (%(later)s OR scheduled_at IS NULL OR scheduled_at <= now())))
      + (SELECT count(*) FROM qlarius_pending_syncs p
-        WHERE 'targets' = ANY(%(queues)s)
+        WHERE 'targets' = ANY((SELECT queues FROM open)::text[])
           AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now())
           AND (%(later)s OR p.target_id IS NULL
                OR p.target_id IN (SELECT target_id FROM free WHERE scope = 'populations')))
      + (SELECT count(*) FROM qlarius_pending_reconciles p
-        WHERE 'offers' = ANY(%(queues)s)
+        WHERE 'offers' = ANY((SELECT queues FROM open)::text[])
           AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now())
           AND (%(later)s OR p.target_id IS NULL
                OR p.target_id IN (SELECT target_id FROM free WHERE scope = 'offers')))
      + (SELECT count(*) FROM qlarius_pending_targets p JOIN targets t ON t.id = p.target_id
-        WHERE 'targets' = ANY(%(queues)s)
+        WHERE 'targets' = ANY((SELECT queues FROM open)::text[])
           AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now())
           AND (t.population_status <> 'not_populated' OR p.retry_after IS NOT NULL))
-     + (SELECT count(*) FROM qlarius_pending_criteria WHERE 'targets' = ANY(%(queues)s))
+     + (SELECT count(*) FROM qlarius_pending_criteria WHERE 'targets' = ANY((SELECT queues FROM open)::text[]))
      + (SELECT count(*) FROM qlarius_pending_campaigns p LEFT JOIN campaigns c
         ON c.id = p.campaign_id
-        WHERE 'default' = ANY(%(queues)s) AND (%(later)s OR c.id IS NOT NULL)
+        WHERE 'default' = ANY((SELECT queues FROM open)::text[]) AND (%(later)s OR c.id IS NOT NULL)
           AND (%(later)s OR p.retry_after IS NULL OR p.retry_after <= now()))
        AS left
 

@@ -247,3 +247,57 @@ def test_the_queue_commands_say_what_is_wrong_in_one_line(sync_conn):
     ).fetchall()
     with psycopg.connect(TEST_DB.conninfo) as conn:
         assert controls.tasks(conn)  # a row for every task
+
+
+@pytest.mark.slow
+def test_a_higher_concurrency_found_at_start_raises_the_workers_own(sync_conn):
+    holders = [TargetRowHolder(sync_conn, t) for t in (1, 2)]
+    sync_conn.execute(
+        "UPDATE qlarius_queue_controls SET concurrency = 2 WHERE queue_name = 'targets'"
+    )
+    worker = WorkerProcess("--queues", "targets=1")
+    try:
+        sync_conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES "
+            "('targets', 'populate_target', '{\"target_id\": 1}'), "
+            "('targets', 'populate_target', '{\"target_id\": 2}')"
+        )
+        _wait_for(
+            lambda: _statuses(sync_conn, "populate_target") == ["doing", "doing"],
+            30,
+            "both populates running at once",
+        )
+    finally:
+        for holder in holders:
+            holder.release()
+        worker.stop()
+
+
+def test_plain_sql_records_its_database_user(sync_conn):
+    sync_conn.execute("UPDATE qlarius_queue_controls SET paused = true WHERE queue_name = 'offers'")
+    [(by, user)] = sync_conn.execute(
+        "SELECT updated_by, current_user FROM qlarius_queue_controls WHERE queue_name = 'offers'"
+    ).fetchall()
+    assert by == user
+    [paused] = sync_conn.execute("SELECT kind, name FROM qlarius_paused").fetchall()
+    assert paused == ("queue", "offers")
+
+
+async def test_runs_until_empty_end_leaving_a_paused_queues_jobs_waiting(sync_conn, app):
+    from qlarius_jobs import testing
+
+    controls.apply_schedules(sync_conn, dict.fromkeys(controls.schedule_names()), "test")
+    controls.set_queue_paused(sync_conn, "maintenance", True, "test")
+    _defer_prunes(sync_conn, 2)
+    run = subprocess.run(
+        [str(BIN / "qlarius-jobs"), "worker", "--queues", "maintenance", "--until-empty"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcomes = await testing.drain(app, ["maintenance"])
+    assert outcomes["succeeded"] == 0
+    assert _statuses(sync_conn, "prune_finished_jobs") == ["todo", "todo"]
+    assert testing.work_left(sync_conn, ["maintenance"]) == 0
+    assert testing.work_left(sync_conn, ["maintenance"], later=True) == 2

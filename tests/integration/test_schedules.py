@@ -428,3 +428,34 @@ def test_a_schedule_changed_by_sql_while_two_workers_run_changes_their_ticks(syn
     assert ledger == (len(ticks), len(ticks))
     assert max(ticks) - min(ticks) <= len(ticks) + 1  # no gap beyond a tick at the edges
     assert all(j["status"] == "succeeded" for j in runs)
+
+
+async def test_pruning_keeps_each_schedules_latest_tick_and_the_recent_ones(sync_conn, app):
+    from qlarius_jobs import testing
+
+    sync_conn.execute(
+        "INSERT INTO qlarius_schedule_ticks (task_name, tick_at, deferred_at) VALUES "
+        "('prune_finished_jobs', now() - interval '30 days', now() - interval '30 days'), "
+        "('prune_finished_jobs', now() - interval '20 days', now() - interval '20 days'), "
+        "('rescue_stalled_jobs', now() - interval '20 days', now() - interval '20 days'), "
+        "('rescue_stalled_jobs', now() - interval '1 day', now() - interval '1 day')"
+    )
+    summary = await testing.perform_job(app, "prune_finished_jobs")
+    assert summary["schedule_ticks_deleted"] == 2
+    left = sync_conn.execute(
+        "SELECT task_name, extract(day FROM now() - tick_at)::int FROM qlarius_schedule_ticks "
+        "ORDER BY 1"
+    ).fetchall()
+    assert left == [("prune_finished_jobs", 20), ("rescue_stalled_jobs", 1)]
+
+
+def test_a_schedule_deleted_by_hand_comes_back_from_the_settings_at_the_next_migrate(sync_conn):
+    from qlarius_jobs.db import migrate
+
+    controls.set_schedule(sync_conn, "rescue_stalled_jobs", "* * * * *", "test")
+    sync_conn.execute("DELETE FROM qlarius_schedules WHERE task_name = 'prune_finished_jobs'")
+    migrate.migrate(TEST_DB.conninfo)
+    crons = {s["task_name"]: s["cron"] for s in controls.schedules(sync_conn)}
+    # the one deleted comes back with its setting; the one changed stays as the operator left it
+    assert crons["prune_finished_jobs"] == "17 * * * *"
+    assert crons["rescue_stalled_jobs"] == "* * * * *"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import psycopg
 from procrastinate import exceptions
 
-from qlarius_jobs.worker.runner import _one_line
+from qlarius_jobs.worker.supervision import one_line
 
 
 def test_a_wrapped_database_error_is_named_in_the_stop_line():
@@ -18,7 +18,7 @@ def test_a_wrapped_database_error_is_named_in_the_stop_line():
         except psycopg.Error as exc:
             raise exceptions.ConnectorException() from exc
     except exceptions.ConnectorException as wrapped:
-        line = _one_line(wrapped)
+        line = one_line(wrapped)
     assert line == (
         "ConnectorException: Database error.; caused by DuplicatePreparedStatement: "
         'prepared statement "_pg3_0" already exists'
@@ -26,8 +26,8 @@ def test_a_wrapped_database_error_is_named_in_the_stop_line():
     assert "\n" not in line
 
 
-def test_an_error_without_a_cause_is_one_line():
-    assert _one_line(RuntimeError("boom\nsecond line")) == "RuntimeError: boom"
+def test_an_error_without_a_cause_isone_line():
+    assert one_line(RuntimeError("boom\nsecond line")) == "RuntimeError: boom"
 
 
 def test_psycopg_losing_track_of_the_wire_is_a_lost_connection_not_a_bad_query():

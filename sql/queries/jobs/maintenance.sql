@@ -86,3 +86,10 @@ SELECT (SELECT max(id) FROM candidates) AS last_candidate, (SELECT count(*) FROM
 -- name: prune_backfill_runs :count
 DELETE FROM backfill_runs
 WHERE started_at < now() - make_interval(days => %(retention_days)s)
+
+-- name: prune_schedule_ticks :count
+-- The ticks' ledger past the retention, but each schedule's latest tick (what status shows).
+DELETE FROM qlarius_schedule_ticks t
+WHERE t.deferred_at < now() - make_interval(days => %(retention_days)s)
+  AND t.tick_at < (SELECT max(k.tick_at) FROM qlarius_schedule_ticks k
+                   WHERE k.task_name = t.task_name)
