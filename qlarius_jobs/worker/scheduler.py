@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ import psycopg_pool
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.worker.resilience import Availability, ride_out
+from qlarius_jobs.worker.resilience import Availability, is_connection_error, ride_out
 
 log = get_logger(__name__)
 
@@ -102,6 +103,7 @@ class Scheduler:
         self.changed = asyncio.Event()
         self.deferred = 0  # jobs this process deferred (for tests and logs)
         self._refused: set[tuple[str, str]] = set()  # (task, cron) croniter cannot run
+        self._last_error: tuple[str, float] = ("", 0.0)  # said once a minute at most
 
     def notify(self) -> None:
         """A schedule changed (a NOTIFY): read them again now."""
@@ -170,7 +172,18 @@ class Scheduler:
     async def _serve(self) -> None:
         while True:
             self.changed.clear()
-            schedules = await self.defer_due()
+            try:
+                schedules = await self.defer_due()
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                # a refusal by the database (a trigger, say) must not stop the worker, nor
+                # the other schedules for long: said, and tried again at the next poll
+                error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                if error != self._last_error[0] or time.monotonic() - self._last_error[1] > 60:
+                    log.error("schedules not deferred", error=error)
+                    self._last_error = (error, time.monotonic())
+                schedules = []
             self.availability.succeeded()
             now = dt.datetime.now(dt.UTC)
             upcoming = next_tick(schedules, now)

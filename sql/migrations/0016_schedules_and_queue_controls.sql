@@ -207,17 +207,22 @@ CREATE TRIGGER qlarius_task_control_updated
 BEFORE UPDATE ON qlarius_task_controls
 FOR EACH ROW EXECUTE FUNCTION qlarius_control_updated();
 
--- 4. Every worker hears of a change at commit (and polls, in case it does not).
+-- 4. Every worker hears of a change at commit (and polls, in case it does not). Not of a
+-- tick claimed (last_tick_at): the claimers know, and the others read it at their next poll.
 CREATE FUNCTION qlarius_controls_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('qlarius_wakeup', 'controls');
+    PERFORM pg_notify('qlarius_wakeup', 'controls');  -- one per transaction, however many rows
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER qlarius_schedules_changed
-AFTER INSERT OR UPDATE OR DELETE ON qlarius_schedules
-FOR EACH STATEMENT EXECUTE FUNCTION qlarius_controls_changed();
+AFTER INSERT OR DELETE ON qlarius_schedules
+FOR EACH ROW EXECUTE FUNCTION qlarius_controls_changed();
+CREATE TRIGGER qlarius_schedules_updated
+AFTER UPDATE ON qlarius_schedules
+FOR EACH ROW WHEN ((OLD.cron, OLD.enabled) IS DISTINCT FROM (NEW.cron, NEW.enabled))
+EXECUTE FUNCTION qlarius_controls_changed();
 CREATE TRIGGER qlarius_queue_controls_changed
 AFTER INSERT OR UPDATE OR DELETE ON qlarius_queue_controls
 FOR EACH STATEMENT EXECUTE FUNCTION qlarius_controls_changed();

@@ -17,7 +17,7 @@ import pytest
 
 from qlarius_jobs.ops import controls
 from qlarius_jobs.worker.scheduler import Schedule, Scheduler, due_ticks
-from tests.integration.support import BIN, TEST_DB, WorkerProcess, jobs
+from tests.integration.support import BIN, TEST_DB, WorkerProcess, jobs, log_events
 
 HOURLY = "0 * * * *"
 
@@ -459,3 +459,45 @@ def test_a_schedule_deleted_by_hand_comes_back_from_the_settings_at_the_next_mig
     # the one deleted comes back with its setting; the one changed stays as the operator left it
     assert crons["prune_finished_jobs"] == "17 * * * *"
     assert crons["rescue_stalled_jobs"] == "* * * * *"
+
+
+async def test_a_tick_the_database_refuses_stops_neither_the_scheduler_nor_the_worker(
+    sync_conn, app, caplog
+):
+    """A trigger of someone's refusing our job: said once, tried again, deferred once gone."""
+    import asyncio
+
+    from qlarius_jobs.worker.procrastinate_adapter import pool
+
+    sync_conn.execute(
+        "UPDATE qlarius_schedules SET last_tick_at = last_tick_at - interval '2 hours' "
+        "WHERE task_name = 'backfill_missing_snapshots'"
+    )
+    sync_conn.execute(
+        "CREATE FUNCTION refuse_backfills() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.task_name = 'backfill_missing_snapshots' THEN RAISE EXCEPTION 'no backfill'; "
+        "END IF; RETURN NEW; END $$"
+    )
+    sync_conn.execute(
+        "CREATE TRIGGER refuse_backfills BEFORE INSERT ON procrastinate_jobs "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_backfills()"
+    )
+    scheduler = Scheduler(
+        pool(app), {"backfill_missing_snapshots": "maintenance"}, poll_seconds=0.2
+    )
+    running = asyncio.create_task(scheduler.run())
+    try:
+        await asyncio.sleep(1.5)
+        assert not running.done()
+        assert jobs(sync_conn, "backfill_missing_snapshots") == []
+        said = [e for e in log_events(caplog) if e["event"] == "schedules not deferred"]
+        assert len(said) == 1 and "no backfill" in said[0]["error"]
+    finally:
+        sync_conn.execute("DROP TRIGGER refuse_backfills ON procrastinate_jobs")
+        sync_conn.execute("DROP FUNCTION refuse_backfills()")
+    for _ in range(40):
+        if jobs(sync_conn, "backfill_missing_snapshots"):
+            break
+        await asyncio.sleep(0.1)
+    running.cancel()
+    assert len(jobs(sync_conn, "backfill_missing_snapshots")) == 1
