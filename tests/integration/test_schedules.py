@@ -501,3 +501,36 @@ async def test_a_tick_the_database_refuses_stops_neither_the_scheduler_nor_the_w
         await asyncio.sleep(0.1)
     running.cancel()
     assert len(jobs(sync_conn, "backfill_missing_snapshots")) == 1
+
+
+@pytest.mark.slow
+def test_two_workers_back_after_an_outage_run_the_missed_hourly_backfill_once(sync_conn):
+    """Every worker was down for five hours: the two that start run the backfill once, and a
+    third started later does not run it again."""
+    controls.apply_schedules(
+        sync_conn, dict.fromkeys(["rescue_stalled_jobs", "prune_finished_jobs"]), "test"
+    )
+    latest = _latest_tick(HOURLY)
+    sync_conn.execute(
+        "UPDATE qlarius_schedules SET last_tick_at = %s "
+        "WHERE task_name = 'backfill_missing_snapshots'",
+        (latest - dt.timedelta(hours=5),),
+    )
+    workers = [WorkerProcess("--queues", "maintenance") for _ in range(2)]
+    try:
+        for _ in range(300):
+            runs = jobs(sync_conn, "backfill_missing_snapshots")
+            if runs and runs[0]["status"] == "succeeded":
+                break
+            time.sleep(0.1)
+        workers.append(WorkerProcess("--queues", "maintenance"))
+        time.sleep(4)
+    finally:
+        outputs = [w.stop() for w in workers]
+    [run] = jobs(sync_conn, "backfill_missing_snapshots")
+    assert run["status"] == "succeeded", outputs[0][-2000:]
+    assert run["args"] == {"timestamp": int(latest.timestamp())}
+    [tick] = controls.ticks(sync_conn, "backfill_missing_snapshots")
+    assert (tick["missed"], tick["job_id"]) == (4, run["id"])
+    caught_up = [o for o in outputs if "one job catches them up" in o]
+    assert len(caught_up) == 1  # said by the process that deferred it
