@@ -144,20 +144,9 @@ class Availability:
 
 async def ride_out(availability: Availability, serve: Callable[[], Awaitable[None]]) -> None:
     """Run a process's side loop (``serve``: wake-ups, scheduler, queue controls) until
-    cancelled: a lost database is waited for, with backoff and jitter, then ``serve`` starts
-    again (past the outage limit, ``DatabaseGone``). Any other error is raised."""
-    delay = 0.2
-    while True:
-        try:
-            await serve()
-        except Exception as exc:
-            if not is_connection_error(exc):
-                raise
-            availability.failed(exc)
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
-        else:  # pragma: no cover - a side loop only returns by raising
-            return
+    cancelled: a lost database is waited for, then ``serve`` starts again (past the outage
+    limit, ``DatabaseGone``). Any other error is raised."""
+    await availability.call(serve)
 
 
 RunningJobs = Callable[[int], set[int]]  # worker id -> ids of the jobs it runs now

@@ -18,7 +18,7 @@ import pytest
 
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.ops import controls
-from tests.integration.support import jobs, unmigrated_database
+from tests.integration.support import cli, jobs, unmigrated_database
 
 BIN = Path(sys.executable).parent
 
@@ -30,16 +30,6 @@ def _procrastinate_defer(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
         env={**os.environ, "QLARIUS_LOG_FORMAT": "json"},
-    )
-
-
-def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "qlarius-jobs"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "QLARIUS_LOG_FORMAT": "json", **env},
     )
 
 
@@ -126,7 +116,7 @@ def test_a_duplicate_says_which_job_it_duplicates(sync_conn):
 def test_status_and_worker_never_migrate_a_schema_that_is_behind():
     with unmigrated_database() as behind:
         for command in (["status"], ["status", "--json"], ["worker"], ["jobs", "list"]):
-            run = _cli(*command, QLARIUS_DATABASE_URL=behind)
+            run = cli(*command, QLARIUS_DATABASE_URL=behind)
             assert run.returncode == 2, (command, run.stderr)
             lines = run.stderr.strip().splitlines()
             assert len(lines) == 1, lines
@@ -145,7 +135,7 @@ def test_status_json_has_full_names_and_iso_times(sync_conn):
         "updated_populations, updated_offers, updated_ad_events, elapsed_ms) "
         "VALUES (3, 2, 1, 3, 2, 1, 12)"
     )
-    run = _cli("status", "--json")
+    run = cli("status", "--json")
     assert run.returncode == 0, run.stderr
     data = json.loads(run.stdout)
     [backfill] = data["backfill_runs"]
@@ -171,19 +161,19 @@ def test_jobs_commands_list_show_retry_cancel_with_one_line_errors(sync_conn):
         "VALUES (%s, 'populate_target', 3, 'RuntimeError', 'boom')",
         (failed,),
     )
-    listed = _cli("jobs", "list", "--state", "failed", "--json")
+    listed = cli("jobs", "list", "--state", "failed", "--json")
     assert [j["id"] for j in json.loads(listed.stdout)] == [failed]
-    page = _cli("jobs", "list", "--limit", "2")
+    page = cli("jobs", "list", "--limit", "2")
     assert f"next page: --before {waiting}" in page.stdout
-    assert str(failed) in _cli("jobs", "list", "--before", str(waiting)).stdout
-    shown = _cli("jobs", "show", str(failed))
+    assert str(failed) in cli("jobs", "list", "--before", str(waiting)).stdout
+    shown = cli("jobs", "show", str(failed))
     assert "attempt 3" in shown.stdout and "RuntimeError: boom" in shown.stdout
-    assert _cli("jobs", "retry", str(failed)).stdout.strip() == f"job #{failed} waits again"
+    assert cli("jobs", "retry", str(failed)).stdout.strip() == f"job #{failed} waits again"
     row = sync_conn.execute(
         "SELECT status::text, attempts FROM procrastinate_jobs WHERE id = %s", (failed,)
     ).fetchone()
     assert row == ("todo", 3)  # one more attempt, the history kept
-    assert _cli("jobs", "cancel", str(waiting)).returncode == 0
+    assert cli("jobs", "cancel", str(waiting)).returncode == 0
     for args, code, line in (
         (
             ["retry", str(done)],
@@ -200,7 +190,7 @@ def test_jobs_commands_list_show_retry_cancel_with_one_line_errors(sync_conn):
         (["cancel", "abc"], 2, "'abc' is not a job id (a positive integer)"),
         (["retry", str(2**63)], 2, f"'{2**63}' is not a job id (a positive integer)"),
     ):
-        run = _cli("jobs", *args)
+        run = cli("jobs", *args)
         assert run.returncode == code, (args, run.stderr)
         assert run.stderr.strip() == f"qlarius-jobs: {line}", run.stderr
 
@@ -249,7 +239,7 @@ def test_a_job_writes_one_line_and_idle_ticks_and_registration_write_none(sync_c
     )
     # no periodic job of its own: only the two jobs above
     controls.apply_schedules(sync_conn, dict.fromkeys(controls.schedule_names()), "test")
-    run = _cli("worker", "--queues", "targets,maintenance", "--until-empty")
+    run = cli("worker", "--queues", "targets,maintenance", "--until-empty")
     assert run.returncode == 0, run.stderr
     events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     job_lines = [e for e in events if "job_id" in e]
@@ -266,7 +256,7 @@ async def test_a_failing_job_writes_one_line_per_attempt_with_its_outcome(sync_c
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES "
         "('targets', 'populate_target', '{\"target_id\": 1, \"x\": \"%s\"}')" % ("y" * 100_000)
     )
-    run = _cli("worker", "--queues", "targets", "--until-empty")
+    run = cli("worker", "--queues", "targets", "--until-empty")
     events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
     [end] = [e for e in events if "job_id" in e]
     assert end["event"] == "populate_target failed" and end["outcome"] == "failed"
@@ -314,7 +304,7 @@ def test_rows_written_by_hand_fail_once_or_are_refused_by_the_database(sync_conn
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
         "VALUES ('targets', 'populate_target', '{\"target_id\": 1, \"context\": 1}')"
     )
-    run = _cli("worker", "--queues", "targets", "--until-empty")
+    run = cli("worker", "--queues", "targets", "--until-empty")
     assert run.returncode == 0, run.stderr
     [job] = jobs(sync_conn, "populate_target")
     assert job["status"] == "failed" and job["attempts"] == 1  # not retried
@@ -354,13 +344,13 @@ def test_ports_and_grace_are_checked_before_anything_starts():
         (["worker", "--grace", "nan"], "argument --grace: 'nan' is not a number of seconds"),
         (["worker", "--grace", "-5"], "argument --grace: '-5' is not a number of seconds"),
     ):
-        run = _cli(*args)
+        run = cli(*args)
         assert run.returncode == 2 and line in run.stderr, (args, run.stderr)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = _cli("worker", "--health-port", str(port), "--health-host", "127.0.0.1")
+        run = cli("worker", "--health-port", str(port), "--health-host", "127.0.0.1")
         assert run.returncode == 2
         assert (
             run.stderr.strip()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 
 from qlarius_jobs.ops import controls
-from tests.integration.support import BIN, TEST_DB, TargetRowHolder, WorkerProcess, jobs
+from tests.integration.support import TEST_DB, TargetRowHolder, WorkerProcess, cli, jobs
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
@@ -151,12 +150,7 @@ def test_pausing_lets_the_running_job_finish_and_the_pause_survives_a_restart(sy
             "VALUES ('targets', 'populate_target', '{\"target_id\": 1}')"
         )
         _wait_for(lambda: _statuses(sync_conn, "populate_target") == ["doing"], 30, "started")
-        run = subprocess.run(
-            [str(BIN / "qlarius-jobs"), "queues", "pause", "targets"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = cli("queues", "pause", "targets")
         assert run.returncode == 0 and "paused" in run.stdout, run.stderr
         sync_conn.execute(
             "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
@@ -172,14 +166,10 @@ def test_pausing_lets_the_running_job_finish_and_the_pause_survives_a_restart(sy
         _wait_for(_workers_up(sync_conn, 1), 30, "the new worker registered")
         time.sleep(2)
         assert _statuses(sync_conn, "populate_target") == ["succeeded", "todo"]
-        listing = subprocess.run(
-            [str(BIN / "qlarius-jobs"), "queues", "list"], capture_output=True, text=True
-        ).stdout
+        listing = cli("queues", "list").stdout
         [line] = [ln for ln in listing.splitlines() if ln.strip().startswith("targets")]
         assert "PAUSED" in line and "cli:" in line, listing
-        as_json = subprocess.run(
-            [str(BIN / "qlarius-jobs"), "queues", "list", "--json"], capture_output=True, text=True
-        ).stdout
+        as_json = cli("queues", "list", "--json").stdout
         [targets] = [q for q in json.loads(as_json) if q["queue_name"] == "targets"]
         assert targets["paused"] and targets["waiting"] >= 1 and targets["running"] == 0
         sync_conn.execute(
@@ -212,12 +202,7 @@ def test_a_queue_concurrency_override_caps_each_worker_and_lifts(sync_conn):
         _wait_for(lambda: "doing" in _statuses(sync_conn, "populate_target"), 30, "one started")
         time.sleep(2)
         assert sorted(_statuses(sync_conn, "populate_target")) == ["doing", "todo"]
-        run = subprocess.run(
-            [str(BIN / "qlarius-jobs"), "queues", "concurrency", "targets", "default"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = cli("queues", "concurrency", "targets", "default")
         assert run.returncode == 0, run.stderr
         _wait_for(
             lambda: _statuses(sync_conn, "populate_target") == ["doing", "doing"],
@@ -236,9 +221,7 @@ def test_the_queue_commands_say_what_is_wrong_in_one_line(sync_conn):
         (["queues", "concurrency", "targets", "x"], "concurrency must be a number"),
         (["tasks", "pause", "nope"], "no such task: nope"),
     ):
-        run = subprocess.run(
-            [str(BIN / "qlarius-jobs"), *args], capture_output=True, text=True, timeout=60
-        )
+        run = cli(*args)
         assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
         assert message in run.stderr
     assert not sync_conn.execute(
@@ -289,12 +272,7 @@ async def test_runs_until_empty_end_leaving_a_paused_queues_jobs_waiting(sync_co
     controls.apply_schedules(sync_conn, dict.fromkeys(controls.schedule_names()), "test")
     controls.set_queue_paused(sync_conn, "maintenance", True, "test")
     _defer_prunes(sync_conn, 2)
-    run = subprocess.run(
-        [str(BIN / "qlarius-jobs"), "worker", "--queues", "maintenance", "--until-empty"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = cli("worker", "--queues", "maintenance", "--until-empty")
     assert run.returncode == 0, run.stderr[-2000:]
     outcomes = await testing.drain(app, ["maintenance"])
     assert outcomes["succeeded"] == 0

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
-import subprocess
 import threading
 import time
 
@@ -17,7 +16,7 @@ import pytest
 
 from qlarius_jobs.ops import controls
 from qlarius_jobs.worker.scheduler import Schedule, Scheduler, due_ticks
-from tests.integration.support import BIN, TEST_DB, WorkerProcess, jobs, log_events
+from tests.integration.support import TEST_DB, WorkerProcess, cli, jobs, log_events
 
 HOURLY = "0 * * * *"
 
@@ -182,12 +181,7 @@ def test_an_invalid_schedule_is_refused_by_sql_and_the_command_line_and_changes_
                 "UPDATE qlarius_schedules SET cron = %s WHERE task_name = 'prune_finished_jobs'",
                 (bad,),
             )
-        run = subprocess.run(
-            [str(BIN / "qlarius-jobs"), "schedules", "set", "prune_finished_jobs", bad],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        run = cli("schedules", "set", "prune_finished_jobs", bad)
         assert run.returncode == 2
         assert run.stderr.count("\n") == 1 and why in run.stderr, run.stderr
         assert "invalid schedule for prune_finished_jobs" in run.stderr
@@ -199,12 +193,7 @@ def test_an_invalid_schedule_is_refused_by_sql_and_the_command_line_and_changes_
         "SELECT cron FROM qlarius_schedules WHERE task_name = 'prune_finished_jobs'"
     ).fetchall()
     assert cron == "17 * * * *"
-    run = subprocess.run(
-        [str(BIN / "qlarius-jobs"), "schedules", "set", "no_such_task", HOURLY],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = cli("schedules", "set", "no_such_task", HOURLY)
     assert run.returncode == 2 and "no schedule for 'no_such_task'" in run.stderr
 
 
@@ -361,12 +350,7 @@ def test_run_now_defers_one_job_through_the_ledger(sync_conn):
     assert all(t["run_now"] for t in ticks) and len(ticks) >= 2
     with pytest.raises(controls.ControlError, match="no schedule for 'populate_target'"):
         controls.run_schedule_now(sync_conn, "populate_target", actor)
-    run = subprocess.run(
-        [str(BIN / "qlarius-jobs"), "schedules", "run", "rescue_stalled_jobs"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = cli("schedules", "run", "rescue_stalled_jobs")
     assert run.returncode == 0 and "deferred" in run.stdout, run.stderr
     assert len(jobs(sync_conn, "rescue_stalled_jobs")) == 1
 
