@@ -52,7 +52,8 @@ def build_app(
     )
     app = App(
         connector=connector,
-        # Also what a bare `procrastinate --app=qlarius_jobs.app.app worker` runs with.
+        # Also what a bare `procrastinate --app=qlarius_jobs.app.app worker` runs with; such a
+        # worker neither defers the schedules nor honours pauses (`qlarius-jobs worker` does).
         worker_defaults={
             "worker_middleware": list(WORKER_MIDDLEWARE),
             "update_heartbeat_interval": settings.heartbeat_seconds,
