@@ -8,8 +8,8 @@ POSTs carrying a CSRF token; ``QLARIUS_WEB_READ_ONLY`` hides and refuses them. E
 checked (a bad one is a 400 page, never a traceback) and only reaches SQL as a parameter.
 
 This module builds the app: its configuration, routes, pool and state, and the metrics and
-probe endpoints. The pages are in ``console_pages``, the password, host, CSRF and header rules
-in ``console_security``.
+probe endpoints. The pages are in ``console_pages`` (the Schedules and Queues pages in
+``console_controls``), the password, host, CSRF and header rules in ``console_security``.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from starlette.templating import Jinja2Templates
 
 from qlarius_jobs.db import connection, migrate
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.ops import console_controls, console_security, jobs, metrics
 from qlarius_jobs.ops import console_pages as pages
-from qlarius_jobs.ops import console_security, jobs, metrics
 from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
@@ -92,6 +92,11 @@ def build_console(config: ConsoleConfig) -> Starlette:
         Route("/targets/{id}/{action:str}", pages.act, methods=["POST"]),
         Route("/backfill", pages.backfill),
         Route("/workers", pages.workers),
+        Route("/schedules", console_controls.schedules_page),
+        Route("/schedules/{name}/{action:str}", console_controls.schedule_act, methods=["POST"]),
+        Route("/queues", console_controls.queues_page),
+        Route("/queues/{name}/{action:str}", console_controls.queue_act, methods=["POST"]),
+        Route("/tasks/{name}/{action:str}", console_controls.task_act, methods=["POST"]),
         Route("/metrics", metrics_endpoint),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from qlarius_jobs import api
+from qlarius_jobs.db import connection
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
@@ -119,7 +120,7 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
         stalled,
         nulls,
         pending,
-        periodic,
+        (periodic, paused),
     ) = await asyncio.gather(
         apart(request, lambda c: SQL.many(c, "jobs_per_minute", hours=CHART_HOURS)),
         apart(request, lambda c: SQL.many(c, "backfill_chart", days=BACKFILL_DAYS)),
@@ -153,6 +154,7 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
         "pending": pending,
         "stuck_after": get_settings().stuck_pending_seconds,
         "periodic": periodic,
+        "paused": paused,
         "jobs_chart": charts.line_chart(
             f"Jobs ended per minute, last {CHART_HOURS} hours",
             series,
@@ -271,6 +273,7 @@ async def error_page(request: Request, exc: Exception) -> Response:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _periodic(conninfo: str) -> list[dict[str, Any]]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        return status.schedules(conn)
+def _periodic(conninfo: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The schedules (with their next runs, computed here) and what is paused."""
+    with psycopg.connect(conninfo, autocommit=True, **connection.pooler_kwargs()) as conn:
+        return status.schedules(conn), status.paused(conn)

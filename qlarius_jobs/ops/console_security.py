@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/static/")  # probes need no password
+USER_KEY = "qlarius.user"  # the request scope's key for the user name the password came with
 
 
 def is_loopback(host: str) -> bool:
@@ -43,6 +44,16 @@ def check_csrf(given: str, expected: str) -> None:
     token = given.encode("utf-8", "replace")
     if not hmac.compare_digest(token, expected.encode()):
         raise HTTPException(403, detail="missing or wrong CSRF token: reload the page")
+
+
+def actor(scope: dict[str, Any]) -> str:
+    """Who acts, for the ``updated_by`` of the controls: ``console:<user>`` with the user name
+    the password came with (any name is accepted, so it is a label, not a proof), else
+    ``console``. A name that is empty, too long or not printable counts as none."""
+    user = str(scope.get(USER_KEY) or "")
+    if user and len(user) <= 64 and user.isprintable():
+        return f"console:{user}"
+    return "console"
 
 
 def middleware(password: str | None, hosts: list[str]) -> list[Middleware]:
@@ -73,10 +84,11 @@ class BasicAuth(BaseHTTPMiddleware):
         scheme, _, encoded = header.partition(" ")
         if scheme.lower() == "basic":
             try:
-                _, _, given = base64.b64decode(encoded, validate=True).partition(b":")
+                user, _, given = base64.b64decode(encoded, validate=True).partition(b":")
             except (binascii.Error, ValueError):
-                given = b""
+                user, given = b"", b""
             if hmac.compare_digest(given, self.password):
+                request.scope[USER_KEY] = user.decode("utf-8", "replace")
                 return await call_next(request)
         return PlainTextResponse(
             "password required\n",

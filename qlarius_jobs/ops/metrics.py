@@ -12,6 +12,11 @@ scrape covers every worker process on every machine (nothing is kept in this pro
 - ``qlarius_backfill_rows_fixed{table}``: rows the backfill fixed, over the runs kept.
 - ``qlarius_job_duration_seconds{task,outcome}``: a gauge histogram of how long the jobs that
   ended in the last hour took, by task and outcome (succeeded, failed, aborted).
+- ``qlarius_queue_paused{queue}``, ``qlarius_task_paused{task}``: 1 when paused, 0 when not,
+  a series for every row of ``qlarius_queue_controls`` and ``qlarius_task_controls``.
+- ``qlarius_schedule_enabled{task}``: 1 when the schedule is enabled, 0 when paused.
+- ``qlarius_schedule_last_tick_timestamp_seconds{task}``: the schedule's latest tick in the
+  ticks' ledger (cron or run now), as a Unix time; 0 when it never ticked.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class DatabaseCollector(Collector):
             nulls = SQL.one_sync(conn, "null_snapshot_counts")
             fixed = SQL.one_sync(conn, "metrics_backfill_fixed")
             durations = SQL.many_sync(conn, "metrics_durations", bounds=list(DURATION_BOUNDS))
+            queues_paused = SQL.many_sync(conn, "metrics_queues_paused")
+            tasks_paused = SQL.many_sync(conn, "metrics_tasks_paused")
+            schedules = SQL.many_sync(conn, "metrics_schedules")
         family = GaugeMetricFamily(
             "qlarius_jobs", "Jobs by queue and state", labels=["queue", "state"]
         )
@@ -82,6 +90,7 @@ class DatabaseCollector(Collector):
             family.add_metric([table], (fixed or {}).get(table, 0))
         yield family
         yield _durations(durations)
+        yield from _controls(queues_paused, tasks_paused, schedules)
 
 
 def _pending(rows: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
@@ -97,6 +106,29 @@ def _pending(rows: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(name, text, labels=["kind"])
         for row in rows:
             family.add_metric([row["kind"]], float(row[column] or 0))
+        yield family
+
+
+def _controls(
+    queues: list[dict[str, Any]], tasks: list[dict[str, Any]], schedules: list[dict[str, Any]]
+) -> Iterator[GaugeMetricFamily]:
+    """The queue and task pauses and the schedules (``qlarius_queue_controls``,
+    ``qlarius_task_controls``, ``qlarius_schedules``): a series for every row."""
+    for name, text, label, rows, column in (
+        ("qlarius_queue_paused", "1 when the queue is paused", "queue", queues, "paused"),
+        ("qlarius_task_paused", "1 when the task is paused", "task", tasks, "paused"),
+        ("qlarius_schedule_enabled", "1 when enabled, 0 when paused", "task", schedules, "enabled"),
+        (
+            "qlarius_schedule_last_tick_timestamp_seconds",
+            "The schedule's latest tick (cron or run now) as a Unix time, 0 when never",
+            "task",
+            schedules,
+            "last_tick",
+        ),
+    ):
+        family = GaugeMetricFamily(name, text, labels=[label])
+        for row in rows:
+            family.add_metric([row[label]], float(row[column]))
         yield family
 
 

@@ -59,6 +59,12 @@ def queues(conn: psycopg.Connection) -> list[dict[str, Any]]:
     ]
 
 
+def paused(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """What is paused (``qlarius_paused``): each queue, task and schedule, since when, by
+    whom."""
+    return SQL.many_sync(conn, "status_paused")
+
+
 def collect(conninfo: str, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
     with psycopg.connect(conninfo) as conn:
         return {
@@ -69,6 +75,6 @@ def collect(conninfo: str, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
             "backfill_runs": SQL.many_sync(conn, "status_backfill_runs", limit=limit),
             "schedules": schedules(conn),
             "queues": queues(conn),
-            "paused": SQL.many_sync(conn, "status_paused"),
+            "paused": paused(conn),
             "recent_errors": SQL.many_sync(conn, "status_recent_errors", limit=limit),
         }

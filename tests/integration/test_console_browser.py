@@ -1,6 +1,7 @@
 """The console in a real headless browser (Debian's chromium, driven by Playwright): the
-overview, a failed job followed from it, retry pressed, the job waiting again. The overview's
-screenshot is the README's (docs/console.png)."""
+overview, a failed job followed from it, retry pressed, the job waiting again; a queue paused
+from the Queues page through its confirmation, which needs no script. The overview's screenshot
+is the README's (docs/console.png)."""
 
 from __future__ import annotations
 
@@ -116,3 +117,43 @@ def test_follow_a_failed_job_from_the_overview_and_retry_it(sync_conn, console_u
         == "todo"
     )
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_pause_a_queue_through_its_confirmation_without_a_script(sync_conn, console_url):
+    """The pages forbid scripts (CSP): the pause is confirmed by a second button that its
+    first one, a <details>, shows."""
+    from playwright.sync_api import sync_playwright
+
+    def paused() -> bool:
+        return sync_conn.execute(
+            "SELECT paused FROM qlarius_queue_controls WHERE queue_name = 'targets'"
+        ).fetchone()[0]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(console_url + "/")
+            page.get_by_role("link", name="Queues", exact=True).click()
+            page.wait_for_url("**/queues")
+            row = page.locator("#queue-targets")
+            confirm = row.get_by_role("button", name="Pause queue targets")
+            assert not confirm.is_visible()  # hidden until "Pause…" is pressed
+            row.get_by_text("Pause…").click()
+            assert not paused()
+            confirm.click()
+            page.wait_for_url("**/queues?done=pause&queue=targets")
+            assert "Done: targets: paused." in page.content()
+            assert page.locator("#queue-targets .queue-state").inner_text() == "paused"
+            page.locator("#queue-targets").get_by_role("button", name="Resume").click()
+            page.wait_for_url("**/queues?done=resume&queue=targets")
+            assert page.locator("#queue-targets .queue-state").inner_text() == "running"
+        finally:
+            browser.close()
+    assert not paused()
+    updated_by = sync_conn.execute(
+        "SELECT updated_by FROM qlarius_queue_controls WHERE queue_name = 'targets'"
+    ).fetchone()[0]
+    assert updated_by == "console"

@@ -67,3 +67,20 @@ SELECT t.task, t.outcome, b.le, count(*) FILTER (WHERE t.seconds <= b.le) AS bel
 FROM timed t CROSS JOIN unnest(%(bounds)s::float8[]) AS b(le)
 GROUP BY t.task, t.outcome, b.le
 ORDER BY t.task, t.outcome, b.le
+
+-- name: metrics_queues_paused :many
+-- Every queue's row of qlarius_queue_controls: 1 when paused. Columns: queue, paused.
+SELECT queue_name AS queue, paused::int AS paused FROM qlarius_queue_controls
+ORDER BY queue_name
+
+-- name: metrics_tasks_paused :many
+-- Every task's row of qlarius_task_controls: 1 when paused. Columns: task, paused.
+SELECT task_name AS task, paused::int AS paused FROM qlarius_task_controls ORDER BY task_name
+
+-- name: metrics_schedules :many
+-- Every schedule: 1 when enabled, and its latest tick in the ledger (cron or run now; the
+-- prune keeps each schedule's latest), as a Unix time, 0 when it never ticked.
+-- Columns: task, enabled, last_tick.
+SELECT task_name AS task, enabled::int AS enabled,
+       COALESCE(extract(epoch FROM last_deferred_at), 0)::float8 AS last_tick
+FROM qlarius_schedule_last_ticks ORDER BY task_name
