@@ -48,7 +48,10 @@ def schedules(conn: psycopg.Connection) -> list[dict[str, Any]]:
     rows = SQL.many_sync(conn, "schedules")
     for row in rows:
         row["queue_name"] = _queue_of(row["task_name"])
-        row["next_runs"] = next_runs(row["cron"], now) if row["enabled"] else []
+        try:
+            row["next_runs"] = next_runs(row["cron"], now) if row["enabled"] else []
+        except (croniter.CroniterError, ValueError):
+            row["next_runs"] = []  # the database checked it; croniter differs: shown, not run
     return rows
 
 
@@ -86,8 +89,7 @@ def set_schedule_enabled(
 
 def run_schedule_now(conn: psycopg.Connection, task_name: str, actor: str) -> dict[str, Any]:
     """One job of the schedule's task now, through the ticks' ledger: ``job_id`` is None when
-    the task's previous job is still waiting (it will do the work), or when the same second
-    already had its tick."""
+    a job of the task is still waiting (it will do the work)."""
     spec = catalog.specs().get(task_name)
     if spec is None or spec.schedule is None:
         raise ControlError(_schedule(task_name))

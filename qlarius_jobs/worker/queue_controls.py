@@ -24,7 +24,7 @@ from procrastinate import worker as procrastinate_worker
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.worker.procrastinate_adapter import running_job_ids, wake
-from qlarius_jobs.worker.resilience import Availability, ride_out
+from qlarius_jobs.worker.resilience import Availability, is_connection_error, ride_out
 
 log = get_logger(__name__)
 
@@ -33,11 +33,13 @@ SQL = QueryFile.of(__file__)
 
 async def read_controls(
     pool: psycopg_pool.AsyncConnectionPool, queues: list[str]
-) -> dict[str, tuple[bool, int | None]]:
-    """queue -> (paused, concurrency override) for ``queues`` (those with a row)."""
+) -> tuple[dict[str, tuple[bool, int | None]], set[str]]:
+    """queue -> (paused, concurrency override) for ``queues`` (those with a row), and the
+    tasks paused now."""
     async with pool.connection() as conn:
         rows = await SQL.many(conn, "queue_controls", queues=queues)
-    return {r["queue_name"]: (r["paused"], r["concurrency"]) for r in rows}
+    controls = {r["queue_name"]: (r["paused"], r["concurrency"]) for r in rows if r["queue_name"]}
+    return controls, set(rows[0]["paused_tasks"]) if rows else set()
 
 
 def starting_concurrency(
@@ -64,6 +66,7 @@ class QueueControls:
         self.poll_seconds = poll_seconds
         self.availability = availability or Availability(float("inf"))
         self.controls: dict[str, tuple[bool, int | None]] = dict(controls or {})
+        self.paused_tasks: set[str] = set()
         self.changed = asyncio.Event()
 
     def notify(self) -> None:
@@ -101,7 +104,13 @@ class QueueControls:
 
     async def refresh(self) -> None:
         before = {q: (self.paused(q), self.limit(q)) for q in self.own}
-        self.controls = await read_controls(self.pool, list(self.own))
+        tasks_before = self.paused_tasks
+        self.controls, self.paused_tasks = await read_controls(self.pool, list(self.own))
+        for task in sorted(self.paused_tasks ^ tasks_before):
+            log.info("task paused" if task in self.paused_tasks else "task resumed", task=task)
+        if tasks_before - self.paused_tasks:
+            for queue in self.own:  # a resumed task's jobs start now, in whichever queue
+                self.wake(queue)
         for queue, (was_paused, was_limit) in before.items():
             paused, limit = self.paused(queue), self.limit(queue)
             if paused != was_paused:
@@ -117,7 +126,13 @@ class QueueControls:
     async def _serve(self) -> None:
         while True:
             self.changed.clear()
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:
+                if is_connection_error(exc):
+                    raise
+                # a statement timeout, say: the controls stay as last read, tried again soon
+                log.warning("queue controls not read", error=(str(exc).splitlines() or [""])[0])
             self.availability.succeeded()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=self.poll_seconds)

@@ -150,7 +150,7 @@ async def run_workers(
         job_manager = ResilientJobManager(base_manager, availability)
         app.job_manager = job_manager  # worker processes only: the CLI's defer keeps failing fast
         stack.callback(setattr, app, "job_manager", base_manager)
-        controls = await availability.call(read_controls, pool, list(queues))
+        controls, _ = await availability.call(read_controls, pool, list(queues))
 
         queue_controls = QueueControls(
             pool,

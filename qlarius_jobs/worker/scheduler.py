@@ -60,15 +60,17 @@ def due_ticks(
     """For each enabled schedule of a task in ``queues`` (task -> queue), its latest tick at
     or before ``now`` when that is later than its last tick deferred."""
     due = []
+    now = now.astimezone(dt.UTC)  # croniter computes in the zone of the time it is given
     for schedule in schedules:
         if not schedule.enabled or schedule.task_name not in queues:
             continue
+        last = schedule.last_tick_at.astimezone(dt.UTC)
         ticks = croniter.croniter(schedule.cron, now)
         latest = ticks.get_prev(dt.datetime)
-        if latest <= schedule.last_tick_at:
+        if latest <= last:
             continue
         missed = 0
-        ticks.set_current(schedule.last_tick_at)
+        ticks.set_current(last)
         while missed < MISSED_COUNTED and ticks.get_next(dt.datetime) < latest:
             missed += 1
         due.append(
@@ -109,12 +111,20 @@ class Scheduler:
         """A schedule changed (a NOTIFY): read them again now."""
         self.changed.set()
 
-    async def _schedules(self) -> list[Schedule]:
+    async def _schedules(self) -> tuple[list[Schedule], dt.datetime]:
+        """The schedules croniter can run, and the database's time now."""
         async with self.pool.connection() as conn:
             rows = await SQL.many(conn, "schedules")
+        db_now = rows[0]["db_now"].astimezone(dt.UTC) if rows else dt.datetime.now(dt.UTC)
         schedules = []
         for row in rows:
-            schedule = Schedule(**row)
+            # in UTC: croniter computes in the zone of the time it is given (the session's)
+            schedule = Schedule(
+                row["task_name"],
+                row["cron"],
+                row["enabled"],
+                row["last_tick_at"].astimezone(dt.UTC),
+            )
             try:
                 croniter.croniter(schedule.cron, schedule.last_tick_at).get_next(dt.datetime)
             except (croniter.CroniterError, ValueError) as exc:
@@ -130,15 +140,15 @@ class Scheduler:
                     )
                 continue
             schedules.append(schedule)
-        return schedules
+        return schedules, db_now
 
-    async def defer_due(self) -> list[Schedule]:
-        """Defer a job for every due tick (those another process did not defer first);
-        returns the schedules read."""
-        schedules = await self._schedules()
-        due = due_ticks(schedules, self.queues, dt.datetime.now(dt.UTC))
+    async def defer_due(self) -> tuple[list[Schedule], dt.datetime]:
+        """Defer a job for every due tick (those another process did not defer first), ticks
+        computed on the database's clock; returns the schedules read and that time."""
+        schedules, db_now = await self._schedules()
+        due = due_ticks(schedules, self.queues, db_now)
         if not due:
-            return schedules
+            return schedules, db_now
         async with self.pool.connection() as conn:
             rows = await SQL.many(
                 conn,
@@ -158,38 +168,37 @@ class Scheduler:
             }
             if row["missed"]:
                 log.info(
-                    "periodic ticks missed while no worker ran: one job catches them up",
+                    "periodic ticks missed: one job catches them up",
                     missed=row["missed"],
                     **fields,
                 )
             elif row["job_id"] is None:
-                log.debug("periodic tick skipped: the previous job still waits", **fields)
+                log.debug("periodic tick: no job, one of the task still waits", **fields)
             else:
                 log.debug("periodic job deferred", **fields)
-        # what this process saw deferred, by itself or another: read again on the next round
-        return schedules
+        return schedules, db_now
 
     async def _serve(self) -> None:
         while True:
             self.changed.clear()
+            wait = self.poll_seconds
             try:
-                schedules = await self.defer_due()
+                schedules, db_now = await self.defer_due()
             except Exception as exc:
                 if is_connection_error(exc):
                     raise
-                # a refusal by the database (a trigger, say) must not stop the worker, nor
-                # the other schedules for long: said, and tried again at the next poll
+                # a refusal by the database (a trigger, a statement timeout on a row someone
+                # holds) must not stop the worker, nor the schedules for long: said once a
+                # minute at most, and tried again at the next poll
                 error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
                 if error != self._last_error[0] or time.monotonic() - self._last_error[1] > 60:
                     log.error("schedules not deferred", error=error)
                     self._last_error = (error, time.monotonic())
-                schedules = []
+            else:
+                upcoming = next_tick(schedules, db_now)
+                if upcoming is not None:
+                    wait = min(wait, (upcoming - db_now).total_seconds() + 0.01)
             self.availability.succeeded()
-            now = dt.datetime.now(dt.UTC)
-            upcoming = next_tick(schedules, now)
-            wait = self.poll_seconds
-            if upcoming is not None:
-                wait = min(wait, (upcoming - now).total_seconds() + 0.01)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), timeout=max(wait, 0.01))
 

@@ -130,15 +130,22 @@ CREATE TABLE qlarius_schedules (
     enabled boolean NOT NULL DEFAULT true,
     -- The latest tick deferred: ticks up to it are done. Set to now() when the schedule is
     -- created, its cron changed or it is enabled again, so that ticks of before never fire.
-    last_tick_at timestamptz,
+    last_tick_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
     updated_by text NOT NULL DEFAULT current_user
 );
+
+-- An expression as stored: lower case, single spaces, no space around (what croniter runs).
+CREATE FUNCTION qlarius_cron_normalized(cron text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT regexp_replace(lower(btrim(cron)), '\s+', ' ', 'g')
+$$;
 
 CREATE FUNCTION qlarius_schedule_checked() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     problem text := qlarius_cron_problem(NEW.cron);
 BEGIN
+    NEW.cron := qlarius_cron_normalized(NEW.cron);
     IF problem IS NOT NULL THEN
         RAISE EXCEPTION 'invalid schedule for %: %', NEW.task_name, problem
             USING ERRCODE = 'check_violation';
@@ -146,7 +153,7 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.last_tick_at := COALESCE(NEW.last_tick_at, now());
     ELSIF NEW.cron IS DISTINCT FROM OLD.cron OR (NEW.enabled AND NOT OLD.enabled) THEN
-        NEW.last_tick_at := greatest(NEW.last_tick_at, now());
+        NEW.last_tick_at := now();
     END IF;
     IF TG_OP = 'INSERT' OR (NEW.cron, NEW.enabled) IS DISTINCT FROM (OLD.cron, OLD.enabled) THEN
         NEW.updated_at := now();
@@ -290,7 +297,7 @@ $$;
 -- forward, under the row's lock, and only for the cron the caller computed the tick from),
 -- and the ledger's key (task, tick) the proof. A tick missed while no worker ran is caught up
 -- by one job, for the latest tick only (the caller says how many it stands for). Run now
--- (p_run_now) goes through the same ledger, at the current second, without moving the
+-- (p_run_now) goes through the same ledger, at the current time, without moving the
 -- schedule. One call, set-based, for every due schedule at once.
 CREATE FUNCTION qlarius_defer_ticks(p_tasks text[], p_crons text[], p_ticks timestamptz[],
                                     p_queues text[], p_missed integer[], p_run_now boolean)
@@ -299,6 +306,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     deferred jsonb;
 BEGIN
+    -- The schedules' rows first, in order: claims and runs now of one schedule take turns,
+    -- and the next statement (a new snapshot) sees the job the one before added.
+    PERFORM 1 FROM qlarius_schedules s WHERE s.task_name = ANY(p_tasks)
+    ORDER BY s.task_name FOR NO KEY UPDATE;
+
     WITH due AS (
         SELECT * FROM unnest(p_tasks, p_crons, p_ticks, p_queues, p_missed)
             AS d(task_name, cron, tick_at, queue_name, missed)
@@ -320,10 +332,16 @@ BEGIN
         ON CONFLICT DO NOTHING
         RETURNING t.task_name, t.tick_at, t.missed
     ), jobs AS (
+        -- No job while one of the task still waits (a paused queue, a busy worker): that one
+        -- will do the work, and a paused queue does not pile up a job per tick.
         INSERT INTO procrastinate_jobs AS j (queue_name, task_name, args)
         SELECT c.queue_name, l.task_name,
                jsonb_build_object('timestamp', extract(epoch FROM l.tick_at)::bigint)
         FROM ledger l JOIN chosen c ON c.task_name = l.task_name
+        WHERE NOT EXISTS (
+            SELECT 1 FROM procrastinate_jobs w
+            WHERE w.task_name = l.task_name AND w.queue_name = c.queue_name
+              AND w.status = 'todo')
         ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
         RETURNING j.id, j.task_name
     )
@@ -340,4 +358,21 @@ BEGIN
     WHERE t.task_name = r.task_name AND t.tick_at = r.tick_at
     RETURNING t.task_name, t.tick_at, t.job_id, t.missed;
 END;
+$$;
+
+-- 7. Whether a waiting job waits for a resume: its queue or task is paused, or a job before
+-- it in its lock is (the fetch takes a lock's jobs in order). Runs that end when nothing is
+-- due (worker --until-empty, testing.drain) leave such jobs waiting instead of looping.
+CREATE FUNCTION qlarius_waits_for_a_resume(p_id bigint, p_queue text, p_task text, p_lock text,
+                                           p_priority integer)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT p_queue IN (SELECT queue_name FROM qlarius_queue_controls WHERE paused)
+        OR p_task IN (SELECT task_name FROM qlarius_task_controls WHERE paused)
+        OR (p_lock IS NOT NULL AND EXISTS (
+            SELECT 1 FROM procrastinate_jobs o
+            WHERE o.lock = p_lock AND o.status = 'todo' AND o.id <> p_id
+              AND (o.priority > p_priority OR (o.priority = p_priority AND o.id < p_id))
+              AND (o.queue_name IN (SELECT queue_name FROM qlarius_queue_controls WHERE paused)
+                   OR o.task_name IN (SELECT task_name FROM qlarius_task_controls
+                                      WHERE paused))))
 $$;

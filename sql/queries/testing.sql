@@ -28,9 +28,7 @@ GROUP BY type
 WITH open AS MATERIALIZED (
     SELECT ARRAY(SELECT unnest(%(queues)s::text[])
                  EXCEPT SELECT queue_name FROM qlarius_queue_controls
-                        WHERE paused AND NOT %(later)s) AS queues,
-           ARRAY(SELECT task_name FROM qlarius_task_controls
-                 WHERE paused AND NOT %(later)s) AS paused_tasks
+                        WHERE paused AND NOT %(later)s) AS queues
 ), free AS MATERIALIZED (
     SELECT target_id, scope FROM qlarius_target_locks ORDER BY target_id, scope
     FOR SHARE SKIP LOCKED
@@ -38,7 +36,8 @@ WITH open AS MATERIALIZED (
 SELECT (SELECT count(*) FROM procrastinate_jobs
         WHERE (status = 'doing' AND queue_name = ANY(%(queues)s))
            OR (status = 'todo' AND queue_name::text = ANY((SELECT queues FROM open)::text[])
-               AND task_name::text <> ALL((SELECT paused_tasks FROM open)::text[])
+               AND (%(later)s
+                    OR NOT qlarius_waits_for_a_resume(id, queue_name, task_name, lock, priority))
                AND (%(later)s OR scheduled_at IS NULL OR scheduled_at <= now())))
      + (SELECT count(*) FROM qlarius_pending_syncs p
         WHERE 'targets' = ANY((SELECT queues FROM open)::text[])

@@ -20,10 +20,10 @@ UPDATE qlarius_schedules SET enabled = %(enabled)s WHERE task_name = %(task_name
 RETURNING task_name, cron, enabled, last_tick_at, updated_at, updated_by
 
 -- name: run_schedule_now :one
--- One job now, through the ticks' ledger (two asks in the same second make one job).
+-- One job now, through the ticks' ledger (none while a job of the task still waits).
 SELECT r.task_name, r.tick_at, r.job_id
 FROM qlarius_defer_ticks(ARRAY[%(task_name)s]::text[], ARRAY[NULL]::text[],
-                         ARRAY[date_trunc('second', now())], ARRAY[%(queue)s]::text[],
+                         ARRAY[now()], ARRAY[%(queue)s]::text[],
                          ARRAY[0], true) AS r
 
 -- name: ticks :many

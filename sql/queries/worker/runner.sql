@@ -9,13 +9,12 @@ SELECT current_setting('max_connections')::int AS max_connections,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int AS in_use
 
 -- name: due_jobs :one
--- Jobs due now in the given queues (whether or not a worker could take them yet); those of a
--- paused queue or task wait for the resume, not for this run.
+-- Jobs due now in the given queues (whether or not a worker could take them yet); those
+-- waiting for a resume (a paused queue or task, theirs or their lock's) do not count.
 SELECT count(*) AS due FROM procrastinate_jobs
 WHERE queue_name = ANY(%(queues)s) AND status = 'todo'
   AND (scheduled_at IS NULL OR scheduled_at <= now())
-  AND queue_name NOT IN (SELECT queue_name FROM qlarius_queue_controls WHERE paused)
-  AND task_name NOT IN (SELECT task_name FROM qlarius_task_controls WHERE paused)
+  AND NOT qlarius_waits_for_a_resume(id, queue_name, task_name, lock, priority)
 
 -- name: introduce_worker :exec
 -- Which queue a worker serves and where it runs (the console's Workers page). A worker

