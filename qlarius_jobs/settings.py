@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     web_read_only: bool = Field(
         default=False, description="no retry, cancel, abort or re-populate: hidden and refused"
     )
+    web_readonly_password: SecretStr | None = Field(
+        default=None,
+        description="a viewer's password: every page, every action hidden and refused",
+    )
+    web_refresh_seconds: int = Field(
+        default=5, ge=0, le=3600, description="the live pages reload this often (0: never)"
+    )
 
     @field_validator("backfill_cron", "rescue_cron", "prune_cron")
     @classmethod

@@ -4,7 +4,9 @@ and nothing fetched from elsewhere, so it works on a closed network.
 
 Safety: it listens on 127.0.0.1 unless told otherwise, and refuses any other address without
 ``QLARIUS_WEB_PASSWORD`` (HTTP Basic; every page but the probes asks for it). Actions are
-POSTs carrying a CSRF token; ``QLARIUS_WEB_READ_ONLY`` hides and refuses them. Every input is
+POSTs carrying a CSRF token; ``QLARIUS_WEB_READ_ONLY`` hides and refuses them, and so does
+``QLARIUS_WEB_READONLY_PASSWORD`` for whoever gives it (a viewer). Every action is logged
+(``console_actions``); the live pages reload themselves (``console_live``). Every input is
 checked (a bad one is a 400 page, never a traceback) and only reaches SQL as a parameter.
 
 This module builds the app: its configuration, routes, pool and state, and the metrics and
@@ -37,7 +39,14 @@ from starlette.templating import Jinja2Templates
 
 from qlarius_jobs.db import connection, migrate
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.ops import console_controls, console_security, jobs, metrics
+from qlarius_jobs.ops import (
+    console_actions,
+    console_controls,
+    console_live,
+    console_security,
+    jobs,
+    metrics,
+)
 from qlarius_jobs.ops import console_pages as pages
 from qlarius_jobs.settings import get_settings
 
@@ -56,8 +65,10 @@ class ConsoleConfig:
     conninfo: str
     host: str = "127.0.0.1"
     port: int = 8000
-    password: str | None = None
+    password: str | None = None  # an operator's
+    readonly_password: str | None = None  # a viewer's: every page, no action
     read_only: bool = False
+    refresh_seconds: int = 5  # the live pages reload this often (0: never)
     secret: bytes = b""  # signs the CSRF token; random per process when empty
 
     # Host names the console answers to without a password (tests add their own).
@@ -72,6 +83,16 @@ class ConsoleConfig:
                 f"refusing to listen on {self.host} without QLARIUS_WEB_PASSWORD: anyone who "
                 "can reach it could read the jobs and retry, cancel or abort them; set a "
                 "password, or listen on 127.0.0.1"
+            )
+        if self.readonly_password and not self.password:
+            raise ConsoleRefused(
+                "QLARIUS_WEB_READONLY_PASSWORD needs QLARIUS_WEB_PASSWORD: without the "
+                "operator's password anyone could act"
+            )
+        if self.readonly_password and self.readonly_password == self.password:
+            raise ConsoleRefused(
+                "QLARIUS_WEB_READONLY_PASSWORD is QLARIUS_WEB_PASSWORD: a viewer would be "
+                "an operator; choose two passwords"
             )
 
 
@@ -92,6 +113,8 @@ def build_console(config: ConsoleConfig) -> Starlette:
         Route("/targets/{id}/{action:str}", pages.act, methods=["POST"]),
         Route("/backfill", pages.backfill),
         Route("/workers", pages.workers),
+        Route("/actions", console_actions.actions_page),
+        Route("/live/{state:str}", console_live.switch),
         Route("/schedules", console_controls.schedules_page),
         Route("/schedules/{name}/{action:str}", console_controls.schedule_act, methods=["POST"]),
         Route("/queues", console_controls.queues_page),
@@ -104,7 +127,9 @@ def build_console(config: ConsoleConfig) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=console_security.middleware(config.password, config.hosts()),
+        middleware=console_security.middleware(
+            config.password, config.hosts(), config.readonly_password
+        ),
         lifespan=_lifespan,
         exception_handlers={HTTPException: pages.error_page, Exception: pages.error_page},
     )
@@ -128,7 +153,10 @@ def build_console(config: ConsoleConfig) -> Starlette:
 
 
 def _templates(csrf_token: str, read_only: bool) -> Jinja2Templates:
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates = Jinja2Templates(
+        directory=str(HERE / "templates"), context_processors=[console_live.context]
+    )
+    # read_only: the process's; console_live.context gives each request its own (viewers)
     templates.env.globals.update(csrf_token=csrf_token, read_only=read_only, states=jobs.STATES)
     templates.env.filters["ago"] = _ago
     templates.env.filters["when"] = _when
@@ -203,12 +231,15 @@ def config_from_settings(
 ) -> ConsoleConfig:
     settings = get_settings()
     password = settings.web_password.get_secret_value() if settings.web_password else None
+    viewers = settings.web_readonly_password
     return ConsoleConfig(
         conninfo=conninfo,
         host=host or settings.web_host,
         port=port or settings.web_port,
         password=password or None,
+        readonly_password=(viewers.get_secret_value() if viewers else None) or None,
         read_only=settings.web_read_only,
+        refresh_seconds=settings.web_refresh_seconds,
     )
 
 

@@ -7,7 +7,8 @@ its own (the console's pool is asynchronous). Actions are POSTs carrying the CSR
 refused in read-only mode, as the jobs' are; a pause also carries ``confirm=yes``, which its
 form sends from a second button (the pages have no script to ask with). A refusal of the
 controls (a cron expression the database rejects, a concurrency out of range, an unknown
-name) is a 400 page with its message, and nothing changes.
+name) is a 400 page with its message, and nothing changes. Every action is logged
+(``console_actions``) in its own transaction.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from qlarius_jobs.db import connection
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import controls, jobs
-from qlarius_jobs.ops.console_security import actor, check_csrf
+from qlarius_jobs.ops.console_actions import Action, record_sync
+from qlarius_jobs.ops.console_security import actor, check_csrf, refuse_if_read_only
 
 log = get_logger(__name__)
 
@@ -80,9 +82,9 @@ def _concurrency(form: FormData) -> int | None:
 
 
 async def _action_form(request: Request) -> FormData:
-    """The form of an action: refused in read-only mode and without the CSRF token."""
-    if request.app.state.config.read_only:
-        raise HTTPException(403, detail="the console is read-only (QLARIUS_WEB_READ_ONLY)")
+    """The form of an action: refused in read-only mode, to a viewer and without the CSRF
+    token."""
+    refuse_if_read_only(request)
     form = await request.form()
     check_csrf(str(form.get("csrf", "")), request.app.state.csrf_token)
     return form
@@ -122,6 +124,18 @@ async def _run(request: Request, work: Callable[[psycopg.Connection], Any]) -> A
         return await asyncio.to_thread(_on_connection, request.app.state.config.conninfo, work)
     except controls.ControlError as exc:
         raise _bad(str(exc)) from None
+
+
+async def _act(request: Request, work: Callable[[psycopg.Connection], Any], logged: Action) -> Any:
+    """``work`` and its row in the action log, in one transaction: a refusal leaves neither."""
+
+    def both(conn: psycopg.Connection) -> Any:
+        with conn.transaction():
+            result = work(conn)
+            record_sync(conn, logged)
+            return result
+
+    return await _run(request, both)
 
 
 def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
@@ -206,7 +220,8 @@ async def schedule_act(request: Request) -> Response:
         work = partial(controls.run_schedule_now, task_name=task, actor=who)
     else:
         raise HTTPException(404, detail=f"no action {action!r} on a schedule")
-    row = await _run(request, work)
+    detail = str(form.get("cron")) if action == "cron" else None
+    row = await _act(request, work, Action(who, "schedule", action, names=[task], detail=detail))
     log.info(f"schedule {action} from the console", task=task, by=who)
     query = {"done": action, "schedule": task}
     if action == "run" and row.get("job_id") is not None:
@@ -219,6 +234,7 @@ async def queue_act(request: Request) -> Response:
     form = await _action_form(request)
     queue, action, who = _name(request), request.path_params["action"], actor(request.scope)
     work: Callable[[psycopg.Connection], dict[str, Any]]
+    detail = None
     if action in ("pause", "resume"):
         if action == "pause":
             _confirmed(form, f"the queue {queue}")
@@ -226,15 +242,14 @@ async def queue_act(request: Request) -> Response:
             controls.set_queue_paused, queue_name=queue, paused=action == "pause", actor=who
         )
     elif action == "concurrency":
+        concurrency = _concurrency(form)
         work = partial(
-            controls.set_queue_concurrency,
-            queue_name=queue,
-            concurrency=_concurrency(form),
-            actor=who,
+            controls.set_queue_concurrency, queue_name=queue, concurrency=concurrency, actor=who
         )
+        detail = "the workers' own" if concurrency is None else str(concurrency)
     else:
         raise HTTPException(404, detail=f"no action {action!r} on a queue")
-    await _run(request, work)
+    await _act(request, work, Action(who, "queue", action, names=[queue], detail=detail))
     log.info(f"queue {action} from the console", queue=queue, by=who)
     return RedirectResponse(f"/queues?{urlencode({'done': action, 'queue': queue})}", 303)
 
@@ -247,9 +262,10 @@ async def task_act(request: Request) -> Response:
         raise HTTPException(404, detail=f"no action {action!r} on a task")
     if action == "pause":
         _confirmed(form, f"the task {task}")
-    await _run(
+    await _act(
         request,
         partial(controls.set_task_paused, task_name=task, paused=action == "pause", actor=who),
+        Action(who, "task", action, names=[task]),
     )
     log.info(f"task {action} from the console", task=task, by=who)
     return RedirectResponse(f"/queues?{urlencode({'done': action, 'task': task})}", 303)

@@ -26,7 +26,8 @@ from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import charts, jobs, metrics, status
-from qlarius_jobs.ops.console_security import check_csrf
+from qlarius_jobs.ops.console_actions import Action, on_job, record
+from qlarius_jobs.ops.console_security import actor, check_csrf, refuse_if_read_only
 from qlarius_jobs.settings import get_settings
 
 log = get_logger(__name__)
@@ -120,6 +121,7 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
         stalled,
         nulls,
         pending,
+        last_audit,
         (periodic, paused),
     ) = await asyncio.gather(
         apart(request, lambda c: SQL.many(c, "jobs_per_minute", hours=CHART_HOURS)),
@@ -131,6 +133,7 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
         apart(request, lambda c: SQL.many(c, "stalled_jobs")),
         apart(request, lambda c: READINGS.one(c, "null_snapshot_counts")),
         apart(request, lambda c: READINGS.many(c, "pending_work")),
+        apart(request, lambda c: SQL.one(c, "last_audit")),
         asyncio.to_thread(_periodic, request.app.state.config.conninfo),
     )
     series = [
@@ -152,6 +155,7 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
         "stalled": stalled,
         "nulls": nulls,
         "pending": pending,
+        "last_audit": last_audit,
         "stuck_after": get_settings().stuck_pending_seconds,
         "periodic": periodic,
         "paused": paused,
@@ -203,7 +207,12 @@ async def job_page(request: Request, conn: psycopg.AsyncConnection) -> Context:
         conn, "job_locks", id=id_, lock=job["lock"], queueing_lock=job["queueing_lock"]
     )
     done = request.query_params.get("done")
-    return {"job": job, "locks": locks, "message": done if done in JOB_ACTIONS else None}
+    return {
+        "job": job,
+        "locks": locks,
+        "message": done if done in JOB_ACTIONS else None,
+        "actions": await on_job(conn, id_),
+    }
 
 
 @page("targets.html")
@@ -226,22 +235,24 @@ async def workers(request: Request, conn: psycopg.AsyncConnection) -> Context:
 
 
 async def act(request: Request) -> Response:
-    """retry / cancel / abort a job, or re-populate a target: POST, CSRF-checked."""
-    if request.app.state.config.read_only:
-        raise HTTPException(403, detail="the console is read-only (QLARIUS_WEB_READ_ONLY)")
+    """retry / cancel / abort a job, or re-populate a target: POST, CSRF-checked, logged in
+    its own transaction (``console_actions``)."""
+    refuse_if_read_only(request)
     form = await request.form()
     check_csrf(str(form.get("csrf", "")), request.app.state.csrf_token)
     action = request.path_params["action"]
     # scope["path"], not request.url: the latter is built from the client's Host header
     on_target = str(request.scope["path"]).startswith("/targets/")
     id_ = _path_id(request, "target" if on_target else "job")
-    async with _pool(request).connection() as conn:
+    kind, who = "target" if on_target else "job", actor(request.scope)
+    async with _pool(request).connection() as conn, conn.transaction():
         if on_target:
             if action != "populate":
                 raise HTTPException(404, detail=f"no action {action!r} on a target")
             if await SQL.one(conn, "target_exists", id=id_) is None:
                 raise HTTPException(404, detail=f"no target #{id_}")
             await api.trigger_population(conn, id_)
+            await record(conn, Action(who, kind, action, ids=[id_]))
             log.info("target re-populated from the console", target_id=id_)
             return RedirectResponse(f"/targets?populated={id_}", 303)
         if action not in JOB_ACTIONS:
@@ -252,6 +263,7 @@ async def act(request: Request) -> Response:
             raise HTTPException(404, detail=str(exc)) from None
         except jobs.WrongState as exc:
             raise HTTPException(409, detail=str(exc)) from None
+        await record(conn, Action(who, kind, action, ids=[id_]))
     log.info(f"job {action} from the console", job_id=id_)
     return RedirectResponse(f"/jobs/{id_}?done={action}", 303)
 

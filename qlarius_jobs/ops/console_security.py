@@ -23,6 +23,8 @@ from starlette.responses import PlainTextResponse, Response
 
 OPEN_PATHS = ("/healthz", "/readyz", "/static/")  # probes need no password
 USER_KEY = "qlarius.user"  # the request scope's key for the user name the password came with
+ROLE_KEY = "qlarius.role"  # the request scope's key for the role the password gives
+OPERATOR, VIEWER = "operator", "viewer"
 
 
 def is_loopback(host: str) -> bool:
@@ -56,7 +58,30 @@ def actor(scope: dict[str, Any]) -> str:
     return "console"
 
 
-def middleware(password: str | None, hosts: list[str]) -> list[Middleware]:
+def role(scope: dict[str, Any]) -> str:
+    """``viewer`` when the request came with QLARIUS_WEB_READONLY_PASSWORD, else
+    ``operator`` (QLARIUS_WEB_PASSWORD, or no password at all on a loopback console)."""
+    return VIEWER if scope.get(ROLE_KEY) == VIEWER else OPERATOR
+
+
+def read_only(request: Request) -> bool:
+    """Whether this request may see and use actions: not in read-only mode, nor as a viewer."""
+    return bool(request.app.state.config.read_only) or role(request.scope) == VIEWER
+
+
+def refuse_if_read_only(request: Request) -> None:
+    """403 for an action in read-only mode or from a viewer (before its form is even read)."""
+    if request.app.state.config.read_only:
+        raise HTTPException(403, detail="the console is read-only (QLARIUS_WEB_READ_ONLY)")
+    if role(request.scope) == VIEWER:
+        raise HTTPException(
+            403, detail="the console is read-only for viewers (QLARIUS_WEB_READONLY_PASSWORD)"
+        )
+
+
+def middleware(
+    password: str | None, hosts: list[str], readonly_password: str | None = None
+) -> list[Middleware]:
     """The console's middleware, outermost first."""
     stack = [Middleware(SecurityHeaders)]
     if not password:
@@ -64,16 +89,20 @@ def middleware(password: str | None, hosts: list[str]) -> list[Middleware]:
         # page the operator visits, resolving its own name to 127.0.0.1) must get nothing.
         stack.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=hosts))
     if password:
-        stack.insert(0, Middleware(BasicAuth, password=password))
+        stack.insert(
+            0, Middleware(BasicAuth, password=password, readonly_password=readonly_password)
+        )
     return stack
 
 
 class BasicAuth(BaseHTTPMiddleware):
-    """Every page but the probes asks for QLARIUS_WEB_PASSWORD (any user name)."""
+    """Every page but the probes asks for a password (any user name): QLARIUS_WEB_PASSWORD
+    makes an operator, QLARIUS_WEB_READONLY_PASSWORD (when set) a viewer."""
 
-    def __init__(self, app: Any, password: str) -> None:
+    def __init__(self, app: Any, password: str, readonly_password: str | None = None) -> None:
         super().__init__(app)
         self.password = password.encode()
+        self.readonly_password = readonly_password.encode() if readonly_password else None
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         # scope["path"] is what the router serves; request.url is built from the client's
@@ -87,8 +116,13 @@ class BasicAuth(BaseHTTPMiddleware):
                 user, _, given = base64.b64decode(encoded, validate=True).partition(b":")
             except (binascii.Error, ValueError):
                 user, given = b"", b""
-            if hmac.compare_digest(given, self.password):
+            operator = hmac.compare_digest(given, self.password)
+            viewer = self.readonly_password is not None and hmac.compare_digest(
+                given, self.readonly_password
+            )
+            if operator or viewer:
                 request.scope[USER_KEY] = user.decode("utf-8", "replace")
+                request.scope[ROLE_KEY] = OPERATOR if operator else VIEWER
                 return await call_next(request)
         return PlainTextResponse(
             "password required\n",

@@ -1,17 +1,20 @@
 """The console in a real headless browser (Debian's chromium, driven by Playwright): the
 overview, a failed job followed from it, retry pressed, the job waiting again; a queue paused
-from the Queues page through its confirmation, which needs no script. The overview's screenshot
+from the Queues page through its confirmation, which needs no script; a job's state change
+appearing on its open page by itself, and not once live updates are paused. The overview's screenshot
 is the README's (docs/console.png)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -31,8 +34,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def console_url() -> Iterator[str]:
+    with _serving() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(**options: Any) -> Iterator[str]:
     port = free_port()
-    config = ConsoleConfig(conninfo=TEST_DB.conninfo, port=port)
+    config = ConsoleConfig(conninfo=TEST_DB.conninfo, port=port, **options)
     server = uvicorn.Server(
         uvicorn.Config(build_console(config), host="127.0.0.1", port=port, log_config=None)
     )
@@ -157,3 +166,49 @@ def test_pause_a_queue_through_its_confirmation_without_a_script(sync_conn, cons
         "SELECT updated_by FROM qlarius_queue_controls WHERE queue_name = 'targets'"
     ).fetchone()[0]
     assert updated_by == "console"
+
+
+def test_a_state_change_appears_on_the_open_page_unless_paused(sync_conn):
+    """No script: the page reloads itself (a meta refresh) every second here; paused, it
+    stays as it was until reloaded by hand."""
+    from playwright.sync_api import expect, sync_playwright
+
+    def job(status: str) -> int:
+        return sync_conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+            "VALUES ('targets', 'populate_target', '{\"target_id\": 1}', %s) RETURNING id",
+            (status,),
+        ).fetchone()[0]
+
+    def set_state(id_: int, status: str) -> None:
+        sync_conn.execute("UPDATE procrastinate_jobs SET status = %s WHERE id = %s", (status, id_))
+
+    live, paused = job("todo"), job("todo")
+    with _serving(refresh_seconds=1) as url, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page(java_script_enabled=False)  # works with scripts off
+            page.goto(f"{url}/jobs/{live}")
+            state = page.locator("h1 .state")
+            assert state.inner_text() == "todo"
+            set_state(live, "doing")
+            expect(state).to_have_text("doing", timeout=10_000)  # no click
+            page.goto(f"{url}/jobs?state=doing")  # the list keeps its filter as it reloads
+            expect(page.locator(f'a[href="/jobs/{live}"]')).to_be_visible()
+            set_state(live, "succeeded")
+            expect(page.locator(f'a[href="/jobs/{live}"]')).to_have_count(0, timeout=10_000)
+            assert page.url.endswith("/jobs?state=doing")
+
+            page.goto(f"{url}/jobs/{paused}")
+            page.get_by_role("link", name="Pause live updates").click()
+            page.wait_for_url(f"**/jobs/{paused}")
+            assert page.get_by_role("link", name="Resume live updates").is_visible()
+            set_state(paused, "doing")
+            page.wait_for_timeout(3_000)  # three refreshes' worth
+            assert state.inner_text() == "todo"
+            page.get_by_role("link", name="Resume live updates").click()
+            expect(state).to_have_text("doing", timeout=10_000)
+        finally:
+            browser.close()

@@ -87,3 +87,14 @@ WHERE id <> %(id)s::bigint AND status IN ('todo', 'doing')
   AND ((%(lock)s::text IS NOT NULL AND lock = %(lock)s)
        OR (%(queueing_lock)s::text IS NOT NULL AND queueing_lock = %(queueing_lock)s))
 ORDER BY id LIMIT 20
+
+-- name: last_audit :one
+-- The drift audit of the latest backfill run whose own part ended (where its audit's counts
+-- are recorded) and that audited a sample. Columns: run_id, started_at, finished_at,
+-- audited_me_files, and each finding's count.
+SELECT id AS run_id, started_at, finished_at, audited_me_files, drifted_populations,
+       stale_snapshots, offers_without_eligibility, eligible_without_offer,
+       stale_offer_snapshots, stale_offer_amounts, offers_of_campaigns_not_live
+FROM backfill_runs
+WHERE own_part_ended AND audited_me_files > 0
+ORDER BY id DESC LIMIT 1
