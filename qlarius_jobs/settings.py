@@ -157,6 +157,12 @@ class Settings(BaseSettings):
     web_read_only: bool = Field(
         default=False, description="no retry, cancel, abort or re-populate: hidden and refused"
     )
+    web_bulk_limit: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="most jobs one bulk action of the console touches",
+    )
 
     @field_validator("backfill_cron", "rescue_cron", "prune_cron")
     @classmethod
