@@ -95,7 +95,8 @@ def _filter(where: JobFilter) -> dict[str, Any]:
         "task": where.task,
         "id": where.id,
         "args": Jsonb(where.args) if where.args else None,
-        "hidden": [t for t in where.hidden if t != where.task],
+        # a task asked for, or a job by its id, is shown whatever is hidden
+        "hidden": [] if where.id else [t for t in where.hidden if t != where.task],
     }
 
 

@@ -115,6 +115,7 @@ def test_the_drains_jobs_are_hidden_unless_asked(client, sync_conn):
     assert _shown(client.get("/jobs").text) == {job}
     assert _shown(client.get("/jobs?internal=1").text) == {drain, other, job}
     assert _shown(client.get("/jobs?task=sync_pending_me_files").text) == {drain}
+    assert _shown(client.get("/jobs", params={"q": str(other)}).text) == {other}
 
 
 def test_duration_and_recorded_counts(client, sync_conn):
