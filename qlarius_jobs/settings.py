@@ -164,6 +164,12 @@ class Settings(BaseSettings):
     web_refresh_seconds: int = Field(
         default=5, ge=0, le=3600, description="the live pages reload this often (0: never)"
     )
+    web_bulk_limit: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="most jobs one bulk action of the console touches",
+    )
 
     @field_validator("backfill_cron", "rescue_cron", "prune_cron")
     @classmethod

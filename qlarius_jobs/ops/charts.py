@@ -107,7 +107,7 @@ def _empty() -> str:
 def _legend(series: Sequence[Series]) -> str:
     return "".join(
         f'<text x="{WIDTH - RIGHT - 110 * (len(series) - i)}" y="{TOP + 8}" '
-        f'fill="{s.colour}">{escape(s.name)}</text>'
+        f'fill="{s.colour}" class="legend">{escape(s.name)}</text>'
         for i, s in enumerate(series)
     )
 

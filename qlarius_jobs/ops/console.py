@@ -10,8 +10,9 @@ POSTs carrying a CSRF token; ``QLARIUS_WEB_READ_ONLY`` hides and refuses them, a
 checked (a bad one is a 400 page, never a traceback) and only reaches SQL as a parameter.
 
 This module builds the app: its configuration, routes, pool and state, and the metrics and
-probe endpoints. The pages are in ``console_pages`` (the Schedules and Queues pages in
-``console_controls``), the password, host, CSRF and header rules in ``console_security``.
+probe endpoints. The pages are in ``console_pages`` (the jobs list and its bulk actions in
+``console_jobs``, the Schedules and Queues pages in ``console_controls``), the password,
+host, CSRF and header rules in ``console_security``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import (
     console_actions,
     console_controls,
+    console_jobs,
     console_live,
     console_security,
     jobs,
@@ -106,7 +108,9 @@ def build_console(config: ConsoleConfig) -> Starlette:
     csrf_token = console_security.csrf_token(config.secret or secrets.token_bytes(32))
     routes = [
         Route("/", pages.overview),
-        Route("/jobs", pages.job_list),
+        Route("/jobs", console_jobs.job_list),
+        Route("/jobs/bulk", console_jobs.bulk_confirm, methods=["POST"]),
+        Route("/jobs/bulk/apply", console_jobs.bulk_apply, methods=["POST"]),
         Route("/jobs/{id}", pages.job_page),
         Route("/jobs/{id}/{action:str}", pages.act, methods=["POST"]),
         Route("/targets", pages.targets),
@@ -161,6 +165,8 @@ def _templates(csrf_token: str, read_only: bool) -> Jinja2Templates:
     templates.env.filters["ago"] = _ago
     templates.env.filters["when"] = _when
     templates.env.filters["short_json"] = lambda value: jobs.short_json(value, 80)
+    templates.env.filters["duration"] = _duration
+    templates.env.filters["counts"] = _counts
     return templates
 
 
@@ -218,6 +224,22 @@ def _ago(value: Any) -> str:
         if abs(seconds) >= size:
             return f"{seconds // size} {unit} ago"
     return f"{seconds} s ago"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def _counts(counts: dict[str, Any] | None) -> str:
+    if not counts:
+        return "-"
+    return ", ".join(f"{k} {v:,}" for k, v in counts.items())
 
 
 def _when(value: Any) -> str:

@@ -23,7 +23,6 @@ from starlette.responses import RedirectResponse, Response
 from qlarius_jobs import api
 from qlarius_jobs.db import connection
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import charts, jobs, metrics, status
 from qlarius_jobs.ops.console_actions import Action, on_job, record
@@ -38,6 +37,9 @@ STATE_COLOURS = {"succeeded": "#2e7d32", "failed": "#c62828", "aborted": "#ef6c0
 CHART_HOURS, BACKFILL_DAYS = 3, 7
 # What an operator may do to a job from its page (a POST); ?done=<action> then says it was done.
 JOB_ACTIONS = {"retry": jobs.retry_job, "cancel": jobs.cancel_job, "abort": jobs.abort_job}
+# What cannot be undone is confirmed: the form's first button shows a second one, which sends
+# confirm=yes (no script needed).
+CONFIRMED_ACTIONS = ("cancel", "abort", "populate")
 
 Context = dict[str, Any]
 Page = Callable[[Request, psycopg.AsyncConnection], Awaitable[Context]]
@@ -174,28 +176,6 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
     }
 
 
-@page("jobs.html")
-async def job_list(request: Request, conn: psycopg.AsyncConnection) -> Context:
-    try:
-        where = jobs.JobFilter(
-            queue=_optional_text(request, "queue"),
-            state=_optional_text(request, "state"),
-            task=_optional_text(request, "task"),
-            before=_query_id(request, "before"),
-            limit=50,
-        )
-    except ValueError as exc:
-        raise _bad(str(exc)) from None
-    rows = await jobs.list_jobs(conn, where)
-    return {
-        "rows": rows,
-        "where": where,
-        "next_before": rows[-1]["id"] if len(rows) == where.limit else None,
-        "tasks": sorted(catalog.specs()),
-        "queues": catalog.queues(),
-    }
-
-
 @page("job.html")
 async def job_page(request: Request, conn: psycopg.AsyncConnection) -> Context:
     id_ = _path_id(request)
@@ -249,6 +229,7 @@ async def act(request: Request) -> Response:
         if on_target:
             if action != "populate":
                 raise HTTPException(404, detail=f"no action {action!r} on a target")
+            _confirmed(form.get("confirm"), action)
             if await SQL.one(conn, "target_exists", id=id_) is None:
                 raise HTTPException(404, detail=f"no target #{id_}")
             await api.trigger_population(conn, id_)
@@ -257,6 +238,7 @@ async def act(request: Request) -> Response:
             return RedirectResponse(f"/targets?populated={id_}", 303)
         if action not in JOB_ACTIONS:
             raise HTTPException(404, detail=f"no action {action!r}")
+        _confirmed(form.get("confirm"), action)
         try:
             await JOB_ACTIONS[action](conn, id_)
         except jobs.JobNotFound as exc:
@@ -266,6 +248,13 @@ async def act(request: Request) -> Response:
         await record(conn, Action(who, kind, action, ids=[id_]))
     log.info(f"job {action} from the console", job_id=id_)
     return RedirectResponse(f"/jobs/{id_}?done={action}", 303)
+
+
+def _confirmed(given: object, action: str) -> None:
+    if action in CONFIRMED_ACTIONS and given != "yes":
+        raise _bad(
+            f"{action} needs confirming: press {action.capitalize()}, then the button it shows"
+        )
 
 
 async def error_page(request: Request, exc: Exception) -> Response:

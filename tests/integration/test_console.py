@@ -176,10 +176,11 @@ def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
         again.status_code == 409
         and "only failed, cancelled, aborted jobs can be retried" in again.text
     )
-    assert client.post(f"/jobs/{data.waiting}/cancel", data={"csrf": token}).status_code == 200
+    sure = {"csrf": token, "confirm": "yes"}
+    assert client.post(f"/jobs/{data.waiting}/cancel", data=sure).status_code == 200
     assert _state(sync_conn, data.waiting) == "cancelled"
     running = _job(sync_conn, "populate_target", {"target_id": 1}, "doing")
-    assert client.post(f"/jobs/{running}/abort", data={"csrf": token}).status_code == 200
+    assert client.post(f"/jobs/{running}/abort", data=sure).status_code == 200
     assert sync_conn.execute(
         "SELECT abort_requested FROM procrastinate_jobs WHERE id = %s", (running,)
     ).fetchone()[0]
@@ -188,7 +189,7 @@ def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
     assert client.post(f"/jobs/{running}/explode", data={"csrf": token}).status_code == 404
     populates = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'populate_target'"
     before = sync_conn.execute(populates).fetchone()[0]
-    populated = client.post(f"/targets/{data.target}/populate", data={"csrf": token})
+    populated = client.post(f"/targets/{data.target}/populate", data=sure)
     assert populated.status_code == 200
     assert f"target #{data.target} is re-populating" in populated.text
     status = sync_conn.execute(
@@ -196,7 +197,7 @@ def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
     ).fetchone()[0]
     assert status == "populating"
     assert sync_conn.execute(populates).fetchone()[0] == before + 1
-    assert client.post("/targets/99999/populate", data={"csrf": token}).status_code == 404
+    assert client.post("/targets/99999/populate", data=sure).status_code == 404
 
 
 def test_read_only_hides_and_refuses_every_action(data, sync_conn):

@@ -212,3 +212,106 @@ def test_a_state_change_appears_on_the_open_page_unless_paused(sync_conn):
             expect(state).to_have_text("doing", timeout=10_000)
         finally:
             browser.close()
+
+
+def _browser(p):
+    return p.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+    )
+
+
+def _jobs(sync_conn, rows: list[tuple[str, dict, str]]) -> list[int]:
+    return [
+        sync_conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+            "VALUES ('targets', %s, %s, %s) RETURNING id",
+            (task, json.dumps(args), state),
+        ).fetchone()[0]
+        for task, args, state in rows
+    ]
+
+
+def test_each_legend_label_of_jobs_per_minute_has_its_series_colour(sync_conn, console_url):
+    """A `.chart text` fill rule once beat every label's own fill attribute: all grey."""
+    from playwright.sync_api import sync_playwright
+
+    _demo(sync_conn)
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page()
+            page.goto(console_url + "/")
+            labels = page.locator("svg.chart text.legend")
+            assert labels.all_text_contents() == ["succeeded", "failed", "aborted"]
+            fills = labels.evaluate_all("els => els.map(e => getComputedStyle(e).fill)")
+        finally:
+            browser.close()
+    assert fills == ["rgb(46, 125, 50)", "rgb(198, 40, 40)", "rgb(239, 108, 0)"]
+
+
+def test_bulk_retry_of_ticked_jobs_through_its_confirmation(sync_conn, console_url):
+    from playwright.sync_api import sync_playwright
+
+    failed = _jobs(sync_conn, [("populate_target", {"target_id": i}, "failed") for i in (1, 2, 3)])
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(console_url + "/jobs?state=failed")
+            for id_ in failed[:2]:
+                page.get_by_label(f"select job {id_}").check()
+            page.locator("#bulk-retry").click()
+            page.wait_for_url("**/jobs/bulk")
+            assert "This will retry 2 job(s)" in page.locator("#bulk-summary").inner_text()
+            states = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+            assert sync_conn.execute(states).fetchone()[0] == 0  # nothing until confirmed
+            page.locator("#confirm").click()
+            page.wait_for_url("**/jobs?state=failed&done=retry&count=2")
+            assert "Done: retried 2 job(s)." in page.content()
+            assert {
+                int(i)
+                for i in page.locator("tr[id^=job-]").evaluate_all(
+                    "rows => rows.map(r => r.id.slice(4))"
+                )
+            } == {failed[2]}
+        finally:
+            browser.close()
+    rows = sync_conn.execute(
+        "SELECT status::text FROM procrastinate_jobs WHERE id = ANY(%s) ORDER BY id", (failed,)
+    ).fetchall()
+    assert [r[0] for r in rows] == ["todo", "todo", "failed"]
+
+
+def test_search_jobs_by_argument(sync_conn, console_url):
+    from playwright.sync_api import sync_playwright
+
+    a, b, _ = _jobs(
+        sync_conn,
+        [
+            ("sync_me_file", {"me_file_id": 42, "target_id": 7}, "todo"),
+            ("populate_target", {"target_id": 7}, "failed"),
+            ("sync_me_file", {"me_file_id": 43, "target_id": 7}, "todo"),
+        ],
+    )
+    with sync_playwright() as p:
+        browser = _browser(p)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(console_url + "/jobs")
+            page.locator("#search").fill("me_file_id:42 target_id:7")
+            page.get_by_role("button", name="Filter").click()
+            page.wait_for_url("**/jobs?q=*")
+            assert page.locator("tr[id^=job-]").count() == 1
+            assert page.locator(f"#job-{a}").is_visible()
+            page.locator("#search").fill("target_id:7")
+            page.get_by_label("state").select_option("failed")
+            page.get_by_role("button", name="Filter").click()
+            page.wait_for_url("**state=failed*")
+            assert page.locator("tr[id^=job-]").count() == 1
+            assert page.locator(f"#job-{b}").is_visible()
+            page.locator("#search").fill("target_id:")
+            page.get_by_role("button", name="Filter").click()
+            assert page.locator("h1").inner_text() == "400"
+            assert "is not name:value" in page.locator(".error").inner_text()
+        finally:
+            browser.close()

@@ -87,8 +87,18 @@ def test_a_viewer_reads_every_page_but_every_action_is_hidden_and_refused(client
         "/queues/targets/concurrency",
         f"/tasks/{SCHEDULE}/pause",
         f"/tasks/{SCHEDULE}/resume",
+        "/jobs/bulk",
+        "/jobs/bulk/apply",
     ]
-    form = {"csrf": TOKEN, "confirm": "yes", "cron": "5 * * * *", "concurrency": "2"}
+    form = {
+        "csrf": TOKEN,
+        "confirm": "yes",
+        "cron": "5 * * * *",
+        "concurrency": "2",
+        "action": "retry",
+        "scope": "selected",
+        "id": str(failed),
+    }
     for path in actions:
         refused = client.post(path, data=form, headers=VIEWER, follow_redirects=False)
         assert refused.status_code == 403, path
@@ -133,9 +143,9 @@ def test_each_operator_action_is_logged_with_who_what_and_which(client, sync_con
         assert done.status_code == 200, (path, done.text[-300:])
 
     post(f"/jobs/{failed}/retry")
-    post(f"/jobs/{waiting}/cancel")
-    post(f"/jobs/{running}/abort")
-    post(f"/targets/{target}/populate")
+    post(f"/jobs/{waiting}/cancel", confirm="yes")
+    post(f"/jobs/{running}/abort", confirm="yes")
+    post(f"/targets/{target}/populate", confirm="yes")
     post(f"/schedules/{SCHEDULE}/cron", cron="5 * * * *")
     post(f"/schedules/{SCHEDULE}/pause", confirm="yes")
     post("/queues/targets/concurrency", concurrency="3")
@@ -182,3 +192,18 @@ def test_the_action_log_goes_back_by_keyset(client, sync_conn):
     assert 'href="/jobs/10"' in second and 'href="/jobs/1"' in second
     assert 'href="/jobs/11"' not in second and "Older actions" not in second
     assert client.get("/actions?before=abc", headers=OPERATOR).status_code == 400
+
+
+def test_a_bulk_action_is_logged_once_with_every_job_it_changed(client, sync_conn):
+    failed = [_job(sync_conn, "failed") for _ in range(3)]
+    waiting = _job(sync_conn, "todo")  # not retryable: left alone, not logged
+    done = client.post(
+        "/jobs/bulk/apply",
+        data={"csrf": TOKEN, "confirm": "yes", "action": "retry", "id": [*failed, waiting]},
+        headers=OPERATOR,
+    )
+    assert done.status_code == 200, done.text[-300:]
+    [(action, ids, count)] = sync_conn.execute(
+        "SELECT action, ids, count FROM qlarius_console_actions"
+    ).fetchall()
+    assert (action, sorted(ids), count) == ("retry", sorted(failed), 3)

@@ -19,3 +19,10 @@ SELECT %(queue)s, %(task_name)s, a FROM unnest(%(args)s::jsonb[]) WITH ORDINALIT
 ORDER BY n
 ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING id
+
+-- name: record_job_result :exec
+-- A job's summary counts at its success (JobSpec.run), for the console's job list. A job
+-- deleted meanwhile (pruned, or by hand) has no row to key them to: nothing is written.
+INSERT INTO qlarius_job_results (job_id, counts)
+SELECT j.id, %(counts)s::jsonb FROM procrastinate_jobs j WHERE j.id = %(job_id)s
+ON CONFLICT (job_id) DO UPDATE SET counts = EXCLUDED.counts, recorded_at = now()

@@ -42,9 +42,11 @@ FROM backfill_runs WHERE started_at > now() - make_interval(days => %(days)s)
 ORDER BY started_at
 
 -- name: backfill_runs :many
+-- chunks_deferred: the chunk jobs a run deferred (what the page's "chunks" shows), not its
+-- batches.
 SELECT id, job_id, started_at, finished_at, found_populations, found_offers, found_ad_events,
        updated_populations, updated_offers, updated_ad_events, orphan_offers, orphan_ad_events,
-       batches, budget_exhausted, elapsed_ms
+       batches, chunks_deferred, budget_exhausted, elapsed_ms
 FROM backfill_runs
 WHERE %(before)s::bigint IS NULL OR id < %(before)s
 ORDER BY id DESC LIMIT %(limit)s
