@@ -248,6 +248,10 @@ def test_a_worker_serves_its_own_metrics_on_its_health_port(sync_conn):
                 ]
             )
             assert in_use >= 1
+            opened = re.search(
+                r'^qlarius_worker_pool_connections\{state="open"\} (\S+)$', body, re.M
+            )
+            assert float(opened[1]) >= in_use
             assert (
                 float(re.search(r"^qlarius_worker_pool_max_connections (\S+)$", body, re.M)[1]) >= 2
             )
