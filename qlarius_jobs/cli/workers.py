@@ -112,7 +112,7 @@ def add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--health-port",
         type=_port,
         default=None,
-        help="serve /healthz and /readyz on this port (for a supervisor's probes)",
+        help="serve /healthz, /readyz (for a supervisor's probes) and this process's /metrics",
     )
     worker.add_argument(
         "--health-host", default="0.0.0.0", help="address of the probes (default: every one)"

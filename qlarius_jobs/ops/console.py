@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -181,13 +181,16 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 async def metrics_endpoint(request: Request) -> Response:
+    """Always 200: while the database is away, ``qlarius_database_up 0`` says so."""
     registry = metrics.registry(request.app.state.config.conninfo)
-    try:
-        body = await asyncio.to_thread(generate_latest, registry)
-    except psycopg.Error as exc:
-        log.warning("metrics: database unavailable", error=str(exc).strip()[:300])
-        return PlainTextResponse("database unavailable\n", status_code=503)
+    body = await asyncio.to_thread(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+async def process_metrics(request: Request) -> Response:
+    """This process's own metrics (prometheus-client's registry): for a worker, its pool and
+    the jobs it runs now (``worker/process_metrics.py``)."""
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:
@@ -273,9 +276,16 @@ def server(app: Any, host: str, port: int) -> uvicorn.Server:
 
 
 def probes(conninfo: str) -> Starlette:
-    """``/healthz`` and ``/readyz`` alone, for ``qlarius-jobs worker --health-port``: a worker
-    whose event loop is stuck answers neither, so its supervisor can restart it."""
-    app = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+    """``/healthz``, ``/readyz`` and the process's own ``/metrics``, for ``qlarius-jobs worker
+    --health-port``: a worker whose event loop is stuck answers none, so its supervisor can
+    restart it."""
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", process_metrics),
+        ]
+    )
     # the console's own readyz, which reads only the conninfo of the config
     app.state.config = ConsoleConfig(conninfo=conninfo)
     return app

@@ -1,8 +1,9 @@
 """``GET /metrics``: Prometheus metrics read from the database at each scrape, so that one
 scrape covers every worker process on every machine (nothing is kept in this process).
 
-- ``qlarius_jobs{queue,state}``: jobs by queue and state.
-- ``qlarius_oldest_waiting_job_seconds{queue}``: age of the oldest due, waiting job.
+- ``qlarius_jobs{queue,state}``: jobs by queue and state, a series for every queue known (the
+  catalog's, the controls', the job table's) and every state: 0 when none.
+- ``qlarius_oldest_waiting_job_seconds{queue}``: age of the oldest due, waiting job; 0 when none.
 - ``qlarius_stalled_jobs``: running jobs whose worker stopped heartbeating.
 - ``qlarius_pending_work{kind}``, ``qlarius_pending_work_waiting_for_a_target{kind}``,
   ``qlarius_pending_work_oldest_seconds{kind}``: pending syncs and reconciles, those left
@@ -10,8 +11,15 @@ scrape covers every worker process on every machine (nothing is kept in this pro
   within a second or so: an oldest age of minutes means the drains are stuck.
 - ``qlarius_null_snapshots{table}``: the seed note's three counts.
 - ``qlarius_backfill_rows_fixed{table}``: rows the backfill fixed, over the runs kept.
-- ``qlarius_job_duration_seconds{task,outcome}``: a gauge histogram of how long the jobs that
-  ended in the last hour took, by task and outcome (succeeded, failed, aborted).
+- ``qlarius_job_outcomes_total{task,outcome}``: a counter of how our jobs ended (succeeded,
+  failed, aborted; retried: an attempt failed and the job waits for another; cancelled before
+  it started), kept in the database (migration 0017): every worker, across restarts and prunes.
+- ``qlarius_job_duration_seconds{task,outcome}``: a cumulative histogram of how long those
+  attempts took (not the cancels), kept in the database beside the counter.
+- ``qlarius_audit_drift{kind}``, ``qlarius_audit_me_files``, ``qlarius_audit_timestamp_seconds``:
+  what the latest drift audit found, by kind, in how many MeFiles, and when (0 when none ran).
+- ``qlarius_database_up``: 1 when the scrape read the database; 0 when it could not (then
+  nothing else: /metrics still answers 200, so that an alert can say the database is down).
 - ``qlarius_queue_paused{queue}``, ``qlarius_task_paused{task}``: 1 when paused, 0 when not,
   a series for every row of ``qlarius_queue_controls`` and ``qlarius_task_controls``.
 - ``qlarius_schedule_enabled{task}``: 1 when the schedule is enabled, 0 when paused.
@@ -22,78 +30,171 @@ scrape covers every worker process on every machine (nothing is kept in this pro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.jobs import audit, catalog
+from qlarius_jobs.logs import get_logger
+from qlarius_jobs.ops.jobs import STATES
 from qlarius_jobs.snapshots import SNAPSHOT_TABLES
+
+log = get_logger(__name__)
 
 SQL = QueryFile.of(__file__)
 
-DURATION_BOUNDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 1800.0)
+Row = dict[str, Any]
+
+
+@dataclass
+class Readings:
+    """What one scrape read; empty, every family still comes out (with no series, or zeros)."""
+
+    jobs: list[Row] = field(default_factory=list)
+    oldest: list[Row] = field(default_factory=list)
+    stalled: Row | None = None
+    pending: list[Row] = field(default_factory=list)
+    nulls: Row | None = None
+    fixed: Row | None = None
+    outcomes: list[Row] = field(default_factory=list)
+    durations: list[Row] = field(default_factory=list)
+    last_audit: Row | None = None
+    queues_paused: list[Row] = field(default_factory=list)
+    tasks_paused: list[Row] = field(default_factory=list)
+    schedules: list[Row] = field(default_factory=list)
+
+
+def read(conninfo: str) -> Readings:
+    """One short autocommit session; raises ``psycopg.Error`` when the database is away."""
+    tasks = sorted(catalog.specs())
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+        return Readings(
+            jobs=SQL.many_sync(conn, "jobs_by_queue_and_state"),
+            oldest=SQL.many_sync(conn, "oldest_waiting_jobs"),
+            stalled=SQL.one_sync(conn, "metrics_stalled"),
+            pending=SQL.many_sync(conn, "pending_work"),
+            nulls=SQL.one_sync(conn, "null_snapshot_counts"),
+            fixed=SQL.one_sync(conn, "metrics_backfill_fixed"),
+            outcomes=SQL.many_sync(conn, "metrics_job_outcomes", tasks=tasks),
+            durations=SQL.many_sync(conn, "metrics_job_durations", tasks=tasks),
+            last_audit=SQL.one_sync(conn, "metrics_last_audit"),
+            queues_paused=SQL.many_sync(conn, "metrics_queues_paused"),
+            tasks_paused=SQL.many_sync(conn, "metrics_tasks_paused"),
+            schedules=SQL.many_sync(conn, "metrics_schedules"),
+        )
 
 
 class DatabaseCollector(Collector):
-    """Every metric, from one short read-only transaction per scrape."""
+    """Every metric, from one short read-only session per scrape; while the database is away,
+    ``qlarius_database_up 0`` alone."""
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
 
-    def collect(self) -> Iterator[Any]:
-        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
-            jobs = SQL.many_sync(conn, "jobs_by_queue_and_state")
-            oldest = SQL.many_sync(conn, "oldest_waiting_jobs")
-            stalled = SQL.one_sync(conn, "metrics_stalled")
-            pending = SQL.many_sync(conn, "pending_work")
-            nulls = SQL.one_sync(conn, "null_snapshot_counts")
-            fixed = SQL.one_sync(conn, "metrics_backfill_fixed")
-            durations = SQL.many_sync(conn, "metrics_durations", bounds=list(DURATION_BOUNDS))
-            queues_paused = SQL.many_sync(conn, "metrics_queues_paused")
-            tasks_paused = SQL.many_sync(conn, "metrics_tasks_paused")
-            schedules = SQL.many_sync(conn, "metrics_schedules")
-        family = GaugeMetricFamily(
-            "qlarius_jobs", "Jobs by queue and state", labels=["queue", "state"]
-        )
-        for row in jobs:
-            family.add_metric([row["queue"], row["state"]], row["jobs"])
-        yield family
-        family = GaugeMetricFamily(
-            "qlarius_oldest_waiting_job_seconds",
-            "Age of the oldest due waiting job",
-            labels=["queue"],
-        )
-        for row in oldest:
-            family.add_metric([row["queue"]], row["waiting_seconds"] or 0.0)
-        yield family
-        yield GaugeMetricFamily(
-            "qlarius_stalled_jobs",
-            "Running jobs whose worker stopped heartbeating",
-            value=(stalled or {}).get("jobs", 0),
-        )
-        yield from _pending(pending)
-        family = GaugeMetricFamily(
-            "qlarius_null_snapshots", "Rows whose matching_tags_snapshot is NULL", labels=["table"]
-        )
-        for table in SNAPSHOT_TABLES:
-            family.add_metric([table], (nulls or {}).get(table, 0))
-        yield family
-        family = GaugeMetricFamily(
-            "qlarius_backfill_rows_fixed",
-            "Rows the backfill fixed, over the backfill runs kept",
-            labels=["table"],
-        )
-        for table in SNAPSHOT_TABLES:
-            family.add_metric([table], (fixed or {}).get(table, 0))
-        yield family
-        yield _durations(durations)
-        yield from _controls(queues_paused, tasks_paused, schedules)
+    def collect(self) -> Iterator[Metric]:
+        try:
+            readings = read(self.conninfo)
+        except psycopg.Error as exc:
+            log.warning("metrics: database unavailable", error=str(exc).strip()[:300])
+            yield _database_up(0)
+            return
+        yield _database_up(1)
+        yield from families(readings)
 
 
-def _pending(rows: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+def _database_up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "qlarius_database_up", "1 when this scrape read the database, 0 when it could not", value
+    )
+
+
+def families(r: Readings) -> Iterator[Metric]:
+    """The metric families of one scrape's readings."""
+    queues = sorted(
+        {*catalog.queues(), *(row["queue"] for row in r.queues_paused)}
+        | {row["queue"] for row in r.jobs}
+        | {row["queue"] for row in r.oldest}
+    )
+    counts = {(row["queue"], row["state"]): row["jobs"] for row in r.jobs}
+    states = [s for s in STATES if s != "aborting"]  # legacy, never set since Procrastinate 3
+    states += sorted({state for _, state in counts} - set(states))
+    family = GaugeMetricFamily("qlarius_jobs", "Jobs by queue and state", labels=["queue", "state"])
+    for queue in queues:
+        for state in states:
+            family.add_metric([queue, state], counts.get((queue, state), 0))
+    yield family
+    waited = {row["queue"]: row["waiting_seconds"] or 0.0 for row in r.oldest}
+    family = GaugeMetricFamily(
+        "qlarius_oldest_waiting_job_seconds",
+        "Age of the oldest due waiting job, 0 when none waits",
+        labels=["queue"],
+    )
+    for queue in queues:
+        family.add_metric([queue], waited.get(queue, 0.0))
+    yield family
+    yield GaugeMetricFamily(
+        "qlarius_stalled_jobs",
+        "Running jobs whose worker stopped heartbeating",
+        value=(r.stalled or {}).get("jobs", 0),
+    )
+    yield from _pending(r.pending)
+    family = GaugeMetricFamily(
+        "qlarius_null_snapshots", "Rows whose matching_tags_snapshot is NULL", labels=["table"]
+    )
+    for table in SNAPSHOT_TABLES:
+        family.add_metric([table], (r.nulls or {}).get(table, 0))
+    yield family
+    family = GaugeMetricFamily(
+        "qlarius_backfill_rows_fixed",
+        "Rows the backfill fixed, over the backfill runs kept",
+        labels=["table"],
+    )
+    for table in SNAPSHOT_TABLES:
+        family.add_metric([table], (r.fixed or {}).get(table, 0))
+    yield family
+    counter = CounterMetricFamily(
+        "qlarius_job_outcomes",
+        "How our jobs ended, per task and outcome, since the counters began",
+        labels=["task", "outcome"],
+    )
+    for row in r.outcomes:
+        counter.add_metric([row["task"], row["outcome"]], float(row["jobs"]))
+    yield counter
+    yield _durations(r.durations)
+    yield from _audit(r.last_audit)
+    yield from _controls(r.queues_paused, r.tasks_paused, r.schedules)
+
+
+def _audit(last: Row | None) -> Iterator[GaugeMetricFamily]:
+    family = GaugeMetricFamily(
+        "qlarius_audit_drift", "What the latest drift audit found, by kind", labels=["kind"]
+    )
+    for kind in audit.FINDINGS:
+        family.add_metric([kind], float((last or {}).get(kind, 0)))
+    yield family
+    yield GaugeMetricFamily(
+        "qlarius_audit_me_files",
+        "MeFiles the latest drift audit sampled, 0 when none ran",
+        float((last or {}).get("audited_me_files", 0)),
+    )
+    yield GaugeMetricFamily(
+        "qlarius_audit_timestamp_seconds",
+        "When the latest drift audit's run started, as a Unix time, 0 when none ran",
+        float((last or {}).get("at", 0)),
+    )
+
+
+def _pending(rows: list[Row]) -> Iterator[GaugeMetricFamily]:
     for name, column, text in (
         ("qlarius_pending_work", "pending", "Pending syncs and reconciles"),
         (
@@ -110,7 +211,7 @@ def _pending(rows: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
 
 
 def _controls(
-    queues: list[dict[str, Any]], tasks: list[dict[str, Any]], schedules: list[dict[str, Any]]
+    queues: list[Row], tasks: list[Row], schedules: list[Row]
 ) -> Iterator[GaugeMetricFamily]:
     """The queue and task pauses and the schedules (``qlarius_queue_controls``,
     ``qlarius_task_controls``, ``qlarius_schedules``): a series for every row."""
@@ -132,24 +233,25 @@ def _controls(
         yield family
 
 
-def _durations(rows: list[dict[str, Any]]) -> GaugeHistogramMetricFamily:
-    family = GaugeHistogramMetricFamily(
+def _durations(rows: list[Row]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
         "qlarius_job_duration_seconds",
-        "How long the jobs that ended in the last hour took, by task and outcome",
+        "How long our jobs' attempts took, per task and outcome, since the counters began",
         labels=["task", "outcome"],
     )
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    grouped: dict[tuple[str, str], list[Row]] = {}
     for row in rows:
         grouped.setdefault((row["task"], row["outcome"]), []).append(row)
     for (task, outcome), bounds in grouped.items():
-        buckets = [(_le(b["le"]), float(b["below"])) for b in bounds]
-        buckets.append(("+Inf", float(bounds[0]["jobs"])))
-        family.add_metric([task, outcome], buckets, gsum_value=float(bounds[0]["seconds"] or 0))
+        buckets = [(_le(b["le"]), b["below"]) for b in bounds]  # the last is +Inf
+        family.add_metric([task, outcome], buckets, sum_value=bounds[-1]["seconds"])
     return family
 
 
 def _le(value: float) -> str:
-    return floatToGoString(value)  # "1.0", "0.05": as client libraries write bucket bounds
+    return floatToGoString(
+        value
+    )  # "+Inf" too  # "1.0", "0.05": as client libraries write bucket bounds
 
 
 def registry(conninfo: str) -> CollectorRegistry:

@@ -69,6 +69,11 @@ def pool_kwargs(app: App) -> dict[str, Any]:
     return dict(app.connector._pool_args.get("kwargs", {}))  # type: ignore[attr-defined]
 
 
+def running_jobs(worker: procrastinate_worker.Worker) -> int:
+    """How many jobs a worker runs now."""
+    return len(worker._running_jobs)
+
+
 def running_job_ids(workers: Iterable[procrastinate_worker.Worker], worker_id: int) -> set[int]:
     """The ids of the jobs a worker runs now (Procrastinate keeps them privately)."""
     return {

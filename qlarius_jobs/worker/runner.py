@@ -25,6 +25,7 @@ from qlarius_jobs.jobs import catalog
 from qlarius_jobs.jobs.blueprint import JobSpec
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings, parse_queue_spec
+from qlarius_jobs.worker import process_metrics
 from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
@@ -179,6 +180,7 @@ async def run_workers(
         ]
 
         queue_controls.workers = workers
+        stack.enter_context(process_metrics.watching(pool, workers))
         job_manager.running_jobs = lambda worker_id: running_job_ids(workers, worker_id)
         job_manager.may_start = queue_controls.may_start
         loop = asyncio.get_running_loop()

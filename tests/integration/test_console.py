@@ -280,12 +280,14 @@ def test_pending_work_shows_on_the_overview_and_in_the_metrics(client, data, syn
 
 
 def test_job_durations_are_a_histogram_per_task_and_outcome(client, sync_conn):
-    job = _job(sync_conn, "populate_target", {"target_id": 1}, "succeeded", 1)
+    job = _job(sync_conn, "populate_target", {"target_id": 1}, "todo")
+    sync_conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job,))
     sync_conn.execute(
-        "INSERT INTO procrastinate_events (job_id, type, at) VALUES "
-        "(%s, 'started', now() - interval '2 seconds'), (%s, 'succeeded', now())",
-        (job, job),
+        "UPDATE procrastinate_events SET at = at - interval '2 seconds' "
+        "WHERE job_id = %s AND type = 'started'",
+        (job,),
     )
+    sync_conn.execute("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", (job,))
     body = client.get("/metrics").text
     assert (
         'qlarius_job_duration_seconds_bucket{le="1.0",outcome="succeeded",task="populate_target"} 0.0'

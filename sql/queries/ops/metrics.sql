@@ -43,30 +43,56 @@ SELECT COALESCE(sum(updated_populations), 0) AS target_populations,
        COALESCE(sum(updated_ad_events), 0) AS ad_events
 FROM backfill_runs
 
--- name: metrics_durations :many
--- Jobs that ended in the last hour, per task and outcome: how many took at most each bound
--- (seconds, from their last start), how many in all, and their total duration.
--- Columns: task, outcome, le, below, jobs, seconds.
-WITH ended AS (
-    SELECT e.job_id, e.type::text AS outcome, e.at
-    FROM procrastinate_events e
-    WHERE e.at > now() - interval '1 hour' AND e.type IN ('succeeded', 'failed', 'aborted')
-), timed AS (
-    SELECT j.task_name AS task, ended.outcome,
-           GREATEST(extract(epoch FROM ended.at - s.started), 0)::float8 AS seconds
-    FROM ended
-    JOIN procrastinate_jobs j ON j.id = ended.job_id
-    CROSS JOIN LATERAL (
-        SELECT max(at) AS started FROM procrastinate_events
-        WHERE job_id = ended.job_id AND type = 'started' AND at <= ended.at
-    ) s
-    WHERE s.started IS NOT NULL
+-- name: metrics_job_outcomes :many
+-- How our jobs ended since the counters began (migration 0017), per task and outcome, the
+-- shards summed; every task given (%(tasks)s) and every outcome has a series, 0 when none.
+-- Columns: task, outcome, jobs.
+SELECT s.task, s.outcome, COALESCE(sum(c.jobs), 0)::bigint AS jobs
+FROM (SELECT t.task, o.outcome
+      FROM unnest(%(tasks)s::text[]) t(task)
+      CROSS JOIN unnest(ARRAY['succeeded', 'failed', 'aborted', 'retried', 'cancelled']) o(outcome)
+      UNION
+      SELECT task_name, outcome FROM qlarius_job_outcome_counts) s
+LEFT JOIN qlarius_job_outcome_counts c ON c.task_name = s.task AND c.outcome = s.outcome
+GROUP BY s.task, s.outcome
+ORDER BY s.task, s.outcome
+
+-- name: metrics_job_durations :many
+-- The cumulative histogram of the attempts' durations (migration 0017), per task and
+-- outcome, every task given and every outcome that has a duration: for each bound (and
+-- 'Infinity'), the attempts that took at most that long, and all their seconds.
+-- Columns: task, outcome, le, below, seconds.
+WITH timed AS (
+    SELECT task_name AS task, outcome, le, sum(jobs) AS jobs, sum(seconds) AS seconds
+    FROM qlarius_job_outcome_counts WHERE le >= 0 GROUP BY task_name, outcome, le
+), series AS (
+    SELECT t.task, o.outcome
+    FROM unnest(%(tasks)s::text[]) t(task)
+    CROSS JOIN unnest(ARRAY['succeeded', 'failed', 'aborted', 'retried']) o(outcome)
+    UNION
+    SELECT task, outcome FROM timed
 )
-SELECT t.task, t.outcome, b.le, count(*) FILTER (WHERE t.seconds <= b.le) AS below,
-       count(*) AS jobs, sum(t.seconds) AS seconds
-FROM timed t CROSS JOIN unnest(%(bounds)s::float8[]) AS b(le)
-GROUP BY t.task, t.outcome, b.le
-ORDER BY t.task, t.outcome, b.le
+SELECT s.task, s.outcome, b.le,
+       COALESCE(sum(t.jobs) FILTER (WHERE t.le <= b.le), 0)::float8 AS below,
+       COALESCE(sum(t.seconds), 0)::float8 AS seconds
+FROM series s
+CROSS JOIN unnest(qlarius_job_duration_bounds() || 'Infinity'::float8) b(le)
+LEFT JOIN timed t ON t.task = s.task AND t.outcome = s.outcome
+GROUP BY s.task, s.outcome, b.le
+ORDER BY s.task, s.outcome, b.le
+
+-- name: metrics_last_audit :one
+-- The drift the latest audit found (the latest backfill run whose own part ended with a
+-- sample audited), by kind, and when it ran; no row when none did.
+SELECT extract(epoch FROM started_at)::float8 AS at, audited_me_files,
+       drifted_populations AS drifted_population, stale_snapshots AS stale_snapshot,
+       offers_without_eligibility AS offer_without_eligibility, eligible_without_offer,
+       stale_offer_snapshots AS stale_offer_snapshot, stale_offer_amounts AS stale_offer_amount,
+       offers_of_campaigns_not_live AS offer_of_a_campaign_not_live
+FROM backfill_runs
+WHERE own_part_ended AND audited_me_files > 0
+ORDER BY started_at DESC, id DESC
+LIMIT 1
 
 -- name: metrics_queues_paused :many
 -- Every queue's row of qlarius_queue_controls: 1 when paused. Columns: queue, paused.
