@@ -26,10 +26,12 @@ from tests.integration.support import TEST_DB, free_port
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no chromium on this machine (apt-get install chromium); .ci/run installs it",
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def chromium_installed() -> None:
+    """A real browser or a failure saying so, never a skip."""
+    if CHROMIUM is None:
+        pytest.fail("no chromium on this machine: apt-get install chromium (.ci/run does)")
 
 
 @pytest.fixture

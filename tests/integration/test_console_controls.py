@@ -380,8 +380,8 @@ def test_metrics_show_the_controls(client, sync_conn):
     assert series[f'{last}{{task="{SCHEDULE}"}}'] == 0.0  # never ticked
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool on this machine")
 def test_promtool_finds_the_metrics_clean(client, sync_conn):
+    assert shutil.which("promtool"), "no promtool: apt-get install prometheus (.ci/run does)"
     sync_conn.execute("UPDATE qlarius_queue_controls SET paused = true WHERE queue_name = 'offers'")
     controls.run_schedule_now(sync_conn, SCHEDULE, "test")
     body = client.get("/metrics").text

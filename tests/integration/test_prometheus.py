@@ -23,9 +23,12 @@ from tests.integration.test_metrics import end_job
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 TASK = "snapshot_band_populations"  # queue 'targets'
 
-pytestmark = pytest.mark.skipif(
-    not Path(PROMETHEUS).exists(), reason="no prometheus on this machine (.ci/run installs it)"
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def prometheus_installed() -> None:
+    """A real Prometheus or a failure saying so, never a skip."""
+    if not Path(PROMETHEUS).exists():
+        pytest.fail("no prometheus on this machine: apt-get install prometheus (.ci/run does)")
 
 
 @pytest.fixture
