@@ -43,34 +43,26 @@ class Action:
         return self.count if self.count is not None else len(self.ids) + len(self.names)
 
 
+def _row(action: Action) -> dict[str, Any]:
+    return {
+        "actor": action.actor,
+        "kind": action.kind,
+        "action": action.action,
+        "ids": list(action.ids),
+        "names": list(action.names),
+        "count": action.how_many(),
+        "detail": action.detail,
+    }
+
+
 async def record(conn: psycopg.AsyncConnection, action: Action) -> None:
     """The action's row, on ``conn`` (in the caller's transaction)."""
-    await SQL.execute(
-        conn,
-        "record_console_action",
-        actor=action.actor,
-        kind=action.kind,
-        action=action.action,
-        ids=list(action.ids),
-        names=list(action.names),
-        count=action.how_many(),
-        detail=action.detail,
-    )
+    await SQL.execute(conn, "record_console_action", **_row(action))
 
 
 def record_sync(conn: psycopg.Connection, action: Action) -> None:
     """``record`` for the controls, which are synchronous."""
-    SQL.execute_sync(
-        conn,
-        "record_console_action",
-        actor=action.actor,
-        kind=action.kind,
-        action=action.action,
-        ids=list(action.ids),
-        names=list(action.names),
-        count=action.how_many(),
-        detail=action.detail,
-    )
+    SQL.execute_sync(conn, "record_console_action", **_row(action))
 
 
 async def on_job(conn: psycopg.AsyncConnection, job_id: int) -> list[dict[str, Any]]:

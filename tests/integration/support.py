@@ -12,10 +12,12 @@ import contextlib
 import functools
 import json
 import os
+import re
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
@@ -26,6 +28,9 @@ from qlarius_jobs.db import migrate
 from qlarius_jobs.dev import seed
 from qlarius_jobs.dev.processes import BIN, WorkerProcess
 from qlarius_jobs.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 __all__ = ["BIN", "TEST_DB", "WorkerProcess"]
 
@@ -290,3 +295,26 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         env={**os.environ, "QLARIUS_LOG_FORMAT": "json", **env},
     )
+
+
+CONSOLE_SECRET = b"test-secret"  # the tests' consoles sign their CSRF tokens with it
+
+
+def console_client(**options: Any) -> TestClient:
+    """The console on the test database, in-process (``options``: ``ConsoleConfig``'s)."""
+    from starlette.testclient import TestClient
+
+    from qlarius_jobs.ops.console import ConsoleConfig, build_console
+
+    config = ConsoleConfig(
+        conninfo=TEST_DB.conninfo, secret=CONSOLE_SECRET, extra_hosts=("testserver",), **options
+    )
+    config.check()
+    return TestClient(build_console(config), raise_server_exceptions=False)
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token a console page carries."""
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert match, "no CSRF token on the page"
+    return match[1]

@@ -16,27 +16,13 @@ from starlette.testclient import TestClient
 
 from qlarius_jobs.ops.console import ConsoleConfig, ConsoleRefused, build_console
 from tests.integration.factories import StandardWorld, standard_world
-from tests.integration.support import TEST_DB, unmigrated_database
-
-
-def _client(**options) -> TestClient:
-    config = ConsoleConfig(
-        conninfo=TEST_DB.conninfo, secret=b"test-secret", extra_hosts=("testserver",), **options
-    )
-    config.check()
-    return TestClient(build_console(config), raise_server_exceptions=False)
+from tests.integration.support import TEST_DB, console_client, csrf_of, unmigrated_database
 
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with _client() as c:
+    with console_client() as c:
         yield c
-
-
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
-    assert match, "no CSRF token on the page"
-    return match[1]
 
 
 def _job(
@@ -167,7 +153,7 @@ def test_actions_need_the_csrf_token(client, data, sync_conn):
 
 
 def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
-    token = _csrf(client.get(f"/jobs/{data.failed}").text)
+    token = csrf_of(client.get(f"/jobs/{data.failed}").text)
     done = client.post(f"/jobs/{data.failed}/retry", data={"csrf": token}, follow_redirects=False)
     assert done.status_code == 303 and done.headers["location"] == f"/jobs/{data.failed}?done=retry"
     assert _state(sync_conn, data.failed) == "todo"
@@ -201,7 +187,7 @@ def test_retry_cancel_abort_and_repopulate(client, data, sync_conn):
 
 
 def test_read_only_hides_and_refuses_every_action(data, sync_conn):
-    with _client(read_only=True) as c:
+    with console_client(read_only=True) as c:
         job = c.get(f"/jobs/{data.failed}")
         assert (
             "read-only" in job.text
@@ -217,7 +203,7 @@ def test_read_only_hides_and_refuses_every_action(data, sync_conn):
 
 
 def test_the_password_guards_every_page_but_the_probes(data):
-    with _client(password="s3cret", host="0.0.0.0") as c:
+    with console_client(password="s3cret", host="0.0.0.0") as c:
         for path in ("/", "/jobs", f"/jobs/{data.failed}", "/metrics", "/static/console.css"):
             if path.startswith("/static"):
                 continue
@@ -316,7 +302,7 @@ def test_pages_carry_headers_that_forbid_scripts_and_framing(client):
 
 
 def test_actions_belong_to_their_kind_and_messages_are_never_echoed(client, data, sync_conn):
-    token = _csrf(client.get(f"/jobs/{data.failed}").text)
+    token = csrf_of(client.get(f"/jobs/{data.failed}").text)
     assert client.post(f"/jobs/{data.target}/populate", data={"csrf": token}).status_code == 404
     assert client.post(f"/targets/{data.failed}/retry", data={"csrf": token}).status_code == 404
     assert _state(sync_conn, data.failed) == "failed"
@@ -329,11 +315,11 @@ def test_actions_belong_to_their_kind_and_messages_are_never_echoed(client, data
 def test_the_host_header_never_decides_who_gets_in_or_what_an_action_hits(data, sync_conn):
     """A reviewer's attacks: request.url is built from the Host header; the checks must use
     the path the router serves."""
-    with _client(password="pw", host="0.0.0.0") as c:
+    with console_client(password="pw", host="0.0.0.0") as c:
         for host in ("x/healthz?", "x/static/", "x/readyz#", "x/healthz"):
             assert c.get("/jobs", headers={"Host": host}).status_code == 401, host
-    with _client() as c:
-        token = _csrf(c.get(f"/jobs/{data.failed}").text)
+    with console_client() as c:
+        token = csrf_of(c.get(f"/jobs/{data.failed}").text)
         confused = c.post(
             f"/jobs/{data.target}/populate", data={"csrf": token}, headers={"Host": "x/targets/"}
         )

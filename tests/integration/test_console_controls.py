@@ -18,33 +18,18 @@ import pytest
 from starlette.testclient import TestClient
 
 from qlarius_jobs.ops import controls
-from qlarius_jobs.ops.console import ConsoleConfig, build_console
 from qlarius_jobs.ops.console_security import csrf_token
-from tests.integration.support import TEST_DB
+from tests.integration.support import CONSOLE_SECRET, console_client, csrf_of
 
 SCHEDULE = "backfill_missing_snapshots"
 PASSWORD = "s3cret"
-SECRET = b"test-secret"
-
-
-def _client(**options: Any) -> TestClient:
-    config = ConsoleConfig(
-        conninfo=TEST_DB.conninfo, secret=SECRET, extra_hosts=("testserver",), **options
-    )
-    config.check()
-    return TestClient(build_console(config), raise_server_exceptions=False)
+SECRET = CONSOLE_SECRET
 
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with _client() as c:
+    with console_client() as c:
         yield c
-
-
-def _csrf(page: str) -> str:
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
-    assert match, "no CSRF token on the page"
-    return match[1]
 
 
 def _schedule(conn: psycopg.Connection, task: str = SCHEDULE) -> dict[str, Any]:
@@ -144,7 +129,7 @@ def test_the_pages_are_in_the_nav(client):
 
 
 def test_schedule_actions_change_the_row_and_name_the_console(client, sync_conn):
-    token = _csrf(client.get("/schedules").text)
+    token = csrf_of(client.get("/schedules").text)
     done = client.post(
         f"/schedules/{SCHEDULE}/cron",
         data={"csrf": token, "cron": " 15 * * * * "},
@@ -191,7 +176,7 @@ def test_schedule_actions_change_the_row_and_name_the_console(client, sync_conn)
 
 def test_an_invalid_cron_is_a_400_with_the_databases_line_and_changes_nothing(client, sync_conn):
     before = _schedule(sync_conn)
-    token = _csrf(client.get("/schedules").text)
+    token = csrf_of(client.get("/schedules").text)
     for cron, line in (
         ("banana", f"invalid schedule for {SCHEDULE}: 'banana' is not a cron expression"),
         ("0 0 30 2 *", "'0 0 30 2 *' never fires: no month has that day"),
@@ -207,8 +192,8 @@ def test_an_invalid_cron_is_a_400_with_the_databases_line_and_changes_nothing(cl
 
 def test_queue_and_task_actions_change_the_rows_and_name_the_console_user(sync_conn):
     auth = {"Authorization": "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()}
-    with _client(password=PASSWORD, host="0.0.0.0") as c:
-        token = _csrf(c.get("/queues", headers=auth).text)
+    with console_client(password=PASSWORD, host="0.0.0.0") as c:
+        token = csrf_of(c.get("/queues", headers=auth).text)
 
         def post(path: str, **form: str) -> Any:
             return c.post(path, data={"csrf": token, **form}, headers=auth)
@@ -255,7 +240,7 @@ def test_read_only_hides_and_refuses_the_controls(sync_conn):
         _queue(sync_conn, "targets"),
         _task(sync_conn, "populate_target"),
     )
-    with _client(read_only=True) as c:
+    with console_client(read_only=True) as c:
         for path in ("/schedules", "/queues"):
             page = c.get(path)
             assert page.status_code == 200 and "read-only" in page.text

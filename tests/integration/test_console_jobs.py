@@ -14,28 +14,18 @@ import pytest
 from starlette.testclient import TestClient
 
 from qlarius_jobs import api, testing
-from qlarius_jobs.ops.console import ConsoleConfig, build_console
 from tests.integration.factories import standard_world
-from tests.integration.support import TEST_DB
-
-
-def _client(**options) -> TestClient:
-    config = ConsoleConfig(
-        conninfo=TEST_DB.conninfo, secret=b"test-secret", extra_hosts=("testserver",), **options
-    )
-    return TestClient(build_console(config), raise_server_exceptions=False)
+from tests.integration.support import console_client, csrf_of
 
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with _client() as c:
+    with console_client() as c:
         yield c
 
 
 def _csrf(client: TestClient) -> str:
-    match = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/jobs").text)
-    assert match
-    return match[1]
+    return csrf_of(client.get("/jobs").text)
 
 
 def _job(conn: psycopg.Connection, task: str, args: dict, status: str = "todo") -> int:
@@ -204,7 +194,7 @@ def test_bulk_actions_need_the_csrf_token_and_are_refused_read_only(client, sync
     form = {"action": "retry", "confirm": "yes", "id": [failed], "scope": "selected"}
     for path in ("/jobs/bulk", "/jobs/bulk/apply"):
         assert client.post(path, data={**form, "csrf": "x"}).status_code == 403
-    with _client(read_only=True) as c:
+    with console_client(read_only=True) as c:
         assert 'id="bulk-retry"' not in c.get("/jobs").text
         assert c.post("/jobs/bulk/apply", data={**form, "csrf": "x"}).status_code == 403
     token = _csrf(client)

@@ -13,23 +13,16 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from qlarius_jobs.ops.console import ConsoleConfig, build_console, config_from_settings
+from qlarius_jobs.ops.console import config_from_settings
 from qlarius_jobs.settings import get_settings
-from tests.integration.support import TEST_DB
+from tests.integration.support import console_client
 
 REFRESH = re.compile(r'<meta http-equiv="refresh" content="(\d+); url=([^"]*)">')
 
 
-def _client(**options) -> TestClient:
-    config = ConsoleConfig(
-        conninfo=TEST_DB.conninfo, secret=b"test-secret", extra_hosts=("testserver",), **options
-    )
-    return TestClient(build_console(config), raise_server_exceptions=False)
-
-
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    with _client(refresh_seconds=3) as c:
+    with console_client(refresh_seconds=3) as c:
         yield c
 
 
@@ -81,7 +74,7 @@ def test_no_refresh_when_the_setting_is_zero(monkeypatch):
     get_settings.cache_clear()
     assert config_from_settings("").refresh_seconds == 7
     get_settings.cache_clear()  # read again, without it, by whoever comes next
-    with _client(refresh_seconds=0) as c:
+    with console_client(refresh_seconds=0) as c:
         page = c.get("/").text
         assert "http-equiv" not in page and 'id="live-switch"' not in page
 
