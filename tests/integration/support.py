@@ -15,7 +15,8 @@ import os
 import re
 import socket
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -318,3 +319,19 @@ def csrf_of(page: str) -> str:
     match = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
     assert match, "no CSRF token on the page"
     return match[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> float:
+    """Seconds until ``predicate()`` holds (polled every 50 ms); fails the test past
+    ``timeout``, saying ``what`` it waited for."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def statuses(conn: psycopg.Connection, task_name: str) -> list[str]:
+    """The states of a task's jobs, oldest first."""
+    return [j["status"] for j in jobs(conn, task_name)]

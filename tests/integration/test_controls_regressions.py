@@ -23,25 +23,12 @@ from qlarius_jobs.ops import controls
 from qlarius_jobs.worker import scheduler as scheduler_module
 from qlarius_jobs.worker.scheduler import Scheduler
 from qlarius_jobs.worker.wakeups import Wakeups
-from tests.integration.support import BIN, TEST_DB, WorkerProcess, jobs
+from tests.integration.support import BIN, TEST_DB, WorkerProcess, jobs, statuses, wait_for
 
 
 def _no_schedules(conn: psycopg.Connection, **crons: str) -> None:
     """Every schedule disabled, but those given."""
     controls.apply_schedules(conn, {**dict.fromkeys(controls.schedule_names()), **crons}, "review")
-
-
-def _statuses(conn: psycopg.Connection, task: str) -> list[str]:
-    return [j["status"] for j in jobs(conn, task)]
-
-
-def _wait_for(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 # --- 1. worker --until-empty loops forever on a job held behind a paused one -------------
@@ -75,7 +62,7 @@ def test_until_empty_ends_when_a_due_job_waits_behind_a_paused_job_of_its_lock(s
     except subprocess.TimeoutExpired:
         raise AssertionError("worker --until-empty still running after 20 s") from None
     assert run.returncode == 0, run.stderr[-2000:]
-    assert _statuses(sync_conn, "rescue_stalled_jobs") == ["todo"]
+    assert statuses(sync_conn, "rescue_stalled_jobs") == ["todo"]
 
 
 async def test_drain_ends_when_a_due_job_waits_behind_a_paused_tasks_job_of_its_lock(
@@ -107,7 +94,7 @@ def test_a_resumed_tasks_waiting_jobs_start_within_2_s(sync_conn):
     controls.set_task_paused(sync_conn, "prune_finished_jobs", True, "review")
     worker = WorkerProcess("--queues", "maintenance")
     try:
-        _wait_for(
+        wait_for(
             lambda: sync_conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0],
             30,
             "the worker registered",
@@ -118,13 +105,13 @@ def test_a_resumed_tasks_waiting_jobs_start_within_2_s(sync_conn):
             "VALUES ('maintenance', 'prune_finished_jobs', '{}')"
         )
         time.sleep(1)  # the insert's NOTIFY woke the worker; its fetch left the job waiting
-        assert _statuses(sync_conn, "prune_finished_jobs") == ["todo"]
+        assert statuses(sync_conn, "prune_finished_jobs") == ["todo"]
         sync_conn.execute(
             "UPDATE qlarius_task_controls SET paused = false "
             "WHERE task_name = 'prune_finished_jobs'"
         )
-        started_after = _wait_for(
-            lambda: _statuses(sync_conn, "prune_finished_jobs") != ["todo"], 10, "started"
+        started_after = wait_for(
+            lambda: statuses(sync_conn, "prune_finished_jobs") != ["todo"], 10, "started"
         )
         assert started_after < 2.5, f"the resumed task's job started {started_after:.1f} s later"
     finally:

@@ -26,6 +26,7 @@ from tests.integration.support import (
     insert_job_by_hand,
     jobs,
     log_events,
+    wait_for,
 )
 
 BIN = Path(sys.executable).parent
@@ -56,15 +57,6 @@ async def _defer(task: str, **kwargs) -> int | None:
 
 def _worker(*args: str, env: dict | None = None) -> WorkerProcess:
     return WorkerProcess(*args, env=env or fast_ops_env())
-
-
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _errors(conn, job_id: int) -> list[tuple]:
@@ -247,7 +239,7 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
     doomed = _worker("--queues", "targets")
     rescuer = None
     try:
-        _wait_for(
+        wait_for(
             lambda: (
                 sync_conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0] >= 1
             ),
@@ -255,7 +247,7 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
             "the first worker",
         )
         defer_with_cli("populate_target", {"target_id": 1}, env=fast_ops_env())
-        _wait_for(
+        wait_for(
             lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
             30,
             "the job to start",
@@ -268,9 +260,9 @@ def test_a_killed_workers_job_is_rescued_once_and_a_live_one_is_left_alone(sync_
 
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=10)
-        _wait_for(lambda: _errors(sync_conn, job["id"]) != [], 30, "the rescue")
+        wait_for(lambda: _errors(sync_conn, job["id"]) != [], 30, "the rescue")
         holder.release()  # let the rescued run through
-        _wait_for(
+        wait_for(
             lambda: jobs(sync_conn, "populate_target")[0]["status"] == "succeeded",
             30,
             "the rescued job to succeed",
@@ -295,7 +287,7 @@ def test_a_second_signal_exits_at_once(sync_conn):
     proc = _worker("--queues", "targets", "--grace", "60")
     try:
         defer_with_cli("populate_target", {"target_id": 1}, env=fast_ops_env())
-        _wait_for(
+        wait_for(
             lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
             30,
             "the job to start",

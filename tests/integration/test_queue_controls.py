@@ -13,21 +13,14 @@ import psycopg
 import pytest
 
 from qlarius_jobs.ops import controls
-from tests.integration.support import TEST_DB, TargetRowHolder, WorkerProcess, cli, jobs
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Seconds until ``predicate()``; fails the test past ``timeout``."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
-def _statuses(conn: psycopg.Connection, task: str) -> list[str]:
-    return [j["status"] for j in jobs(conn, task)]
+from tests.integration.support import (
+    TEST_DB,
+    TargetRowHolder,
+    WorkerProcess,
+    cli,
+    statuses,
+    wait_for,
+)
 
 
 def _workers_up(conn: psycopg.Connection, count: int) -> Callable[[], bool]:
@@ -67,7 +60,7 @@ def test_the_fetch_leaves_paused_queues_and_tasks_waiting_and_no_one_elses_jobs(
     controls.set_queue_paused(sync_conn, "maintenance", False, actor)
     controls.set_task_paused(sync_conn, "prune_finished_jobs", True, actor)
     assert _fetch(sync_conn, ["maintenance"]) == "rescue_stalled_jobs"  # the others go on
-    assert _statuses(sync_conn, "prune_finished_jobs") == ["todo"]
+    assert statuses(sync_conn, "prune_finished_jobs") == ["todo"]
     [queue] = [q for q in controls.queues(sync_conn) if q["queue_name"] == "maintenance"]
     assert (queue["paused"], queue["updated_by"]) == (False, actor)
     with pytest.raises(controls.ControlError, match="no such queue: nope"):
@@ -97,23 +90,23 @@ def test_a_queue_paused_by_sql_starts_nothing_on_two_workers_then_drains_after_r
         WorkerProcess("--queues", "maintenance=2", env=pooled_env),
     ]
     try:
-        _wait_for(_workers_up(sync_conn, 2), 30, "both workers registered")
+        wait_for(_workers_up(sync_conn, 2), 30, "both workers registered")
         _defer_prunes(sync_conn, 20)
         time.sleep(3)
-        assert set(_statuses(sync_conn, "prune_finished_jobs")) == {"todo"}
+        assert set(statuses(sync_conn, "prune_finished_jobs")) == {"todo"}
         sync_conn.execute(
             "UPDATE qlarius_queue_controls SET paused = false WHERE queue_name = 'maintenance'"
         )
-        started_after = _wait_for(
-            lambda: "todo" not in _statuses(sync_conn, "prune_finished_jobs"),
+        started_after = wait_for(
+            lambda: "todo" not in statuses(sync_conn, "prune_finished_jobs"),
             10,
             "every waiting job started after the resume",
         )
         assert started_after < 2.5, f"the last job started {started_after:.1f} s after resume"
-        _wait_for(
-            lambda: set(_statuses(sync_conn, "prune_finished_jobs")) == {"succeeded"}, 30, "done"
+        wait_for(
+            lambda: set(statuses(sync_conn, "prune_finished_jobs")) == {"succeeded"}, 30, "done"
         )
-        heard_after = _wait_for(
+        heard_after = wait_for(
             lambda: all("queue resumed" in w.output() for w in workers), 5, "both heard it"
         )
         assert started_after + heard_after < 2.5
@@ -125,12 +118,12 @@ def test_a_queue_paused_by_sql_starts_nothing_on_two_workers_then_drains_after_r
         workers[0].stop()
         _defer_prunes(sync_conn, 5)
         time.sleep(2)
-        assert _statuses(sync_conn, "prune_finished_jobs").count("todo") == 5
+        assert statuses(sync_conn, "prune_finished_jobs").count("todo") == 5
         sync_conn.execute(
             "UPDATE qlarius_queue_controls SET paused = false WHERE queue_name = 'maintenance'"
         )
-        behind_the_pooler = _wait_for(
-            lambda: "todo" not in _statuses(sync_conn, "prune_finished_jobs"), 10, "drained"
+        behind_the_pooler = wait_for(
+            lambda: "todo" not in statuses(sync_conn, "prune_finished_jobs"), 10, "drained"
         )
         assert behind_the_pooler < 2.5, f"{behind_the_pooler:.1f} s behind the pooler"
     finally:
@@ -149,7 +142,7 @@ def test_pausing_lets_the_running_job_finish_and_the_pause_survives_a_restart(sy
             "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
             "VALUES ('targets', 'populate_target', '{\"target_id\": 1}')"
         )
-        _wait_for(lambda: _statuses(sync_conn, "populate_target") == ["doing"], 30, "started")
+        wait_for(lambda: statuses(sync_conn, "populate_target") == ["doing"], 30, "started")
         run = cli("queues", "pause", "targets")
         assert run.returncode == 0 and "paused" in run.stdout, run.stderr
         sync_conn.execute(
@@ -157,15 +150,15 @@ def test_pausing_lets_the_running_job_finish_and_the_pause_survives_a_restart(sy
             "VALUES ('targets', 'populate_target', '{\"target_id\": 2}')"
         )
         holder.release()  # the running populate goes on and finishes
-        _wait_for(lambda: _statuses(sync_conn, "populate_target")[0] == "succeeded", 30, "finished")
+        wait_for(lambda: statuses(sync_conn, "populate_target")[0] == "succeeded", 30, "finished")
         time.sleep(2)
-        assert _statuses(sync_conn, "populate_target") == ["succeeded", "todo"]
+        assert statuses(sync_conn, "populate_target") == ["succeeded", "todo"]
         first_output = worker.stop()
         assert "queue paused: no new job starts" in first_output, first_output[-2000:]
         worker = WorkerProcess("--queues", "targets")  # restarted: still paused
-        _wait_for(_workers_up(sync_conn, 1), 30, "the new worker registered")
+        wait_for(_workers_up(sync_conn, 1), 30, "the new worker registered")
         time.sleep(2)
-        assert _statuses(sync_conn, "populate_target") == ["succeeded", "todo"]
+        assert statuses(sync_conn, "populate_target") == ["succeeded", "todo"]
         listing = cli("queues", "list").stdout
         [line] = [ln for ln in listing.splitlines() if ln.strip().startswith("targets")]
         assert "PAUSED" in line and "cli:" in line, listing
@@ -175,8 +168,8 @@ def test_pausing_lets_the_running_job_finish_and_the_pause_survives_a_restart(sy
         sync_conn.execute(
             "UPDATE qlarius_queue_controls SET paused = false WHERE queue_name = 'targets'"
         )
-        _wait_for(
-            lambda: _statuses(sync_conn, "populate_target") == ["succeeded", "succeeded"],
+        wait_for(
+            lambda: statuses(sync_conn, "populate_target") == ["succeeded", "succeeded"],
             10,
             "the waiting populate ran after the resume",
         )
@@ -199,13 +192,13 @@ def test_a_queue_concurrency_override_caps_each_worker_and_lifts(sync_conn):
             "('targets', 'populate_target', '{\"target_id\": 1}'), "
             "('targets', 'populate_target', '{\"target_id\": 2}')"
         )
-        _wait_for(lambda: "doing" in _statuses(sync_conn, "populate_target"), 30, "one started")
+        wait_for(lambda: "doing" in statuses(sync_conn, "populate_target"), 30, "one started")
         time.sleep(2)
-        assert sorted(_statuses(sync_conn, "populate_target")) == ["doing", "todo"]
+        assert sorted(statuses(sync_conn, "populate_target")) == ["doing", "todo"]
         run = cli("queues", "concurrency", "targets", "default")
         assert run.returncode == 0, run.stderr
-        _wait_for(
-            lambda: _statuses(sync_conn, "populate_target") == ["doing", "doing"],
+        wait_for(
+            lambda: statuses(sync_conn, "populate_target") == ["doing", "doing"],
             3,
             "the second started once the cap was lifted",
         )
@@ -245,8 +238,8 @@ def test_a_higher_concurrency_found_at_start_raises_the_workers_own(sync_conn):
             "('targets', 'populate_target', '{\"target_id\": 1}'), "
             "('targets', 'populate_target', '{\"target_id\": 2}')"
         )
-        _wait_for(
-            lambda: _statuses(sync_conn, "populate_target") == ["doing", "doing"],
+        wait_for(
+            lambda: statuses(sync_conn, "populate_target") == ["doing", "doing"],
             30,
             "both populates running at once",
         )
@@ -276,6 +269,6 @@ async def test_runs_until_empty_end_leaving_a_paused_queues_jobs_waiting(sync_co
     assert run.returncode == 0, run.stderr[-2000:]
     outcomes = await testing.drain(app, ["maintenance"])
     assert outcomes["succeeded"] == 0
-    assert _statuses(sync_conn, "prune_finished_jobs") == ["todo", "todo"]
+    assert statuses(sync_conn, "prune_finished_jobs") == ["todo", "todo"]
     assert testing.work_left(sync_conn, ["maintenance"]) == 0
     assert testing.work_left(sync_conn, ["maintenance"], later=True) == 2
