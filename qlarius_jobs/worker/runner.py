@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import psycopg
@@ -231,9 +231,13 @@ async def run_workers(
             sweep_seconds=settings.wakeup_sweep_seconds,
             on_controls=controls_changed,
         )
-        helpers = {"wake-ups listener": wakeups.run(), "queue controls": queue_controls.run()}
-        if periodic:
-            helpers["scheduler"] = scheduler.run()
+        # side loops of a process that runs for good; a run that ends when its queues are
+        # empty does their work once, at its start, instead
+        helpers: dict[str, Coroutine[Any, Any, None]] = {}
+        if wait:
+            helpers = {"wake-ups listener": wakeups.run(), "queue controls": queue_controls.run()}
+            if periodic:
+                helpers["scheduler"] = scheduler.run()
         introductions = asyncio.create_task(_introduce(workers, pool, host, dict(queues)))
         stack.callback(introductions.cancel)
         try:
@@ -241,9 +245,6 @@ async def run_workers(
                 await wakeups.sweep_once()  # pending work left by earlier runs gets its jobs
                 if periodic:
                     await availability.call(scheduler.defer_due)  # ticks missed meanwhile
-                for helper in helpers.values():
-                    helper.close()
-                helpers = {}
             failure = await supervise(workers, helpers, stop_requested, wait, availability)
         finally:
             signals.listeners.remove(on_signal)
