@@ -134,7 +134,11 @@ class JobSpec(Generic[A]):
         try:
             async with JobRun(context=context, log=bound).connection() as conn:
                 await SQL.execute(
-                    conn, "record_job_result", job_id=context.job.id, counts=Jsonb(counts)
+                    conn,
+                    "record_job_result",
+                    job_id=context.job.id,
+                    worker_id=context.job.worker_id,
+                    counts=Jsonb(counts),
                 )
         except psycopg.Error as exc:
             bound.warning("job counts not recorded", error=cut(str(exc), ERROR_LIMIT))

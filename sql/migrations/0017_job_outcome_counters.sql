@@ -62,5 +62,8 @@ CREATE TRIGGER qlarius_count_job_endings AFTER UPDATE OF status ON procrastinate
     FOR EACH ROW
     WHEN (OLD.status IN ('todo', 'doing') AND NEW.status IS DISTINCT FROM OLD.status
           AND NEW.status IN ('todo', 'succeeded', 'failed', 'cancelled', 'aborted')
+          -- back to 'todo' is a retry only when an attempt was spent (Procrastinate's retry,
+          -- the rescue); a lost fetch's job put back (resilience.py) never ran
+          AND (NEW.status <> 'todo' OR NEW.attempts > OLD.attempts)
           AND qlarius_owns_job(NEW.task_name, NEW.queue_name))
     EXECUTE FUNCTION qlarius_count_job_ending();

@@ -21,8 +21,10 @@ ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING id
 
 -- name: record_job_result :exec
--- A job's summary counts at its success (JobSpec.run), for the console's job list. A job
--- deleted meanwhile (pruned, or by hand) has no row to key them to: nothing is written.
+-- A job's summary counts at its success (JobSpec.run), for the console's job list: only while
+-- the job still runs for this worker (a job rescued meanwhile, ended elsewhere, or deleted
+-- gets nothing from this late run).
 INSERT INTO qlarius_job_results (job_id, counts)
-SELECT j.id, %(counts)s::jsonb FROM procrastinate_jobs j WHERE j.id = %(job_id)s
+SELECT j.id, %(counts)s::jsonb FROM procrastinate_jobs j
+WHERE j.id = %(job_id)s AND j.status = 'doing' AND j.worker_id = %(worker_id)s
 ON CONFLICT (job_id) DO UPDATE SET counts = EXCLUDED.counts, recorded_at = now()
