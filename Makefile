@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint stop install clean-db bench storm faults
+.PHONY: run test lint stop install clean-db bench bench-scale storm faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ clean-db: stop
 SIZES ?= 5000,50000,500000
 bench: $(STAMP)
 	$(BIN)/qlarius-jobs bench --sizes $(SIZES) --output bench-results.json 2> bench-log.jsonl
+
+# The cost curve (README "Performance"): populate, backfill and sync at growing sizes, each
+# size's data set kept in a template database so that a second run skips its generation.
+SCALE_SIZES ?= 20000,200000,2000000
+bench-scale: $(STAMP)
+	$(BIN)/qlarius-jobs bench-scale --sizes $(SCALE_SIZES) --output bench-scale-results.json 2> bench-scale-log.jsonl
 
 # The storm (README "Concurrency"): 3 minutes of concurrent load, a worker killed midway,
 # then every invariant checked against an independent reference; then the same through

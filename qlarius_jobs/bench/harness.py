@@ -58,7 +58,7 @@ def bench_conninfo() -> str:
     return pg_conninfo.make_conninfo(base, dbname=f"{name}_bench")
 
 
-def _point_app_at(conninfo: str) -> None:
+def point_app_at(conninfo: str) -> None:
     # the settings (and the worker processes the benchmarks start) name the bench database
     os.environ["QLARIUS_DATABASE_URL"] = conninfo
     get_settings.cache_clear()
@@ -66,7 +66,7 @@ def _point_app_at(conninfo: str) -> None:
 
 def run(cfg: BenchConfig) -> list[Result]:
     conninfo = bench_conninfo()
-    _point_app_at(conninfo)
+    point_app_at(conninfo)
 
     progress = BenchProgress(
         steps=5 * len(cfg.sizes) + (1 if cfg.storm_seconds else 0) + (1 if cfg.console_jobs else 0)
@@ -202,7 +202,7 @@ def results_json(results: Sequence[Result], conninfo: str) -> dict[str, Any]:
     return {"machine": machine(conninfo), "results": [r.as_dict() for r in results]}
 
 
-def _sizes(spec: str) -> Iterator[int]:
+def parse_sizes(spec: str) -> Iterator[int]:
     for part in spec.split(","):
         value = int(part.strip().replace("_", ""))
         if value < 50:
@@ -223,7 +223,7 @@ def main(
     console_jobs: int = 1_000_000,
 ) -> int:
     cfg = BenchConfig(
-        sizes=list(_sizes(sizes)),
+        sizes=list(parse_sizes(sizes)),
         sample=sample,
         noop_jobs=noop_jobs,
         sync_backlogs=tuple(int(n.replace("_", "")) for n in sync_backlogs.split(",")),

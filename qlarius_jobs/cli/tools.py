@@ -62,6 +62,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
     )
 
 
+def add_bench_scale(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    scale = sub.add_parser(
+        "bench-scale", help="the cost curve: populate, backfill and sync at growing sizes"
+    )
+    scale.add_argument(
+        "--sizes", default="20000,200000,2000000", help="MeFiles per size, comma separated"
+    )
+    scale.add_argument(
+        "--output", type=Path, default=Path("bench-scale-results.json"), help="JSON results file"
+    )
+    scale.add_argument(
+        "--chart", type=Path, default=Path("docs/bench-scale.svg"), help="SVG chart to write"
+    )
+    scale.add_argument(
+        "--sync-backlog", type=int, default=10_000, help="changed MeFiles the sync row drains"
+    )
+    scale.add_argument(
+        "--regenerate",
+        action="store_true",
+        help="generate each data set again, even if an earlier run kept one",
+    )
+    scale.set_defaults(handler=cmd_bench_scale)
+
+
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    from qlarius_jobs.bench import scale
+    from qlarius_jobs.bench.harness import parse_sizes
+
+    cfg = scale.ScaleConfig(
+        sync_backlog=args.sync_backlog, regenerate=args.regenerate, chart=args.chart
+    )
+    return scale.main(list(parse_sizes(args.sizes)), args.output, cfg)
+
+
 def add_faults(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     faults = sub.add_parser(
         "faults", help="restart, crash and starve a throwaway server under workers; kill them"
