@@ -16,6 +16,7 @@ a later run with the same parameters copies it (``CREATE DATABASE ... TEMPLATE``
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import subprocess
 import sys
@@ -111,7 +112,11 @@ def data_set(conninfo: str, cfg: ScaleConfig, me_files: int) -> tuple[str, dict[
     was reused."""
     base = pg_conninfo.conninfo_to_dict(conninfo).get("dbname", "qlarius_jobs")
     template = _named(conninfo, f"{base}_scale_{me_files}")
-    params = asdict(cfg.seed_sizes(me_files))
+    # what generated it: the sizes and the generator's own text (a changed generator, a new set)
+    params = {
+        **asdict(cfg.seed_sizes(me_files)),
+        "generator_md5": hashlib.md5(seed.SQL.path.read_bytes()).hexdigest(),
+    }
     if not cfg.regenerate:
         recorded = _recorded_data_set(template)
         if recorded is not None and recorded["params"] == params:

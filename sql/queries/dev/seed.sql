@@ -123,6 +123,10 @@ BEGIN
     ANALYZE me_files, me_file_tags, traits;
 
     RAISE NOTICE 'qlarius-seed step 4: targets and campaigns';  -- progress, for seed.py
+    -- Seeded again: the targets, bands and bids depend on the seed alone, not on how many
+    -- draws the MeFiles took, so data sets of every size share them (make bench-scale
+    -- compares sizes on the same targets).
+    PERFORM setseed(p_seed);
     FOR t IN 1..p_targets LOOP
         INSERT INTO targets (title) VALUES ('Target ' || (target_floor + t)) RETURNING id INTO v_target_id;
         v_n_groups := 2 + floor(random() * 3)::int;
