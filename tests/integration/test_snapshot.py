@@ -191,3 +191,27 @@ async def test_copied_snapshots_come_from_the_population_even_when_it_was_null(c
     assert population_snapshot is not None
     assert offers[offer_ids[0]] == population_snapshot
     assert offers[offer_ids[1]] is None
+
+
+def test_a_mefiles_tags_can_be_read_from_the_index_alone(sync_conn):
+    """What the snapshot function reads of a MeFile's tags (me_file_id, trait_id, tag_value) is
+    all in the unique index (migration 0021): with the other paths off, the planner can still
+    answer from an index-only scan, which it could not if tag_value lived only in the heap."""
+    me_file = World(sync_conn).me_file({})
+    with sync_conn.transaction():
+        sync_conn.execute("SET LOCAL enable_seqscan = off")
+        sync_conn.execute("SET LOCAL enable_bitmapscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in sync_conn.execute(
+                "EXPLAIN SELECT me_file_id, trait_id, tag_value FROM me_file_tags "
+                "WHERE me_file_id = ANY(%s::bigint[])",
+                ([me_file],),
+            )
+        )
+    assert "Index Only Scan using me_file_tags_me_file_trait_key" in plan, plan
+    constraint = sync_conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conname = 'me_file_tags_me_file_trait_key'"
+    ).fetchone()[0]
+    assert constraint == "UNIQUE (me_file_id, trait_id) INCLUDE (tag_value)"
