@@ -133,7 +133,8 @@ def _mapped(exc: Exception, standby: bool) -> Exception:
 @dataclass(frozen=True)
 class ReadFrom:
     """Where one request reads, and what its page says about it: ``standby`` (reading the
-    standby), its ``lag_seconds`` (None: it replayed nothing since it started) and ``paused``;
+    standby), its ``lag_seconds`` (None: it replayed nothing since it started; 0 when
+    ``caught_up``: streaming, and all it received is replayed) and ``paused``;
     ``after_action``: read from the primary, the standby not having replayed the operator's
     last action yet."""
 
@@ -142,6 +143,7 @@ class ReadFrom:
     standby: bool = False
     lag_seconds: float | None = None
     paused: bool = False
+    caught_up: bool = False  # streaming, everything received replayed
     after_action: bool = False
     replica: bool = False  # a read server is configured (the page says where it read)
 
@@ -206,7 +208,10 @@ class Reads:
                 )
             assert row is not None
             where = dataclasses.replace(
-                self.standby, lag_seconds=row["lag_seconds"], paused=row["paused"]
+                self.standby,
+                lag_seconds=row["lag_seconds"],
+                paused=row["paused"],
+                caught_up=row["caught_up"],
             )
             if row["replayed_action"] is False:
                 where = dataclasses.replace(

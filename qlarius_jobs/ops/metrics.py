@@ -24,9 +24,9 @@ scrape covers every worker process on every machine (nothing is kept in this pro
   ``qlarius_read_replica_replay_paused``: only when ``QLARIUS_READ_DATABASE_URL`` names a
   standby, which every other metric is then read from: 1 when the scrape read it, 0 when it
   could not (then nothing else read from it; ``qlarius_database_up`` is then whether the
-  primary answers); how far behind it is (now minus the commit time of the last transaction it
-  replayed; no sample while it has replayed none since it started) and 1 while replay is
-  paused.
+  primary answers); how far behind it is (0 while it streams and has replayed all it received,
+  else now minus the commit time of the last transaction it replayed; no sample while it has
+  replayed none since it started) and 1 while replay is paused.
 - ``qlarius_queue_paused{queue}``, ``qlarius_task_paused{task}``: 1 when paused, 0 when not,
   a series for every row of ``qlarius_queue_controls`` and ``qlarius_task_controls``.
 - ``qlarius_schedule_enabled{task}``: 1 when the schedule is enabled, 0 when paused.
@@ -150,8 +150,8 @@ def _read_database_up(value: int) -> GaugeMetricFamily:
 def _replica(status: Row) -> Iterator[GaugeMetricFamily]:
     lag = GaugeMetricFamily(
         "qlarius_read_replica_lag_seconds",
-        "Now minus the commit time of the last transaction the read server replayed "
-        "(no sample: none replayed since it started)",
+        "0 while the read server streams and replayed all it received, else now minus the "
+        "commit time of the last transaction it replayed (no sample: none since it started)",
     )
     if status.get("lag_seconds") is not None:
         lag.add_metric([], float(status["lag_seconds"]))

@@ -5,6 +5,8 @@ that an operator sees their own action at once although the standby has not repl
 
 from __future__ import annotations
 
+import asyncio
+import html
 import re
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from tests.integration.support import (
 
 TASK = "populate_target"
 STANDBY_LINE = "Read from the standby"
+CAUGHT_UP = "0 s behind the primary (streaming; all it received is replayed)"
 
 
 def _replay_paused(conninfo: str, paused: bool) -> None:
@@ -82,6 +85,12 @@ def test_every_page_reads_from_the_standby_and_shows_a_job_once_replayed(standby
             response = c.get(path)
             assert response.status_code == 200, (path, response.text[-300:])
             assert STANDBY_LINE in response.text, path
+        # an idle primary: caught up, 0 s behind, and it stays so (the time since the last
+        # replayed commit, which grows, is not a lag while everything received is replayed)
+        wait_for(lambda: CAUGHT_UP in c.get("/jobs").text, 30, "caught up")
+        time.sleep(1.5)
+        assert CAUGHT_UP in c.get("/jobs").text
+        assert _metric(c.get("/metrics").text, "qlarius_read_replica_lag_seconds") == 0
         with psycopg.connect(standby_db, autocommit=True) as conn:
             sessions = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
@@ -190,3 +199,60 @@ def test_the_setting_names_the_read_server(settings, standby_db: str) -> None:
     assert config_from_settings(TEST_DB.conninfo).read_conninfo is None
     settings.set(read_database_url=standby_db)
     assert config_from_settings(TEST_DB.conninfo).read_conninfo == standby_db
+
+
+# --- recovery conflicts (hot_standby_feedback off, the default) -------------------------------
+
+
+@pytest.fixture
+def impatient_standby(standby_db: str) -> Iterator[str]:
+    """The standby cancels a conflicting query at once (max_standby_streaming_delay = 0)."""
+    with psycopg.connect(standby_db, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET max_standby_streaming_delay = 0")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield standby_db
+    finally:
+        with psycopg.connect(standby_db, autocommit=True) as conn:
+            conn.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def _conflict(standby_conninfo: str) -> None:
+    """An ACCESS EXCLUSIVE lock of the jobs table on the primary, committed: replaying it, the
+    standby must take the lock too, and cancels whoever reads the table there; until it has."""
+    with psycopg.connect(TEST_DB.conninfo, autocommit=True) as conn, conn.transaction():
+        conn.execute("LOCK TABLE procrastinate_jobs IN ACCESS EXCLUSIVE MODE")
+    _caught_up(standby_conninfo)
+
+
+@pytest.mark.parametrize("conflicts", [1, 2])
+def test_a_page_whose_reads_the_standby_cancels_is_read_again_then_says_so(
+    impatient_standby: str, conflicts: int
+) -> None:
+    from starlette.routing import Route
+
+    from qlarius_jobs.ops.console_pages import page
+
+    calls = []
+
+    @page("error.html")
+    async def reads_the_jobs(request, conn):  # a page's reads, interleaved with the replay
+        calls.append(1)
+        await conn.execute("SELECT count(*) FROM procrastinate_jobs")  # the table's lock, held
+        if len(calls) <= conflicts:
+            await asyncio.to_thread(_conflict, impatient_standby)
+        await conn.execute("SELECT count(*) FROM procrastinate_jobs")
+        return {"code": 200, "detail": "read"}
+
+    with console_client(read_conninfo=impatient_standby) as c:
+        c.app.router.routes.insert(0, Route("/conflicted", reads_the_jobs))
+        response = c.get("/conflicted")
+    assert len(calls) == 2
+    if conflicts == 1:
+        assert response.status_code == 200 and "read" in response.text
+    else:
+        assert response.status_code == 503
+        assert "the standby cancelled this page's reads to replay the primary's changes" in (
+            html.unescape(response.text)
+        )
