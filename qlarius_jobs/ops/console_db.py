@@ -214,10 +214,14 @@ class Reads:
                 caught_up=row["caught_up"],
             )
             if row["replayed_action"] is False:
+                # the operator's last action is not replayed yet: this page reads the primary
                 where = dataclasses.replace(
-                    where, pool=self.primary.pool, conninfo=self.primary.conninfo, standby=False,
+                    where,
+                    pool=self.primary.pool,
+                    conninfo=self.primary.conninfo,
+                    standby=False,
                     after_action=True,
-                )  # fmt: skip
+                )
         request.state.read_from = where
         return where
 
