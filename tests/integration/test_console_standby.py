@@ -256,3 +256,25 @@ def test_a_page_whose_reads_the_standby_cancels_is_read_again_then_says_so(
         assert "the standby cancelled this page's reads to replay the primary's changes" in (
             html.unescape(response.text)
         )
+
+
+def test_a_standby_that_replayed_nothing_since_it_started_says_so(
+    standby_db: str, standby_server: embedded.EmbeddedCluster
+) -> None:
+    # a restartpoint after everything committed so far: restarted, it replays no commit again
+    with psycopg.connect(TEST_DB.conninfo, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    _caught_up(standby_db)
+    with psycopg.connect(standby_db, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    embedded.stop_cluster(standby_server)
+    standby.resume(standby_server)
+    _replay_paused(standby_db, True)
+    job_id = insert_job_by_hand(TASK, {"target_id": 1})  # received, not replayed
+    with console_client(read_conninfo=standby_db) as c:
+        wait_for(lambda: "no replay yet" in c.get("/jobs").text, 30, "no replay yet")
+        page = c.get("/jobs").text
+        assert "replay paused" in page and f'href="/jobs/{job_id}"' not in page
+        metrics = c.get("/metrics").text
+        assert _metric(metrics, "qlarius_read_database_up") == 1
+        assert not re.search(r"^qlarius_read_replica_lag_seconds ", metrics, re.MULTILINE)
