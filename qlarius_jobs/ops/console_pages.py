@@ -1,7 +1,8 @@
 """The console's pages and actions: module-level Starlette handlers that find what they need
 on ``request.app.state``, put there by ``console.build_console``: ``config`` (a
-``ConsoleConfig``), ``pool`` (its connection pool, opened by the app's lifespan),
-``templates`` and ``csrf_token``.
+``ConsoleConfig``), ``reads`` and ``writes`` (``console_db``: a page reads through
+``reading``, read-only, on the standby when one is configured; an action writes through
+``writing``, on the primary), ``templates`` and ``csrf_token``.
 
 Every input is checked here (a bad one is a 400 page, never a traceback) and only reaches SQL
 as a parameter.
