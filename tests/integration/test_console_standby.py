@@ -69,6 +69,12 @@ def _lag(page: str) -> int:
     return int(match[1])
 
 
+def _queue_row(page: str) -> str:
+    match = re.search(r'<tr id="queue-targets"[^>]*>(.*?)</tr>', page, re.S)
+    assert match, "no row for the targets queue"
+    return match[1]
+
+
 def _metric(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match, f"no {name} in /metrics"
@@ -147,6 +153,27 @@ def test_an_action_changes_the_primary_and_its_page_shows_it_before_the_standby_
         _replay_paused(standby_db, False)
         wait_for(lambda: STANDBY_LINE in c.get(f"/jobs/{job_id}").text, 30, "back on the standby")
         assert "cancelled</span>" in c.get(f"/jobs/{job_id}").text
+
+
+def test_a_control_goes_to_the_primary_and_its_page_shows_it_before_the_standby_does(
+    standby_db: str, sync_conn: psycopg.Connection
+) -> None:
+    with console_client(read_conninfo=standby_db) as c:
+        token = csrf_of(c.get("/queues").text)
+        _replay_paused(standby_db, True)
+        paused = c.post("/queues/targets/pause", data={"csrf": token, "confirm": "yes"})
+        row = sync_conn.execute(
+            "SELECT paused FROM qlarius_queue_controls WHERE queue_name = 'targets'"
+        ).fetchone()
+        assert row == (True,)  # on the primary
+        assert paused.status_code == 200 and "Done: targets: paused." in paused.text
+        assert "Read from the primary: the standby has not replayed your last action" in (
+            paused.text
+        )
+        assert ">paused<" in _queue_row(paused.text)
+        with console_client(read_conninfo=standby_db) as other:  # the standby: not yet
+            theirs = other.get("/queues").text
+            assert STANDBY_LINE in theirs and ">paused<" not in _queue_row(theirs)
 
 
 def test_the_standby_stopped_metrics_say_so_pages_say_so_actions_still_work(
