@@ -220,12 +220,14 @@ async def test_a_read_connection_cannot_write_on_either_server(standby_db: str) 
         await app.state.writes.pool.close()
 
 
-def test_the_setting_names_the_read_server(settings, standby_db: str) -> None:
+def test_the_setting_names_the_read_server(settings) -> None:
     from qlarius_jobs.ops.console import config_from_settings
 
     assert config_from_settings(TEST_DB.conninfo).read_conninfo is None
-    settings.set(read_database_url=standby_db)
-    assert config_from_settings(TEST_DB.conninfo).read_conninfo == standby_db
+    settings.set(read_database_url="host=standby.example dbname=qlarius_jobs")
+    config = config_from_settings(TEST_DB.conninfo)
+    assert config.read_conninfo == "host=standby.example dbname=qlarius_jobs"
+    assert config.conninfo == TEST_DB.conninfo  # the actions' server is unchanged
 
 
 # --- recovery conflicts (hot_standby_feedback off, the default) -------------------------------
