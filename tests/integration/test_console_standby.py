@@ -176,6 +176,25 @@ def test_a_control_goes_to_the_primary_and_its_page_shows_it_before_the_standby_
             assert STANDBY_LINE in theirs and ">paused<" not in _queue_row(theirs)
 
 
+def test_a_bulk_action_confirms_and_applies_on_the_primary(
+    standby_db: str, sync_conn: psycopg.Connection
+) -> None:
+    with console_client(read_conninfo=standby_db) as c:
+        token = csrf_of(c.get("/jobs").text)
+        _replay_paused(standby_db, True)
+        job_id = insert_job_by_hand(TASK, {"target_id": 1})  # not on the standby
+        form = {"csrf": token, "action": "cancel", "scope": "matching", "q": "target_id:1"}
+        confirm = c.post("/jobs/bulk", data=form)
+        assert re.findall(r'name="id" value="(\d+)"', confirm.text) == [str(job_id)]
+        done = c.post(
+            "/jobs/bulk/apply",
+            data={"csrf": token, "action": "cancel", "confirm": "yes", "id": [job_id]},
+        )
+        assert statuses(sync_conn, TASK) == ["cancelled"]
+        assert "cancelled 1 job(s)" in done.text and f'href="/jobs/{job_id}"' in done.text
+        assert "Read from the primary" in done.text
+
+
 def test_the_standby_stopped_metrics_say_so_pages_say_so_actions_still_work(
     standby_db: str, standby_server: embedded.EmbeddedCluster, sync_conn: psycopg.Connection
 ) -> None:
