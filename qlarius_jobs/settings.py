@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("QLARIUS_DATABASE_URL", "DATABASE_URL"),
         description="libpq URL or conninfo; unset means the embedded project cluster",
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description="the console's pages and /metrics read this server (a streaming standby "
+        "of QLARIUS_DATABASE_URL); its actions still go to QLARIUS_DATABASE_URL. Unset: the "
+        "primary",
+    )
     project_dir: Path | None = Field(
         default=None, description="where the embedded cluster lives (.pgdata/); default: autodetect"
     )

@@ -50,6 +50,7 @@ class EmbeddedCluster:
     socket_dir: Path
     server_user: str
     database: str
+    port: int = PORT  # a standby beside the cluster listens on another
 
     @property
     def logfile(self) -> Path:
@@ -58,7 +59,7 @@ class EmbeddedCluster:
     @property
     def conninfo(self) -> str:
         return pg_conninfo.make_conninfo(
-            host=str(self.socket_dir), port=PORT, dbname=self.database, user=self.server_user
+            host=str(self.socket_dir), port=self.port, dbname=self.database, user=self.server_user
         )
 
     def admin_conninfo(self) -> str:
@@ -312,7 +313,7 @@ def server_config(cluster: EmbeddedCluster, settings: Settings) -> str:
         "# use ALTER SYSTEM (postgresql.auto.conf), which overrides these.",
         "listen_addresses = ''",
         f"unix_socket_directories = '{cluster.socket_dir}'",
-        f"port = {PORT}",
+        f"port = {cluster.port}",
         "max_connections = 300",
         "shared_buffers = 256MB",
         "work_mem = 32MB",

@@ -9,7 +9,7 @@ POSTs carrying a CSRF token; ``QLARIUS_WEB_READ_ONLY`` hides and refuses them, a
 (``console_actions``); the live pages reload themselves (``console_live``). Every input is
 checked (a bad one is a 400 page, never a traceback) and only reaches SQL as a parameter.
 
-This module builds the app: its configuration, routes, pool and state, and the metrics and
+This module builds the app: its configuration, routes, pools and state, and the metrics and
 probe endpoints. The pages are in ``console_pages`` (the jobs list and its bulk actions in
 ``console_jobs``, the Schedules and Queues pages in ``console_controls``), the password,
 host, CSRF and header rules in ``console_security``.
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import psycopg_pool
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from starlette.applications import Starlette
@@ -38,11 +37,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from qlarius_jobs.db import connection, migrate
+from qlarius_jobs.db import migrate
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import (
     console_actions,
     console_controls,
+    console_db,
     console_jobs,
     console_live,
     console_security,
@@ -64,7 +64,8 @@ class ConsoleRefused(ValueError):
 
 @dataclass(frozen=True)
 class ConsoleConfig:
-    conninfo: str
+    conninfo: str  # the primary: every action
+    read_conninfo: str | None = None  # the pages and /metrics read it (a standby); None: conninfo
     host: str = "127.0.0.1"
     port: int = 8000
     password: str | None = None  # an operator's
@@ -103,8 +104,8 @@ class ConsoleConfig:
 
 def build_console(config: ConsoleConfig) -> Starlette:
     """The console's app. Its handlers are module-level and read what they share from
-    ``app.state``: ``config``, ``pool`` (opened and closed by the lifespan), ``templates``
-    and ``csrf_token``."""
+    ``app.state``: ``config``, ``reads`` and ``writes`` (``console_db``; their pools opened and
+    closed by the lifespan), ``templates`` and ``csrf_token``."""
     csrf_token = console_security.csrf_token(config.secret or secrets.token_bytes(32))
     routes = [
         Route("/", pages.overview),
@@ -140,18 +141,13 @@ def build_console(config: ConsoleConfig) -> Starlette:
     app.state.config = config
     app.state.csrf_token = csrf_token
     app.state.templates = _templates(csrf_token, config.read_only)
-    app.state.pool = psycopg_pool.AsyncConnectionPool(
-        config.conninfo,
-        min_size=2,
-        max_size=10,  # the overview reads side by side
-        open=False,
-        timeout=PROBE_TIMEOUT_SECONDS,  # a page waits this long for a connection, then 503
-        kwargs={
-            "autocommit": True,
-            "application_name": "qlarius-jobs:console",
-            "connect_timeout": PROBE_TIMEOUT_SECONDS,
-            **connection.pooler_kwargs(),
-        },
+    # Two ways to the database, named for what they do (console_db): pages read through
+    # ``reads`` (the standby when configured, always in read-only transactions), actions go
+    # through ``writes`` (the primary). No handler holds a pool that could do the other.
+    primary = console_db.pool(config.conninfo)
+    app.state.reads = console_db.Reads(primary, config.conninfo, config.read_conninfo)
+    app.state.writes = console_db.Writes(
+        primary, config.conninfo, track=config.read_conninfo is not None
     )
     return app
 
@@ -172,17 +168,22 @@ def _templates(csrf_token: str, read_only: bool) -> Jinja2Templates:
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: Starlette) -> AsyncIterator[None]:
-    pool: psycopg_pool.AsyncConnectionPool = app.state.pool
-    await pool.open()
+    reads: console_db.Reads = app.state.reads
+    writes: console_db.Writes = app.state.writes
+    await writes.pool.open()
+    await reads.open()
     try:
         yield
     finally:
-        await pool.close()
+        await reads.close()
+        await writes.pool.close()
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    """Always 200: while the database is away, ``qlarius_database_up 0`` says so."""
-    registry = metrics.registry(request.app.state.config.conninfo)
+    """Always 200: while the database is away, ``qlarius_database_up 0`` says so (and
+    ``qlarius_read_database_up 0`` while the standby the pages read is)."""
+    config = request.app.state.config
+    registry = metrics.registry(config.conninfo, config.read_conninfo)
     body = await asyncio.to_thread(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -259,6 +260,7 @@ def config_from_settings(
     viewers = settings.web_readonly_password
     return ConsoleConfig(
         conninfo=conninfo,
+        read_conninfo=settings.read_database_url or None,
         host=host or settings.web_host,
         port=port or settings.web_port,
         password=password or None,

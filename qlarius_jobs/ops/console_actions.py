@@ -79,7 +79,7 @@ async def actions_page(request: Request) -> Response:
             before = jobs.job_id(raw, "action")
         except ValueError as exc:
             raise HTTPException(400, detail=f"before: {exc}") from None
-    async with request.app.state.pool.connection() as conn:
+    async with (await request.app.state.reads.where(request)).connection() as conn:
         rows = await SQL.many(conn, "console_actions", before=before, limit=PAGE)
     return request.app.state.templates.TemplateResponse(
         request,

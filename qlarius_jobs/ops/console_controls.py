@@ -3,12 +3,13 @@
 the same one-line refusals, and ``updated_by`` naming the console (``console:<user>``).
 
 The controls are synchronous psycopg, so each request runs them in a thread on a connection of
-its own (the console's pool is asynchronous). Actions are POSTs carrying the CSRF token and
-refused in read-only mode, as the jobs' are; a pause also carries ``confirm=yes``, which its
-form sends from a second button (the pages have no script to ask with). A refusal of the
-controls (a cron expression the database rejects, a concurrency out of range, an unknown
-name) is a 400 page with its message, and nothing changes. Every action is logged
-(``console_actions``) in its own transaction.
+its own (the console's pool is asynchronous): a page's reads where the pages read, read-only
+(the standby when one is configured), an action on the primary (``console_db``). Actions are
+POSTs carrying the CSRF token and refused in read-only mode, as the jobs' are; a pause also
+carries ``confirm=yes``, which its form sends from a second button (the pages have no script
+to ask with). A refusal of the controls (a cron expression the database rejects, a concurrency
+out of range, an unknown name) is a 400 page with its message, and nothing changes. Every
+action is logged (``console_actions``) in its own transaction.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import psycopg
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
-from qlarius_jobs.db import connection
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import controls, jobs
 from qlarius_jobs.ops.console_actions import Action, record_sync
+from qlarius_jobs.ops.console_pages import reading, writing
 from qlarius_jobs.ops.console_security import actor, check_csrf, refuse_if_read_only
 
 log = get_logger(__name__)
@@ -107,35 +108,35 @@ def _done(request: Request, messages: dict[str, str], names: set[str], key: str)
 # --- the database -------------------------------------------------------------------------
 
 
-def _on_connection(conninfo: str, work: Callable[[psycopg.Connection], Any]) -> Any:
-    with psycopg.connect(
-        conninfo,
-        autocommit=True,
-        connect_timeout=5,
-        application_name="qlarius-jobs:console",
-        **connection.pooler_kwargs(),
-    ) as conn:
-        return work(conn)
+async def _read(request: Request, work: Callable[[psycopg.Connection], Any]) -> Any:
+    """``work`` (a page's reads) on a read-only connection of its own where the pages read
+    (``console_db``), in a thread."""
+    where = await reading(request)
 
+    def run() -> Any:
+        with where.connect_sync() as conn:
+            return work(conn)
 
-async def _run(request: Request, work: Callable[[psycopg.Connection], Any]) -> Any:
-    """``work`` on a connection of its own, in a thread; a refusal of the controls is a 400."""
     try:
-        return await asyncio.to_thread(_on_connection, request.app.state.config.conninfo, work)
+        return await asyncio.to_thread(run)
     except controls.ControlError as exc:
         raise _bad(str(exc)) from None
 
 
 async def _act(request: Request, work: Callable[[psycopg.Connection], Any], logged: Action) -> Any:
-    """``work`` and its row in the action log, in one transaction: a refusal leaves neither."""
+    """``work`` and its row in the action log, in one transaction on the primary, in a
+    thread: a refusal leaves neither, and is a 400."""
 
-    def both(conn: psycopg.Connection) -> Any:
-        with conn.transaction():
+    def both() -> Any:
+        with writing(request).connect_sync() as conn, conn.transaction():
             result = work(conn)
             record_sync(conn, logged)
             return result
 
-    return await _run(request, both)
+    try:
+        return await asyncio.to_thread(both)
+    except controls.ControlError as exc:
+        raise _bad(str(exc)) from None
 
 
 def _render(request: Request, name: str, context: dict[str, Any]) -> Response:
@@ -155,7 +156,7 @@ async def schedules_page(request: Request) -> Response:
     def read(conn: psycopg.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return controls.schedules(conn), controls.ticks(conn, task, TICKS_SHOWN)
 
-    rows, ticks = await _run(request, read)
+    rows, ticks = await _read(request, read)
     names = {r["task_name"] for r in rows}
     if task is not None and task not in names:
         raise HTTPException(404, detail=f"no schedule for {task!r}")
@@ -188,7 +189,7 @@ async def queues_page(request: Request) -> Response:
     def read(conn: psycopg.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return controls.queues(conn), controls.tasks(conn)
 
-    queues, tasks = await _run(request, read)
+    queues, tasks = await _read(request, read)
     specs = catalog.specs()
     for row in tasks:
         spec = specs.get(row["task_name"])
@@ -226,7 +227,7 @@ async def schedule_act(request: Request) -> Response:
     query = {"done": action, "schedule": task}
     if action == "run" and row.get("job_id") is not None:
         query["job"] = str(row["job_id"])
-    return RedirectResponse(f"/schedules?{urlencode(query)}", 303)
+    return await writing(request).redirect(f"/schedules?{urlencode(query)}")
 
 
 async def queue_act(request: Request) -> Response:
@@ -251,7 +252,7 @@ async def queue_act(request: Request) -> Response:
         raise HTTPException(404, detail=f"no action {action!r} on a queue")
     await _act(request, work, Action(who, "queue", action, names=[queue], detail=detail))
     log.info(f"queue {action} from the console", queue=queue, by=who)
-    return RedirectResponse(f"/queues?{urlencode({'done': action, 'queue': queue})}", 303)
+    return await writing(request).redirect(f"/queues?{urlencode({'done': action, 'queue': queue})}")
 
 
 async def task_act(request: Request) -> Response:
@@ -268,4 +269,4 @@ async def task_act(request: Request) -> Response:
         Action(who, "task", action, names=[task]),
     )
     log.info(f"task {action} from the console", task=task, by=who)
-    return RedirectResponse(f"/queues?{urlencode({'done': action, 'task': task})}", 303)
+    return await writing(request).redirect(f"/queues?{urlencode({'done': action, 'task': task})}")

@@ -19,13 +19,13 @@ from urllib.parse import urlencode
 import psycopg
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from qlarius_jobs.jobs import catalog
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import jobs
 from qlarius_jobs.ops.console_actions import Action, record
-from qlarius_jobs.ops.console_pages import Context, page
+from qlarius_jobs.ops.console_pages import Context, page, writing
 from qlarius_jobs.ops.console_security import actor, check_csrf, refuse_if_read_only
 from qlarius_jobs.settings import get_settings
 
@@ -131,7 +131,8 @@ async def bulk_confirm(request: Request) -> Response:
     form = await _form(request)
     action, scope = _action(form.get("action")), form.get("scope")
     cap = get_settings().web_bulk_limit
-    async with request.app.state.pool.connection() as conn:
+    # on the primary, as the action will be: the count is of what the action will find
+    async with writing(request).connection() as conn:
         if scope == "selected":
             ids = await jobs.applicable_ids(conn, _ids(form, cap), action)
             given, capped = len(form.getlist("id")), False
@@ -164,10 +165,10 @@ async def bulk_apply(request: Request) -> Response:
     if form.get("confirm") != "yes":
         raise _bad(f"a bulk {action} needs confirming: its confirmation page's button")
     ids = _ids(form, get_settings().web_bulk_limit)
-    async with request.app.state.pool.connection() as conn, conn.transaction():
+    async with writing(request).transaction() as conn:
         done = await jobs.act_on_jobs(conn, action, ids) if ids else []
         if done:  # logged with the jobs it changed, in the action's transaction
             await record(conn, Action(actor(request.scope), "job", action, ids=done))
     log.info(f"bulk {action} from the console", jobs=len(done), asked=len(ids))
     back = {**filter_query(form), "done": action, "count": str(len(done))}
-    return RedirectResponse(f"/jobs?{urlencode(back)}", 303)
+    return await writing(request).redirect(f"/jobs?{urlencode(back)}")

@@ -32,9 +32,12 @@ def here(request: Request) -> str:
 
 
 def context(request: Request) -> dict[str, Any]:
-    """A Jinja2 context processor: ``live`` (seconds, paused, here) and ``read_only``."""
+    """A Jinja2 context processor: ``live`` (seconds, paused, here), ``read_only`` and
+    ``reading`` (where the page read)."""
     seconds = int(request.app.state.config.refresh_seconds)
     return {
+        # where the page read (console_db.ReadFrom), once it read: the page says so
+        "reading": getattr(request.state, "read_from", None),
         "read_only": console_security.read_only(request),
         "viewer": console_security.role(request.scope) == console_security.VIEWER,
         "live": {

@@ -1,7 +1,8 @@
 """The console's pages and actions: module-level Starlette handlers that find what they need
 on ``request.app.state``, put there by ``console.build_console``: ``config`` (a
-``ConsoleConfig``), ``pool`` (its connection pool, opened by the app's lifespan),
-``templates`` and ``csrf_token``.
+``ConsoleConfig``), ``reads`` and ``writes`` (``console_db``: a page reads through
+``reading``, read-only, on the standby when one is configured; an action writes through
+``writing``, on the primary), ``templates`` and ``csrf_token``.
 
 Every input is checked here (a bad one is a 400 page, never a traceback) and only reaches SQL
 as a parameter.
@@ -18,14 +19,14 @@ import psycopg
 import psycopg_pool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from qlarius_jobs import api
-from qlarius_jobs.db import connection
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import charts, jobs, metrics, status
 from qlarius_jobs.ops.console_actions import Action, on_job, record
+from qlarius_jobs.ops.console_db import ReadFrom, Reads, RecoveryConflict, Writes
 from qlarius_jobs.ops.console_security import actor, check_csrf, refuse_if_read_only
 from qlarius_jobs.settings import get_settings
 
@@ -81,18 +82,33 @@ def _optional_text(request: Request, name: str) -> str | None:
 # --- the pages ----------------------------------------------------------------------------
 
 
-def _pool(request: Request) -> psycopg_pool.AsyncConnectionPool:
-    return request.app.state.pool
+async def reading(request: Request) -> ReadFrom:
+    """Where this request's pages read (``console_db``): read-only connections, on the standby
+    when one is configured."""
+    reads: Reads = request.app.state.reads
+    return await reads.where(request)
+
+
+def writing(request: Request) -> Writes:
+    """Where actions go: the primary."""
+    return request.app.state.writes
 
 
 def page(name: str) -> Callable[[Page], Callable[[Request], Awaitable[Response]]]:
-    """A handler that returns its template's context, on a connection of the pool, made an
-    endpoint that renders ``name``."""
+    """A handler that returns its template's context, on a read-only connection, made an
+    endpoint that renders ``name``. A page whose reads the standby cancelled (a conflict with
+    recovery) is read once more before the page says so."""
 
     def wrap(handler: Page) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            async with _pool(request).connection() as conn:
-                context = await handler(request, conn)
+            for attempt in (1, 2):
+                try:
+                    async with (await reading(request)).connection() as conn:
+                        context = await handler(request, conn)
+                    break
+                except RecoveryConflict:
+                    if attempt == 2:
+                        raise
             return request.app.state.templates.TemplateResponse(request, name, context)
 
         return endpoint
@@ -104,7 +120,7 @@ async def apart(
     request: Request, query: Callable[[psycopg.AsyncConnection], Awaitable[Any]]
 ) -> Any:
     """One query on a connection of its own: the overview's run side by side."""
-    async with _pool(request).connection() as conn:
+    async with (await reading(request)).connection() as conn:
         return await query(conn)
 
 
@@ -136,7 +152,7 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
         apart(request, lambda c: READINGS.one(c, "null_snapshot_counts")),
         apart(request, lambda c: READINGS.many(c, "pending_work")),
         apart(request, lambda c: SQL.one(c, "last_audit")),
-        asyncio.to_thread(_periodic, request.app.state.config.conninfo),
+        asyncio.to_thread(_periodic, await reading(request)),
     )
     series = [
         charts.Series(
@@ -225,7 +241,7 @@ async def act(request: Request) -> Response:
     on_target = str(request.scope["path"]).startswith("/targets/")
     id_ = _path_id(request, "target" if on_target else "job")
     kind, who = "target" if on_target else "job", actor(request.scope)
-    async with _pool(request).connection() as conn, conn.transaction():
+    async with writing(request).transaction() as conn:
         if on_target:
             if action != "populate":
                 raise HTTPException(404, detail=f"no action {action!r} on a target")
@@ -233,21 +249,23 @@ async def act(request: Request) -> Response:
             if await SQL.one(conn, "target_exists", id=id_) is None:
                 raise HTTPException(404, detail=f"no target #{id_}")
             await api.trigger_population(conn, id_)
-            await record(conn, Action(who, kind, action, ids=[id_]))
-            log.info("target re-populated from the console", target_id=id_)
-            return RedirectResponse(f"/targets?populated={id_}", 303)
-        if action not in JOB_ACTIONS:
-            raise HTTPException(404, detail=f"no action {action!r}")
-        _confirmed(form.get("confirm"), action)
-        try:
-            await JOB_ACTIONS[action](conn, id_)
-        except jobs.JobNotFound as exc:
-            raise HTTPException(404, detail=str(exc)) from None
-        except jobs.WrongState as exc:
-            raise HTTPException(409, detail=str(exc)) from None
+        else:
+            if action not in JOB_ACTIONS:
+                raise HTTPException(404, detail=f"no action {action!r}")
+            _confirmed(form.get("confirm"), action)
+            try:
+                await JOB_ACTIONS[action](conn, id_)
+            except jobs.JobNotFound as exc:
+                raise HTTPException(404, detail=str(exc)) from None
+            except jobs.WrongState as exc:
+                raise HTTPException(409, detail=str(exc)) from None
         await record(conn, Action(who, kind, action, ids=[id_]))
+    # committed: the redirect's page shows it (console_db: read your own writes)
+    if on_target:
+        log.info("target re-populated from the console", target_id=id_)
+        return await writing(request).redirect(f"/targets?populated={id_}")
     log.info(f"job {action} from the console", job_id=id_)
-    return RedirectResponse(f"/jobs/{id_}?done={action}", 303)
+    return await writing(request).redirect(f"/jobs/{id_}?done={action}")
 
 
 def _confirmed(given: object, action: str) -> None:
@@ -274,7 +292,7 @@ async def error_page(request: Request, exc: Exception) -> Response:
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _periodic(conninfo: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _periodic(where: ReadFrom) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The schedules (with their next runs, computed here) and what is paused."""
-    with psycopg.connect(conninfo, autocommit=True, **connection.pooler_kwargs()) as conn:
+    with where.connect_sync() as conn:
         return status.schedules(conn), status.paused(conn)

@@ -20,6 +20,13 @@ scrape covers every worker process on every machine (nothing is kept in this pro
   what the latest drift audit found, by kind, in how many MeFiles, and when (0 when none ran).
 - ``qlarius_database_up``: 1 when the scrape read the database; 0 when it could not (then
   nothing else: /metrics still answers 200, so that an alert can say the database is down).
+- ``qlarius_read_database_up``, ``qlarius_read_replica_lag_seconds``,
+  ``qlarius_read_replica_replay_paused``: only when ``QLARIUS_READ_DATABASE_URL`` names a
+  standby, which every other metric is then read from: 1 when the scrape read it, 0 when it
+  could not (then nothing else read from it; ``qlarius_database_up`` is then whether the
+  primary answers); how far behind it is (0 while it streams and has replayed all it received,
+  else now minus the commit time of the last transaction it replayed; no sample while it has
+  replayed none since it started) and 1 while replay is paused.
 - ``qlarius_queue_paused{queue}``, ``qlarius_task_paused{task}``: 1 when paused, 0 when not,
   a series for every row of ``qlarius_queue_controls`` and ``qlarius_task_controls``.
 - ``qlarius_schedule_enabled{task}``: 1 when the schedule is enabled, 0 when paused.
@@ -46,6 +53,7 @@ from prometheus_client.utils import floatToGoString
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import audit, catalog
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.ops import console_db
 from qlarius_jobs.ops.jobs import STATES
 from qlarius_jobs.snapshots import SNAPSHOT_TABLES
 
@@ -72,12 +80,13 @@ class Readings:
     queues_paused: list[Row] = field(default_factory=list)
     tasks_paused: list[Row] = field(default_factory=list)
     schedules: list[Row] = field(default_factory=list)
+    replica: Row | None = None  # the read server's lag (console_db.replica_status)
 
 
 def read(conninfo: str) -> Readings:
-    """One short autocommit session; raises ``psycopg.Error`` when the database is away."""
+    """One short read-only transaction; raises ``psycopg.Error`` when the database is away."""
     tasks = sorted(catalog.specs())
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+    with console_db.read_only(conninfo) as conn:
         return Readings(
             jobs=SQL.many_sync(conn, "jobs_by_queue_and_state"),
             oldest=SQL.many_sync(conn, "oldest_waiting_jobs"),
@@ -91,30 +100,66 @@ def read(conninfo: str) -> Readings:
             queues_paused=SQL.many_sync(conn, "metrics_queues_paused"),
             tasks_paused=SQL.many_sync(conn, "metrics_tasks_paused"),
             schedules=SQL.many_sync(conn, "metrics_schedules"),
+            replica=console_db.replica_status(conn),
         )
 
 
 class DatabaseCollector(Collector):
-    """Every metric, from one short read-only session per scrape; while the database is away,
-    ``qlarius_database_up 0`` alone."""
+    """Every metric, from one short read-only transaction per scrape, on the standby when one
+    is configured (``read_conninfo``); while the database read is away, its ``..._up 0``
+    alone (and, with a standby, whether the primary answers)."""
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, read_conninfo: str | None = None) -> None:
         self.conninfo = conninfo
+        self.read_conninfo = read_conninfo
 
     def collect(self) -> Iterator[Metric]:
+        standby = self.read_conninfo is not None
+        if standby:
+            yield _database_up(int(console_db.primary_up(self.conninfo)))
         try:
-            readings = read(self.conninfo)
+            readings = read(self.read_conninfo or self.conninfo)
         except psycopg.Error as exc:
-            log.warning("metrics: database unavailable", error=str(exc).strip()[:300])
-            yield _database_up(0)
+            log.warning(
+                "metrics: database unavailable", standby=standby, error=str(exc).strip()[:300]
+            )
+            yield _read_database_up(0) if standby else _database_up(0)
             return
-        yield _database_up(1)
+        if standby:
+            yield _read_database_up(1)
+            yield from _replica(readings.replica or {})
+        else:
+            yield _database_up(1)
         yield from families(readings)
 
 
 def _database_up(value: int) -> GaugeMetricFamily:
     return GaugeMetricFamily(
         "qlarius_database_up", "1 when this scrape read the database, 0 when it could not", value
+    )
+
+
+def _read_database_up(value: int) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "qlarius_read_database_up",
+        "1 when this scrape read the read server (QLARIUS_READ_DATABASE_URL), 0 when it could not",
+        value,
+    )
+
+
+def _replica(status: Row) -> Iterator[GaugeMetricFamily]:
+    lag = GaugeMetricFamily(
+        "qlarius_read_replica_lag_seconds",
+        "0 while the read server streams and replayed all it received, else now minus the "
+        "commit time of the last transaction it replayed (no sample: none since it started)",
+    )
+    if status.get("lag_seconds") is not None:
+        lag.add_metric([], float(status["lag_seconds"]))
+    yield lag
+    yield GaugeMetricFamily(
+        "qlarius_read_replica_replay_paused",
+        "1 while the read server's replay is paused",
+        float(bool(status.get("paused"))),
     )
 
 
@@ -254,8 +299,9 @@ def _le(value: float) -> str:
     )  # "+Inf" too  # "1.0", "0.05": as client libraries write bucket bounds
 
 
-def registry(conninfo: str) -> CollectorRegistry:
-    """A registry holding only the database's metrics (not this process's own)."""
+def registry(conninfo: str, read_conninfo: str | None = None) -> CollectorRegistry:
+    """A registry holding only the database's metrics (not this process's own), read from
+    ``read_conninfo`` when given (a standby), else from ``conninfo``."""
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(DatabaseCollector(conninfo))
+    reg.register(DatabaseCollector(conninfo, read_conninfo))
     return reg

@@ -12,6 +12,7 @@ database instead; measured here, on a durable cluster (fsync on), a copy costs ~
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
@@ -19,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from qlarius_jobs.db import migrate
-from qlarius_jobs.settings import get_settings
+from qlarius_jobs.settings import Settings, get_settings
 from tests.integration.support import TEST_DB, create_database, project_app, reset
 
 
@@ -101,6 +102,28 @@ def pgbouncer_for_tests(migrated_database: str):
 def pooled_conninfo(pgbouncer_for_tests) -> str:
     """The test database, reached through the pooler."""
     return pgbouncer_for_tests.conninfo(TEST_DB.conninfo)
+
+
+# --- a streaming standby of the tests' server ----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def standby_server(migrated_database: str):
+    """A streaming standby of the embedded cluster (``dev/standby.py``: ``pg_basebackup -R``,
+    its own data folder, socket and port), for the console reading from a standby; stopped and
+    removed at the session's end."""
+    if os.environ.get("QLARIUS_TEST_DATABASE_URL"):
+        pytest.fail(
+            "the standby tests make a standby of the embedded cluster (pg_basebackup of its "
+            "data folder, as its server user): unset QLARIUS_TEST_DATABASE_URL to run them"
+        )
+    from qlarius_jobs.dev import embedded, standby
+
+    server = standby.start(embedded.locate_cluster(Settings(database_url=None)))
+    try:
+        yield server
+    finally:
+        standby.stop(server)
 
 
 # --- jobs ---------------------------------------------------------------------------------
