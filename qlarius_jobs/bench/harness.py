@@ -8,15 +8,19 @@ For each size (MeFiles; populations are about twice that):
    row-by-row way (one query to read the tags and one update per row, on a sample);
 2. ``populate_target`` for every target through the worker, against the floor (one
    INSERT ... SELECT of the same pairs with a constant snapshot) and row by row (a sample);
-3. ``sync_me_file_to_target_populations``: syncs per second over many MeFiles and targets;
-4. the job runner: no-op jobs per second through this project's worker stack (middleware,
+3. offers right after a full populate: from the populate's commit until no reconcile is
+   pending (and the offers match the reference);
+4. ``sync_me_file_to_target_populations``: syncs per second over many MeFiles and targets,
+   with nothing else pending;
+5. the job runner: no-op jobs per second through this project's worker stack (middleware,
    argument validation, summary log, error history) against bare Procrastinate at equal
    concurrency, and deferral by batch against one job at a time;
-5. (largest size) a chunked backfill taken by one worker process, then by two.
+6. (largest size) a chunked backfill taken by one worker process, then by two.
 
 Figures are ratios to baselines from the same run, since these machines are noisy. One module
-per benchmark (``backfill``, ``populate``, ``sync``, ``runner``, ``storm``); this one drives
-them. The benchmarks live outside the job runtime: nothing in it imports them.
+per benchmark (``backfill``, ``populate``, ``offers_after_populate``, ``sync``, ``runner``,
+``storm``); this one drives them. The benchmarks live outside the job runtime: nothing in it
+imports them.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from qlarius_jobs.app import build_app, door_database
 from qlarius_jobs.bench.backfill import bench_backfill
 from qlarius_jobs.bench.base import SQL, BenchConfig, Result
 from qlarius_jobs.bench.console import bench_console
+from qlarius_jobs.bench.offers_after_populate import bench_offers_after_populate
 from qlarius_jobs.bench.populate import bench_populate
 from qlarius_jobs.bench.runner import bench_runner
 from qlarius_jobs.bench.storm import bench_storm
@@ -69,7 +74,7 @@ def run(cfg: BenchConfig) -> list[Result]:
     point_app_at(conninfo)
 
     progress = BenchProgress(
-        steps=5 * len(cfg.sizes) + (1 if cfg.storm_seconds else 0) + (1 if cfg.console_jobs else 0)
+        steps=6 * len(cfg.sizes) + (1 if cfg.storm_seconds else 0) + (1 if cfg.console_jobs else 0)
     )
     for size in cfg.sizes:
         seed.recreate_database(conninfo)
@@ -97,6 +102,8 @@ def run(cfg: BenchConfig) -> list[Result]:
                 await bench_backfill(conninfo, cfg, size, pops)
                 progress.step(f"{size:,} MeFiles: populate")
                 await bench_populate(app, conninfo, cfg, size, pops)
+                progress.step(f"{size:,} MeFiles: offers after a populate")
+                await bench_offers_after_populate(app, conninfo, cfg, size, pops)
                 progress.step(f"{size:,} MeFiles: sync")
                 await bench_sync(app, conninfo, cfg, size, pops)
             # The runner benchmark opens apps of its own: fresh pools, as the bare app gets.

@@ -11,7 +11,7 @@ from psycopg import AsyncConnection
 
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.jobs import drains
+from qlarius_jobs.jobs import drains, target_offers
 from qlarius_jobs.jobs.arguments import BandArgs, MeFileArgs, NoArgs, TargetArgs
 from qlarius_jobs.jobs.blueprint import JobBlueprint
 from qlarius_jobs.jobs.run import JobRun
@@ -43,7 +43,10 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     snapshots exist before the status says 'populated' (the seed note's main fix). It holds
     the target's populations scope: sync batches skip this target meanwhile and leave its part
     of each change for afterwards (see ``drains.py``); it never waits for a whole drain.
-    Every population it changes records a reconcile of that MeFile's offers (a trigger).
+    Every population it changes records a reconcile of that MeFile's offers in this target (a
+    trigger); right after the commit, the job settles them itself, in one set-based pass over
+    the target's offers (``target_offers.py``), instead of leaving a reconcile per MeFile to
+    the drain (which still applies whatever the pass could not take).
 
     Level-triggered: it consumes the target's pending rows (its criteria or traits changed)
     before it reads. It waits for nobody: a target or band being deleted leaves the populate
@@ -86,6 +89,8 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
             return await _leave_for_later(run, conn, args.target_id, str(busy))
         # syncs left this target's part of their changes for now: wake them at commit
         await drains.wake_drains(conn, drains.SYNC)
+    async with run.transaction() as conn:
+        offers = await target_offers.settle_target_offers(conn, args.target_id)
     return {
         "target_id": args.target_id,
         "members": changes.members,
@@ -94,6 +99,7 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "refreshed": changes.refreshed,
         "left_for_later": len(changes.skipped),
         "status_write_tries": tries,
+        **offers.summary(),
     }
 
 

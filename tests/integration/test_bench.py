@@ -51,8 +51,8 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         "backfill NULL snapshots, 2 worker processes",
         "chunked backfill, 2 worker processes",
         "populate_target (all targets)",
-        "sync, backlog of 40 changed MeFiles, 1 worker process",
-        "sync, backlog of 100 changed MeFiles, 1 worker process",
+        "sync, backlog of 40 changed MeFiles, 1 worker process, nothing else pending",
+        "sync, backlog of 100 changed MeFiles, 1 worker process, nothing else pending",
         "no-op jobs, concurrency 10",
         "deferral: batch_defer",
         "console: overview, 3,000 jobs, p95 of 40 renders",
@@ -66,6 +66,8 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
     assert "ratio" in run.stdout and "baseline" in run.stdout
     console = [r for r in data["results"] if r["benchmark"].startswith("console")]
     assert len(console) == 3 and all(r["latency"] and r["passed"] for r in console), console
+    [offers] = [r for r in data["results"] if r["benchmark"].startswith("offers right after")]
+    assert offers["latency"] and offers["clean"], offers
     [storm] = [r for r in data["results"] if r["benchmark"].startswith("storm")]
     assert storm["latency"] and storm["clean"], run.stdout[-3000:]
     assert "storm: OK" in run.stdout

@@ -166,3 +166,25 @@ WHERE status IN ('succeeded', 'failed') ORDER BY id DESC LIMIT %(recent)s
 
 -- name: bench_analyze_console_tables :exec
 ANALYZE procrastinate_jobs, procrastinate_events
+
+-- name: bench_clear_offers_of_targets :exec
+-- Benchmark: the targets' campaigns have no offers yet (a first populate's campaigns wait for
+-- it); their ad events keep their rows, without an offer (ON DELETE SET NULL).
+DELETE FROM offers o USING campaigns c
+WHERE c.id = o.campaign_id AND c.target_id = ANY(%(target_ids)s::bigint[])
+
+-- name: bench_forget_all_pending :exec
+-- Benchmark: nothing pending before a measurement (what the setup itself recorded is not its).
+WITH syncs AS (DELETE FROM qlarius_pending_syncs),
+     targets AS (DELETE FROM qlarius_pending_targets),
+     criteria AS (DELETE FROM qlarius_pending_criteria),
+     campaigns AS (DELETE FROM qlarius_pending_campaigns)
+DELETE FROM qlarius_pending_reconciles
+
+-- name: bench_targets_populated :one
+-- Benchmark: whether every given target's populate has committed (its status says so).
+SELECT bool_and(population_status = 'populated') AS populated
+FROM targets WHERE id = ANY(%(target_ids)s::bigint[])
+
+-- name: bench_offer_count :one
+SELECT count(*) AS n FROM offers
