@@ -2,7 +2,7 @@
 commit, instead of a reconcile per MeFile whose population changed.
 
 Every population change records a pending reconcile naming the band's target (migration
-0021). Right after the populate commits, in a transaction of its own, the pass takes the
+0022). Right after the populate commits, in a transaction of its own, the pass takes the
 target's offers scope (as ``create_initial_pending_offers`` does: reconcile batches leave the
 target's campaigns alone meanwhile), deletes the rows naming the target, then reconciles every
 offer of the target's campaigns with ``offers.reconcile_offers`` (the same statements as every
