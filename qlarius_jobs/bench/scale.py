@@ -235,17 +235,18 @@ def _syncs_done(row: dict[str, Any]) -> bool:
     return not (row["jobs"] or row["syncs"])
 
 
-def _one(conninfo: str, name: str, key: str, **params: Any) -> Any:
+def _count(conninfo: str, row_of: Any) -> int:
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        row = BENCH_SQL.one_sync(conn, name, **params)
+        row = row_of(conn)
     assert row is not None
-    return row[key]
+    return int(next(iter(row.values())))
 
 
-def _bench_sql(conninfo: str, *names: str, **params: Any) -> None:
+def _clean_slate(conninfo: str) -> None:
+    """No finished job left from the phase before, fresh statistics and visibility maps."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        for name in names:
-            BENCH_SQL.execute_sync(conn, name, **params)
+        BENCH_SQL.execute_sync(conn, "bench_clear_jobs")
+        BENCH_SQL.execute_sync(conn, "bench_vacuum_analyze")
 
 
 async def backfill_phase(conninfo: str) -> Phase:
@@ -258,7 +259,7 @@ async def backfill_phase(conninfo: str) -> Phase:
             await backfill_missing_snapshots.defer(aconn)
         seconds = await wait_until(conninfo, started, _jobs_done)
         peak = worker.peak_rss_kib()
-    rows = int(_one(conninfo, "bench_updated_by_backfill", "rows"))
+    rows = _count(conninfo, lambda c: BENCH_SQL.one_sync(c, "bench_updated_by_backfill"))
     return Phase("backfill", "rows", rows, seconds, peak)
 
 
@@ -271,8 +272,8 @@ async def populate_phases(conninfo: str) -> list[Phase]:
         row = SQL.one_sync(conn, "scale_target_ids")
         assert row is not None
         target_ids: list[int] = row["ids"]
-    _bench_sql(conninfo, "bench_clear_populations", target_ids=target_ids)
-    _bench_sql(conninfo, "bench_clear_jobs", "bench_vacuum_analyze")
+        BENCH_SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+    _clean_slate(conninfo)
     async with worker_process(conninfo, QUEUES) as worker:
         started = time.perf_counter()
         async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
@@ -281,9 +282,9 @@ async def populate_phases(conninfo: str) -> list[Phase]:
         populated = await wait_until(conninfo, started, _populations_done)
         settled = await wait_until(conninfo, time.perf_counter(), _nothing_left)
         peak = worker.peak_rss_kib()
-    rows = int(_one(conninfo, "bench_population_count", "n"))
+    rows = _count(conninfo, lambda c: BENCH_SQL.one_sync(c, "bench_population_count"))
     return [
-        Phase("populate", "rows", rows, populated, peak, "every target, one worker process"),
+        Phase("populate", "rows", rows, populated, peak, "every target, its offers pass included"),
         Phase(
             "offers settled",
             "s",
@@ -305,7 +306,7 @@ QUEUES: str | None = None  # the worker's default queues: what production runs
 async def sync_phase(conninfo: str, backlog: int) -> Phase:
     """``backlog`` MeFiles' tags changed in one commit while nothing else is pending, drained
     by one worker process already up (woken by the change, as in production)."""
-    _bench_sql(conninfo, "bench_clear_jobs", "bench_vacuum_analyze")
+    _clean_slate(conninfo)
     async with worker_process(conninfo, QUEUES) as worker:
         await wait_until(conninfo, time.perf_counter(), _nothing_left)
         with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -330,7 +331,7 @@ async def measure_size(conninfo: str, cfg: ScaleConfig, me_files: int) -> SizeRe
         generated_seconds=float(recorded["generated_seconds"]),
         reused_data_set=reused,
     )
-    _bench_sql(conninfo, "bench_vacuum_analyze")
+    _clean_slate(conninfo)
     result.phases.append(await backfill_phase(conninfo))
     result.phases.extend(await populate_phases(conninfo))
     result.phases.append(await sync_phase(conninfo, min(cfg.sync_backlog, me_files // 2)))

@@ -79,16 +79,18 @@ to_refresh AS MATERIALIZED (
     WHERE c.matching_tags_snapshot IS DISTINCT FROM s.snapshot
 ),
 refresh_locked AS MATERIALIZED (
-    SELECT tp.id FROM target_populations tp
-    WHERE tp.id IN (SELECT id FROM to_refresh)
+    -- the new snapshot travels with the lock: joining to_refresh to this CTE again was planned
+    -- as a nested loop over CTE scans (quadratic in the rows to refresh)
+    SELECT tp.id, r.snapshot FROM target_populations tp
+    JOIN to_refresh r ON r.id = tp.id
     ORDER BY tp.id
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF tp SKIP LOCKED
 ),
 refreshed AS (
     UPDATE target_populations tp
-    SET matching_tags_snapshot = r.snapshot, updated_at = now()
-    FROM to_refresh r
-    WHERE tp.id = r.id AND r.id IN (SELECT id FROM refresh_locked)
+    SET matching_tags_snapshot = l.snapshot, updated_at = now()
+    FROM refresh_locked l
+    WHERE tp.id = l.id
     RETURNING tp.me_file_id
 )
 SELECT
