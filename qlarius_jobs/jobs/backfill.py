@@ -15,10 +15,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg.types.json import Jsonb
+
 from qlarius_jobs import snapshots
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import audit
 from qlarius_jobs.jobs.arguments import JobArgs, NoArgs, RowId
+from qlarius_jobs.jobs.backfill_phases import Phases, log_fields
 from qlarius_jobs.jobs.blueprint import JobBlueprint
 from qlarius_jobs.jobs.run import JobRun
 from qlarius_jobs.settings import get_settings
@@ -67,6 +70,7 @@ async def fill_table_range(
     run: JobRun,
     table: Table,
     progress: BackfillProgress,
+    phases: Phases,
     *,
     first_id: int = 1,
     last_id: int | None = None,
@@ -84,8 +88,9 @@ async def fill_table_range(
     after_id = first_id - 1
     place = {"run_id": run_id, "table_name": table, "first_id": first_id}
     if chunk:
-        async with run.transaction() as conn:
-            resume = await SQL.one(conn, "chunk_done_through", **place)
+        async with phases.transaction(run) as conn:
+            with phases.timing("history"):
+                resume = await SQL.one(conn, "chunk_done_through", **place)
         if resume and resume["done_through"] is not None:
             after_id = resume["done_through"]
     while True:
@@ -100,28 +105,31 @@ async def fill_table_range(
             return
         batch_started = time.monotonic()
         batch = BackfillProgress()
-        async with run.transaction() as conn:
-            ids = [
-                r["id"]
-                for r in await SQL.many(
-                    conn,
-                    "next_missing_snapshot_ids",
-                    tables={"table": table},
-                    after_id=after_id,
-                    last_id=last_id,
-                    batch_size=settings.backfill_batch_size,
-                )
-            ]
+        async with phases.transaction(run) as conn:
+            with phases.timing("find"):
+                ids = [
+                    r["id"]
+                    for r in await SQL.many(
+                        conn,
+                        "next_missing_snapshot_ids",
+                        tables={"table": table},
+                        after_id=after_id,
+                        last_id=last_id,
+                        batch_size=settings.backfill_batch_size,
+                    )
+                ]
             if not ids:
                 return
-            updated = await _fill_batch(conn, table, ids, batch)
+            with phases.timing("fill"):
+                updated = await _fill_batch(conn, table, ids, batch)
             batch.batches = 1
             if run_id is not None:
-                await SQL.execute(
-                    conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
-                )
-                if chunk:
-                    await SQL.execute(conn, "chunk_progress", done_through=ids[-1], **place)
+                with phases.timing("history"):
+                    await SQL.execute(
+                        conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
+                    )
+                    if chunk:
+                        await SQL.execute(conn, "chunk_progress", done_through=ids[-1], **place)
         for name in TABLES:
             progress.updated[name] += batch.updated[name]
             progress.orphans[name] += batch.orphans[name]
@@ -137,35 +145,36 @@ async def fill_table_range(
         )
 
 
-async def _share_out(run: JobRun, table: Table, run_id: int) -> int:
+async def _share_out(run: JobRun, table: Table, run_id: int, phases: Phases) -> int:
     """Defer chunk jobs covering ``table``'s NULL rows; return how many."""
     settings = get_settings()
-    async with run.transaction() as conn:
-        bounds = await SQL.many(
-            conn,
-            "backfill_chunk_bounds",
-            tables={"table": table},
-            chunk_size=settings.backfill_chunk_size,
-        )
-        await backfill_snapshot_chunk.defer_many(
-            conn,
-            [
-                {
-                    "run_id": run_id,
-                    "table": table,
-                    "first_id": b["first_id"],
-                    "last_id": b["last_id"],
-                }
-                for b in bounds
-            ],
-        )
-        await SQL.execute(
-            conn,
-            "register_backfill_chunks",
-            run_id=run_id,
-            table_name=table,
-            first_ids=[b["first_id"] for b in bounds],
-        )
+    async with phases.transaction(run) as conn:
+        with phases.timing("share"):
+            bounds = await SQL.many(
+                conn,
+                "backfill_chunk_bounds",
+                tables={"table": table},
+                chunk_size=settings.backfill_chunk_size,
+            )
+            await backfill_snapshot_chunk.defer_many(
+                conn,
+                [
+                    {
+                        "run_id": run_id,
+                        "table": table,
+                        "first_id": b["first_id"],
+                        "last_id": b["last_id"],
+                    }
+                    for b in bounds
+                ],
+            )
+            await SQL.execute(
+                conn,
+                "register_backfill_chunks",
+                run_id=run_id,
+                table_name=table,
+                first_ids=[b["first_id"] for b in bounds],
+            )
     run.log.info(
         f"{WORKER}: shared out {len(bounds)} chunk jobs for {table}",
         table=table,
@@ -212,19 +221,22 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
     settings = get_settings()
     started = time.monotonic()
     deadline = started + settings.backfill_time_budget_seconds
-    async with run.transaction() as conn:
-        counts = await SQL.one(conn, "null_snapshot_counts")
-        assert counts is not None
-        found = {t: int(counts[t]) for t in TABLES}
-        chunked = {r["table_name"] for r in await SQL.many(conn, "pending_backfill_chunks")}
-        run_row = await SQL.one(
-            conn,
-            "start_backfill_run",
-            job_id=run.job_id,
-            found_populations=found["target_populations"],
-            found_offers=found["offers"],
-            found_ad_events=found["ad_events"],
-        )
+    phases = Phases()
+    async with phases.transaction(run) as conn:
+        with phases.timing("find"):
+            counts = await SQL.one(conn, "null_snapshot_counts")
+            assert counts is not None
+            found = {t: int(counts[t]) for t in TABLES}
+            chunked = {r["table_name"] for r in await SQL.many(conn, "pending_backfill_chunks")}
+        with phases.timing("history"):
+            run_row = await SQL.one(
+                conn,
+                "start_backfill_run",
+                job_id=run.job_id,
+                found_populations=found["target_populations"],
+                found_offers=found["offers"],
+                found_ad_events=found["ad_events"],
+            )
     assert run_row is not None
     progress = BackfillProgress()
     chunks = 0
@@ -247,12 +259,13 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
                     table=table,
                 )
             elif found[table] > settings.backfill_chunk_size:
-                chunks += await _share_out(run, table, run_row["id"])
+                chunks += await _share_out(run, table, run_row["id"], phases)
             else:
                 await fill_table_range(
-                    run, table, progress, deadline=deadline, run_id=run_row["id"]
+                    run, table, progress, phases, deadline=deadline, run_id=run_row["id"]
                 )
-    drift = await _audit_a_sample(run)
+    with phases.timing("audit"):
+        drift = await _audit_a_sample(run)
     orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
     if orphan_total:
         run.log.warning(
@@ -266,6 +279,7 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             "finish_backfill_run",
             run_id=run_row["id"],
             budget_exhausted=progress.budget_exhausted,
+            phase_ms=Jsonb(phases.rounded()),
             **drift,
         )
     if ended and ended["run_finished"]:
@@ -305,16 +319,21 @@ class ChunkArgs(JobArgs):
 async def backfill_snapshot_chunk(run: JobRun, args: ChunkArgs) -> dict[str, Any]:
     """One id range of a large backlog; any maintenance worker may take it."""
     progress = BackfillProgress()
+    phases = Phases()
     await fill_table_range(
         run,
         args.table,
         progress,
+        phases,
         first_id=args.first_id,
         last_id=args.last_id,
         run_id=args.run_id,
         chunk=True,
     )
     async with run.transaction() as conn:
+        await SQL.execute(
+            conn, "add_backfill_phases", run_id=args.run_id, phase_ms=Jsonb(phases.rounded())
+        )
         ended = await SQL.one(
             conn,
             "chunk_ended",
@@ -337,5 +356,10 @@ async def _log_run_finished(run: JobRun, run_id: int) -> None:
     async with run.transaction() as conn:
         totals = await SQL.one(conn, "backfill_run_totals", run_id=run_id)
     assert totals is not None
-    counts = {k: v for k, v in totals.items() if k != "id"}
-    run.log.info(f"{WORKER}: run {run_id} finished", backfill_run_id=run_id, **counts)
+    counts = {k: v for k, v in totals.items() if k not in ("id", "phase_ms")}
+    run.log.info(
+        f"{WORKER}: run {run_id} finished",
+        backfill_run_id=run_id,
+        **counts,
+        **log_fields(totals["phase_ms"]),
+    )

@@ -81,6 +81,7 @@ SET chunks_pending = chunks_pending - 1,
                       THEN (extract(epoch FROM now() - started_at) * 1000)::bigint
                       ELSE elapsed_ms END,
     budget_exhausted = %(budget_exhausted)s,
+    phase_ms = qlarius_add_phase_ms(phase_ms, %(phase_ms)s),
     audited_me_files = %(audited_me_files)s,
     drifted_populations = %(drifted_population)s,
     stale_snapshots = %(stale_snapshot)s,
@@ -99,5 +100,10 @@ SELECT run_finished FROM qlarius_end_backfill_chunk(%(run_id)s, %(table_name)s, 
 -- name: backfill_run_totals :one
 SELECT id, found_populations, found_offers, found_ad_events, updated_populations,
        updated_offers, updated_ad_events, orphan_offers, orphan_ad_events, batches,
-       chunks_deferred, chunks_failed, elapsed_ms
+       chunks_deferred, chunks_failed, elapsed_ms, phase_ms
 FROM backfill_runs WHERE id = %(run_id)s
+
+-- name: add_backfill_phases :exec
+-- A chunk adds where its time went to its run (before it ends, in the same transaction).
+UPDATE backfill_runs SET phase_ms = qlarius_add_phase_ms(phase_ms, %(phase_ms)s)
+WHERE id = %(run_id)s
