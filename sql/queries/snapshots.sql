@@ -135,9 +135,16 @@ WITH missing AS MATERIALIZED (
     SELECT tp.id, tp.me_file_id, tp.target_band_id
     FROM target_populations tp
     WHERE tp.matching_tags_snapshot IS NULL
-      AND (tp.target_band_id, tp.me_file_id) IN (
-          SELECT c.target_band_id, c.me_file_id FROM {table} c
-          WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL)
+      -- the ids first (an InitPlan), then the populations by their key: a join here was
+      -- planned as a hash over every population (a sequential scan per batch)
+      AND tp.id = ANY(ARRAY(
+          SELECT behind.id FROM {table} c
+          CROSS JOIN LATERAL (
+              SELECT b.id, b.matching_tags_snapshot FROM target_populations b
+              WHERE b.target_band_id = c.target_band_id AND b.me_file_id = c.me_file_id
+              LIMIT 1) behind
+          WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
+            AND behind.matching_tags_snapshot IS NULL))
     ORDER BY tp.id
     FOR UPDATE OF tp SKIP LOCKED
 ),
@@ -168,10 +175,14 @@ WITH missing AS MATERIALIZED (
     FOR UPDATE OF c SKIP LOCKED
 ),
 sources AS MATERIALIZED (
-    SELECT m.id, m.me_file_id, m.target_band_id, tp.matching_tags_snapshot AS snapshot
+    -- one probe of the (band, me_file) key per row (LIMIT 1 keeps it a probe: as a join it
+    -- was planned as a hash over every population, a sequential scan per batch)
+    SELECT m.id, m.me_file_id, m.target_band_id, tp.snapshot
     FROM missing m
-    JOIN target_populations tp
-      ON tp.me_file_id = m.me_file_id AND tp.target_band_id = m.target_band_id
+    CROSS JOIN LATERAL (
+        SELECT p.matching_tags_snapshot AS snapshot FROM target_populations p
+        WHERE p.me_file_id = m.me_file_id AND p.target_band_id = m.target_band_id
+        LIMIT 1) tp
 ),
 pairs AS (
     SELECT array_agg(me_file_id) AS me_file_ids, array_agg(target_band_id) AS band_ids
