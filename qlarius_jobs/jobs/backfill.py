@@ -86,7 +86,8 @@ async def fill_table_range(
     """
     settings = get_settings()
     after_id = first_id - 1
-    place = {"run_id": run_id, "table_name": table, "first_id": first_id}
+    # a chunk's place in its run's qlarius_backfill_chunks (first_id None: not a chunk)
+    place = {"run_id": run_id, "table_name": table, "first_id": first_id if chunk else None}
     if chunk:
         async with phases.transaction(run) as conn:
             with phases.timing("history"):
@@ -126,10 +127,12 @@ async def fill_table_range(
             if run_id is not None:
                 with phases.timing("history"):
                     await SQL.execute(
-                        conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
+                        conn,
+                        "add_backfill_run_counts",
+                        **place,
+                        done_through=ids[-1],
+                        **batch.counters(),
                     )
-                    if chunk:
-                        await SQL.execute(conn, "chunk_progress", done_through=ids[-1], **place)
         for name in TABLES:
             progress.updated[name] += batch.updated[name]
             progress.orphans[name] += batch.orphans[name]

@@ -28,7 +28,13 @@ ORDER BY id
 LIMIT %(batch_size)s
 
 -- name: add_backfill_run_counts :exec
--- A chunk adds what it really updated to its run, in the batch's own transaction.
+-- A batch adds what it really updated to its run, in the batch's own transaction; a chunk's
+-- batch also records how far the chunk got (first_id given), in the same statement.
+WITH progress AS (
+    UPDATE qlarius_backfill_chunks SET done_through = %(done_through)s
+    WHERE %(first_id)s::bigint IS NOT NULL
+      AND run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
+)
 UPDATE backfill_runs
 SET updated_populations = updated_populations + %(updated_populations)s,
     updated_offers = updated_offers + %(updated_offers)s,
@@ -41,11 +47,6 @@ WHERE id = %(run_id)s
 -- name: chunk_done_through :one
 -- Where a chunk resumes (NULL: from its first id).
 SELECT done_through FROM qlarius_backfill_chunks
-WHERE run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
-
--- name: chunk_progress :exec
--- A chunk's batch is done (in the batch's own transaction, with its counts).
-UPDATE qlarius_backfill_chunks SET done_through = %(done_through)s
 WHERE run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
 
 -- name: backfill_chunk_bounds :many
