@@ -364,8 +364,7 @@ async def test_a_runs_own_part_ends_once_and_a_finished_run_stays_finished(conn,
         is None
     )
     row = sync_conn.execute(
-        "SELECT chunks_pending, finished_at IS NOT NULL, phase_ms FROM backfill_runs "
-        "WHERE id = %s",
+        "SELECT chunks_pending, finished_at IS NOT NULL, phase_ms FROM backfill_runs WHERE id = %s",
         (run_id,),
     ).fetchone()
     assert row == (0, True, {"fill": 5})  # the part's times added once too
