@@ -172,7 +172,8 @@ def breakdown(
     phases = ", ".join(f"{name} {ms:,}" for name, ms in phase_ms.items())
     return (
         f"backfill, 1 worker process, {rows:,} rows in {seconds * 1000:,.0f} ms; by phase (ms): "
-        f"{phases}; outside them {seconds * 1000 - inside:,.0f}. The same work with no job "
+        f"{phases}; outside them {seconds * 1000 - inside:,.0f} (the audit overlaps the fills). "
+        "The same work with no job "
         f"({same_rows:,} rows): populations' snapshots computed (SELECT alone) "
         f"{compute_seconds * 1000:,.0f} ms, written {written * 1000:,.0f} ms"
     )
