@@ -120,14 +120,13 @@ async def fill_missing_copied_snapshots(
         return CopyFill(0, 0, [])
     tables = {"table": table}
     ids = list(ids)
-    behind = await SQL.many(conn, "missing_snapshot_populations_of_copies", tables=tables, ids=ids)
     populations_filled = len(
-        await fill_missing_population_snapshots(conn, [r["id"] for r in behind])
+        await SQL.many(conn, "fill_populations_behind_copies", tables=tables, ids=ids)
     )
-    updated = await SQL.count(conn, "copy_population_snapshots", tables=tables, ids=ids)
-    # a population another job is writing right now: compute what it will hold
-    updated += await SQL.count(conn, "compute_copy_snapshots", tables=tables, ids=ids)
-    orphans = await SQL.many(conn, "copies_without_snapshot", tables=tables, ids=ids)
+    # copied from the population, or computed when another job is writing that one right now
+    row = await SQL.one(conn, "fill_copied_snapshots", tables=tables, ids=ids)
+    assert row is not None
+    updated, orphans = int(row["updated"]), list(row["orphans"])
     kind = "offer" if table == "offers" else "ad_event"
     for orphan in orphans:
         log.warning(

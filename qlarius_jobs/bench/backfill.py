@@ -80,6 +80,23 @@ async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
     reset_nulls(conninfo)
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        _, compute_seconds = timed(
+            lambda: SQL.one_sync(conn, "bench_compute_null_population_snapshots")
+        )
+        same_rows, same_seconds = timed(
+            lambda: SQL.count_sync(conn, "bench_same_work_fill_populations")
+        )
+        same_populations_seconds = same_seconds
+        for table in SNAPSHOT_TABLES[1:]:
+            rows, seconds = timed(
+                lambda t=table: SQL.count_sync(
+                    conn, "bench_same_work_fill_copies", tables={"table": t}
+                )
+            )
+            same_rows, same_seconds = same_rows + rows, same_seconds + seconds
+    reset_nulls(conninfo)
+
+    with psycopg.connect(conninfo, autocommit=True) as conn:
         sample = SQL.many_sync(conn, "bench_sample_null_populations", sample=cfg.sample)
         started = time.perf_counter()
         for row in sample:
@@ -99,7 +116,11 @@ async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
     for processes in (1, 2):
         runs[processes] = await backfill_with_processes(conninfo, processes)
         reset_nulls(conninfo)
-    for processes, (rows, seconds) in runs.items():
+    rows, seconds, phase_ms = runs[1]
+    cfg.notes.append(
+        breakdown(rows, seconds, phase_ms, compute_seconds, same_populations_seconds, same_rows)
+    )
+    for processes, (rows, seconds, _) in runs.items():
         common = dict(
             size=size,
             populations=pops,
@@ -114,6 +135,12 @@ async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
             common,
             ("floor: one UPDATE per table, constant JSON", floor_rows, floor_seconds),
             ("row by row: read + update per row (sample)", len(sample), old_seconds),
+            (
+                "same work, no job: one UPDATE per table (snapshot function)",
+                same_rows,
+                same_seconds,
+            ),
+            floor_ratio=0.5,
         )
     cfg.results.append(
         Result(
@@ -130,7 +157,31 @@ async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
     )
 
 
-async def backfill_with_processes(conninfo: str, processes: int) -> tuple[int, float]:
+def breakdown(
+    rows: int,
+    seconds: float,
+    phase_ms: dict[str, int],
+    compute_seconds: float,
+    same_populations_seconds: float,
+    same_rows: int,
+) -> str:
+    """The one-process run's time by phase, as measured inside the job, and what is left
+    outside its phases (the jobs' fetch, start and end, logging, the bench's polling)."""
+    inside = sum(phase_ms.values())
+    written = same_populations_seconds - compute_seconds
+    phases = ", ".join(f"{name} {ms:,}" for name, ms in phase_ms.items())
+    return (
+        f"backfill, 1 worker process, {rows:,} rows in {seconds * 1000:,.0f} ms; by phase (ms): "
+        f"{phases}; outside them {seconds * 1000 - inside:,.0f} (the audit overlaps the fills). "
+        "The same work with no job "
+        f"({same_rows:,} rows): populations' snapshots computed (SELECT alone) "
+        f"{compute_seconds * 1000:,.0f} ms, written {written * 1000:,.0f} ms"
+    )
+
+
+async def backfill_with_processes(
+    conninfo: str, processes: int
+) -> tuple[int, float, dict[str, int]]:
     """The real backfill job, taken by ``processes`` ``qlarius-jobs worker`` processes."""
     exe = str(Path(sys.executable).parent / "qlarius-jobs")
     workers = [
@@ -155,12 +206,14 @@ async def backfill_with_processes(conninfo: str, processes: int) -> tuple[int, f
                 await asyncio.sleep(0.02)
             seconds = time.perf_counter() - started
             rows = _count(SQL.one_sync(conn, "bench_updated_by_backfill"), "rows")
+            phases = SQL.one_sync(conn, "bench_backfill_phase_ms")
+            phase_ms = dict(phases["phase_ms"]) if phases else {}
     finally:
         for w in workers:
             w.terminate()
         for w in workers:
             w.wait(timeout=60)
-    return rows, seconds
+    return rows, seconds, phase_ms
 
 
 def _count(row: dict[str, Any] | None, key: str) -> int:

@@ -41,7 +41,7 @@ from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.app import build_app, door_database
 from qlarius_jobs.bench.backfill import bench_backfill
-from qlarius_jobs.bench.base import SQL, BenchConfig, Result
+from qlarius_jobs.bench.base import BENCHMARKS, SQL, BenchConfig, Result
 from qlarius_jobs.bench.console import bench_console
 from qlarius_jobs.bench.offers_after_populate import bench_offers_after_populate
 from qlarius_jobs.bench.populate import bench_populate
@@ -73,10 +73,13 @@ def run(cfg: BenchConfig) -> list[Result]:
     conninfo = bench_conninfo()
     point_app_at(conninfo)
 
-    progress = BenchProgress(
-        steps=6 * len(cfg.sizes) + (1 if cfg.storm_seconds else 0) + (1 if cfg.console_jobs else 0)
+    per_size = [b for b in ("backfill", "populate", "sync", "runner") if cfg.runs(b)]
+    progress = BenchProgress(  # populate's row is followed by the offers after it
+        steps=(1 + len(per_size) + cfg.runs("populate")) * len(cfg.sizes)
+        + (1 if cfg.runs("storm") else 0)
+        + (1 if cfg.runs("console") else 0)
     )
-    for size in cfg.sizes:
+    for size in cfg.sizes if per_size else []:
         seed.recreate_database(conninfo)
         migrate.migrate(conninfo)
         with psycopg.connect(conninfo, autocommit=True) as conn:  # no periodic job measured
@@ -98,23 +101,27 @@ def run(cfg: BenchConfig) -> list[Result]:
         async def measure(size: int = size, pops: int = pops) -> None:
             app = build_app(database=lambda: conninfo)
             async with app.open_async():
-                progress.step(f"{size:,} MeFiles: backfill")
-                await bench_backfill(conninfo, cfg, size, pops)
-                progress.step(f"{size:,} MeFiles: populate")
-                await bench_populate(app, conninfo, cfg, size, pops)
-                progress.step(f"{size:,} MeFiles: offers after a populate")
-                await bench_offers_after_populate(app, conninfo, cfg, size, pops)
-                progress.step(f"{size:,} MeFiles: sync")
-                await bench_sync(app, conninfo, cfg, size, pops)
-            # The runner benchmark opens apps of its own: fresh pools, as the bare app gets.
-            progress.step(f"{size:,} MeFiles: job runner")
-            await bench_runner(conninfo, cfg, size, pops)
+                if cfg.runs("backfill"):
+                    progress.step(f"{size:,} MeFiles: backfill")
+                    await bench_backfill(conninfo, cfg, size, pops)
+                if cfg.runs("populate"):
+                    progress.step(f"{size:,} MeFiles: populate")
+                    await bench_populate(app, conninfo, cfg, size, pops)
+                    progress.step(f"{size:,} MeFiles: offers after a populate")
+                    await bench_offers_after_populate(app, conninfo, cfg, size, pops)
+                if cfg.runs("sync"):
+                    progress.step(f"{size:,} MeFiles: sync")
+                    await bench_sync(app, conninfo, cfg, size, pops)
+            if cfg.runs("runner"):
+                # The runner benchmark opens apps of its own: fresh pools, as the bare app gets.
+                progress.step(f"{size:,} MeFiles: job runner")
+                await bench_runner(conninfo, cfg, size, pops)
 
         asyncio.run(measure())
-    if cfg.console_jobs:
+    if cfg.runs("console"):
         progress.step(f"console, {cfg.console_jobs:,} jobs")
         bench_console(conninfo, cfg)
-    if cfg.storm_seconds:
+    if cfg.runs("storm"):
         progress.step("storm")
         asyncio.run(bench_storm(conninfo, cfg))
     progress.close()
@@ -217,6 +224,14 @@ def parse_sizes(spec: str) -> Iterator[int]:
         yield value
 
 
+def _only(spec: str) -> frozenset[str]:
+    names = frozenset(p.strip() for p in spec.split(",") if p.strip()) or BENCHMARKS
+    unknown = names - BENCHMARKS
+    if unknown:
+        raise ValueError(f"unknown benchmarks {sorted(unknown)}; known: {sorted(BENCHMARKS)}")
+    return names
+
+
 def main(
     sizes: str,
     output: Path,
@@ -228,6 +243,7 @@ def main(
     storm_seconds: float,
     storm_me_files: int,
     console_jobs: int = 1_000_000,
+    only: str = "",
 ) -> int:
     cfg = BenchConfig(
         sizes=list(parse_sizes(sizes)),
@@ -238,12 +254,14 @@ def main(
         storm_seconds=storm_seconds,
         storm_me_files=storm_me_files,
         console_jobs=console_jobs,
+        only=_only(only),
     )
     results = run(cfg)
     print(format_results(results))
-    for line in cfg.storm_lines:
+    for line in [*cfg.notes, *cfg.storm_lines]:
         print(line)
     data = results_json(results, get_settings().database_url or "")
+    data["notes"] = cfg.notes
     output.write_text(json.dumps(data, indent=2, default=str))
     print(
         f"\nmachine: {data['machine']['cpus']} cpus, {data['machine']['cpu']}, "

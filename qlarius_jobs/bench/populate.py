@@ -51,6 +51,17 @@ async def bench_populate(app: App, conninfo: str, cfg: BenchConfig, size: int, p
         )
         SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
         SQL.execute_sync(conn, "bench_vacuum_analyze_populations")
+        _, members_seconds = timed(
+            lambda: SQL.one_sync(conn, "bench_memberships_only", target_ids=target_ids)
+        )
+        _, computed_seconds = timed(
+            lambda: SQL.one_sync(conn, "bench_memberships_with_snapshots", target_ids=target_ids)
+        )
+        same_rows, same_seconds = timed(
+            lambda: SQL.count_sync(conn, "bench_same_work_populate", target_ids=target_ids)
+        )
+        SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+        SQL.execute_sync(conn, "bench_vacuum_analyze_populations")
         started = time.perf_counter()
         for pair in sample:
             tags = SQL.many_sync(conn, "bench_old_way_read_tags", **pair)
@@ -75,4 +86,17 @@ async def bench_populate(app: App, conninfo: str, cfg: BenchConfig, size: int, p
         common,
         ("floor: one INSERT ... SELECT, constant JSON", floor_rows, floor_seconds),
         ("row by row: read + insert per row (sample)", len(sample), old_seconds),
+        ("same work, no job: one INSERT ... SELECT (snapshot function)", same_rows, same_seconds),
+        floor_ratio=0.8,
+    )
+    ms = {
+        "members": members_seconds * 1000,
+        "snapshots": (computed_seconds - members_seconds) * 1000,
+        "writing": (same_seconds - computed_seconds) * 1000,
+    }
+    cfg.notes.append(
+        f"populate_target, {inserted:,} rows in {ours_seconds * 1000:,.0f} ms ({len(target_ids)} "
+        f"jobs). The same work with no job, {same_seconds * 1000:,.0f} ms: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in ms.items())
+        + " (each a SELECT alone, then the INSERT)"
     )

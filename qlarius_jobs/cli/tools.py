@@ -43,6 +43,12 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="jobs in the table the console row renders against (0: no console row)",
     )
     bench.add_argument("--rounds", type=int, default=3, help="no-op runs per stack (best kept)")
+    bench.add_argument(
+        "--only",
+        default="",
+        help="run only these benchmarks, comma separated: "
+        "backfill,populate,sync,runner,console,storm (default: all)",
+    )
     bench.set_defaults(handler=cmd_bench)
 
 
@@ -59,6 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         storm_seconds=args.storm_seconds,
         storm_me_files=args.storm_me_files,
         console_jobs=args.console_jobs,
+        only=args.only,
     )
 
 

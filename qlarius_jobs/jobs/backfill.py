@@ -11,14 +11,24 @@ every machine, takes from the queue; each adds what it updated to the run's hist
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from qlarius_jobs import snapshots
+from psycopg.types.json import Jsonb
+
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import audit
 from qlarius_jobs.jobs.arguments import JobArgs, NoArgs, RowId
+from qlarius_jobs.jobs.backfill_batches import (
+    TABLES,
+    WORKER,
+    BackfillProgress,
+    Table,
+    fill_table_range,
+)
+from qlarius_jobs.jobs.backfill_phases import Phases, log_fields
 from qlarius_jobs.jobs.blueprint import JobBlueprint
 from qlarius_jobs.jobs.run import JobRun
 from qlarius_jobs.settings import get_settings
@@ -26,146 +36,37 @@ from qlarius_jobs.settings import get_settings
 SQL = QueryFile.of(__file__)
 blueprint = JobBlueprint()
 
-WORKER = "BackfillMissingSnapshotsWorker"  # the name operators grep for, from the seed note
-TABLES = snapshots.SNAPSHOT_TABLES
-Table = snapshots.SnapshotTable
 
-
-@dataclass
-class BackfillProgress:
-    updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
-    orphans: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
-    batches: int = 0
-    budget_exhausted: bool = False
-
-    def counters(self) -> dict[str, int]:
-        """The columns of backfill_runs this progress adds to."""
-        return {
-            "updated_populations": self.updated["target_populations"],
-            "updated_offers": self.updated["offers"],
-            "updated_ad_events": self.updated["ad_events"],
-            "orphan_offers": self.orphans["offers"],
-            "orphan_ad_events": self.orphans["ad_events"],
-            "batches": self.batches,
-        }
-
-
-async def _fill_batch(conn: Any, table: Table, ids: list[int], progress: BackfillProgress) -> int:
-    if table == "target_populations":
-        updated = len(await snapshots.fill_missing_population_snapshots(conn, ids))
-    else:
-        result = await snapshots.fill_missing_copied_snapshots(conn, table, ids)
-        updated = result.updated
-        progress.orphans[table] += len(result.orphans)
-        # Populations filled on the way count as population repairs.
-        progress.updated["target_populations"] += result.populations_filled
-    progress.updated[table] += updated
-    return updated
-
-
-async def fill_table_range(
-    run: JobRun,
-    table: Table,
-    progress: BackfillProgress,
-    *,
-    first_id: int = 1,
-    last_id: int | None = None,
-    deadline: float | None = None,
-    run_id: int | None = None,
-    chunk: bool = False,
-) -> None:
-    """Fill the NULL snapshots of ``table`` with ids in [first_id, last_id], batch by batch.
-
-    With ``run_id``, each batch adds its counts to that backfill run in its own transaction,
-    so the history is exact whoever dies where; a ``chunk`` also records how far it got, and a
-    retried chunk resumes there (orphans, which stay NULL, are counted once).
-    """
-    settings = get_settings()
-    after_id = first_id - 1
-    place = {"run_id": run_id, "table_name": table, "first_id": first_id}
-    if chunk:
-        async with run.transaction() as conn:
-            resume = await SQL.one(conn, "chunk_done_through", **place)
-        if resume and resume["done_through"] is not None:
-            after_id = resume["done_through"]
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            progress.budget_exhausted = True
-            run.log.warning(
-                f"{WORKER}: time budget of {settings.backfill_time_budget_seconds:g} s spent; "
-                "the rest is left to the next run",
-                table=table,
-                after_id=after_id,
-            )
-            return
-        batch_started = time.monotonic()
-        batch = BackfillProgress()
-        async with run.transaction() as conn:
-            ids = [
-                r["id"]
-                for r in await SQL.many(
-                    conn,
-                    "next_missing_snapshot_ids",
-                    tables={"table": table},
-                    after_id=after_id,
-                    last_id=last_id,
-                    batch_size=settings.backfill_batch_size,
-                )
-            ]
-            if not ids:
-                return
-            updated = await _fill_batch(conn, table, ids, batch)
-            batch.batches = 1
-            if run_id is not None:
-                await SQL.execute(
-                    conn, "add_backfill_run_counts", run_id=run_id, **batch.counters()
-                )
-                if chunk:
-                    await SQL.execute(conn, "chunk_progress", done_through=ids[-1], **place)
-        for name in TABLES:
-            progress.updated[name] += batch.updated[name]
-            progress.orphans[name] += batch.orphans[name]
-        progress.batches += 1
-        after_id = ids[-1]
-        run.log.info(
-            f"{WORKER}: batch of {table} done",
-            table=table,
-            batch=progress.batches,
-            rows=len(ids),
-            updated=updated,
-            elapsed_ms=int((time.monotonic() - batch_started) * 1000),
-        )
-
-
-async def _share_out(run: JobRun, table: Table, run_id: int) -> int:
+async def _share_out(run: JobRun, table: Table, run_id: int, phases: Phases) -> int:
     """Defer chunk jobs covering ``table``'s NULL rows; return how many."""
     settings = get_settings()
-    async with run.transaction() as conn:
-        bounds = await SQL.many(
-            conn,
-            "backfill_chunk_bounds",
-            tables={"table": table},
-            chunk_size=settings.backfill_chunk_size,
-        )
-        await backfill_snapshot_chunk.defer_many(
-            conn,
-            [
-                {
-                    "run_id": run_id,
-                    "table": table,
-                    "first_id": b["first_id"],
-                    "last_id": b["last_id"],
-                }
-                for b in bounds
-            ],
-        )
-        await SQL.execute(
-            conn,
-            "register_backfill_chunks",
-            run_id=run_id,
-            table_name=table,
-            first_ids=[b["first_id"] for b in bounds],
-        )
+    async with phases.transaction(run) as conn:
+        with phases.timing("share"):
+            bounds = await SQL.many(
+                conn,
+                "backfill_chunk_bounds",
+                tables={"table": table},
+                chunk_size=settings.backfill_chunk_size,
+            )
+            await backfill_snapshot_chunk.defer_many(
+                conn,
+                [
+                    {
+                        "run_id": run_id,
+                        "table": table,
+                        "first_id": b["first_id"],
+                        "last_id": b["last_id"],
+                    }
+                    for b in bounds
+                ],
+            )
+            await SQL.execute(
+                conn,
+                "register_backfill_chunks",
+                run_id=run_id,
+                table_name=table,
+                first_ids=[b["first_id"] for b in bounds],
+            )
     run.log.info(
         f"{WORKER}: shared out {len(bounds)} chunk jobs for {table}",
         table=table,
@@ -200,32 +101,21 @@ async def _audit_a_sample(run: JobRun) -> dict[str, int]:
     return {"audited_me_files": result.audited or 0, **result.counts()}
 
 
-@blueprint.job(
-    name="backfill_missing_snapshots",
-    queue="maintenance",
-    args_model=NoArgs,
-    schedule=lambda settings: settings.backfill_cron,
-    # above the default 600 s budget, so the budget ends a run cleanly before the limit does
-    time_limit_seconds=900,
-)
-async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any]:
+async def _timed_audit(run: JobRun, phases: Phases) -> dict[str, int]:
+    with phases.timing("audit"):
+        return await _audit_a_sample(run)
+
+
+async def _fill_or_share(
+    run: JobRun,
+    found: dict[str, int],
+    chunked: set[str],
+    run_id: int,
+    phases: Phases,
+    deadline: float,
+) -> tuple[BackfillProgress, int]:
+    """The run's own part: each table's NULL rows filled, or shared out as chunk jobs."""
     settings = get_settings()
-    started = time.monotonic()
-    deadline = started + settings.backfill_time_budget_seconds
-    async with run.transaction() as conn:
-        counts = await SQL.one(conn, "null_snapshot_counts")
-        assert counts is not None
-        found = {t: int(counts[t]) for t in TABLES}
-        chunked = {r["table_name"] for r in await SQL.many(conn, "pending_backfill_chunks")}
-        run_row = await SQL.one(
-            conn,
-            "start_backfill_run",
-            job_id=run.job_id,
-            found_populations=found["target_populations"],
-            found_offers=found["offers"],
-            found_ad_events=found["ad_events"],
-        )
-    assert run_row is not None
     progress = BackfillProgress()
     chunks = 0
     if not any(found.values()):
@@ -247,12 +137,56 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
                     table=table,
                 )
             elif found[table] > settings.backfill_chunk_size:
-                chunks += await _share_out(run, table, run_row["id"])
+                chunks += await _share_out(run, table, run_id, phases)
             else:
                 await fill_table_range(
-                    run, table, progress, deadline=deadline, run_id=run_row["id"]
+                    run, table, progress, phases, deadline=deadline, run_id=run_id
                 )
-    drift = await _audit_a_sample(run)
+    return progress, chunks
+
+
+@blueprint.job(
+    name="backfill_missing_snapshots",
+    queue="maintenance",
+    args_model=NoArgs,
+    schedule=lambda settings: settings.backfill_cron,
+    # above the default 600 s budget, so the budget ends a run cleanly before the limit does
+    time_limit_seconds=900,
+)
+async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any]:
+    settings = get_settings()
+    started = time.monotonic()
+    deadline = started + settings.backfill_time_budget_seconds
+    phases = Phases()
+    async with phases.transaction(run) as conn:
+        with phases.timing("find"):
+            counts = await SQL.one(conn, "null_snapshot_counts")
+            assert counts is not None
+            found = {t: int(counts[t]) for t in TABLES}
+            chunked = {r["table_name"] for r in await SQL.many(conn, "pending_backfill_chunks")}
+        with phases.timing("history"):
+            run_row = await SQL.one(
+                conn,
+                "start_backfill_run",
+                job_id=run.job_id,
+                found_populations=found["target_populations"],
+                found_offers=found["offers"],
+                found_ad_events=found["ad_events"],
+            )
+    assert run_row is not None
+    # The drift audit reads on a connection of its own, beside the fills (it writes nothing
+    # they read: pending work for the drains); its time overlaps theirs instead of adding to it.
+    audit_task = asyncio.create_task(_timed_audit(run, phases))
+    try:
+        progress, chunks = await _fill_or_share(
+            run, found, chunked, run_row["id"], phases, deadline
+        )
+    except BaseException:
+        audit_task.cancel()
+        with contextlib.suppress(BaseException):
+            await audit_task
+        raise
+    drift = await audit_task
     orphan_total = progress.orphans["offers"] + progress.orphans["ad_events"]
     if orphan_total:
         run.log.warning(
@@ -266,6 +200,7 @@ async def backfill_missing_snapshots(run: JobRun, args: NoArgs) -> dict[str, Any
             "finish_backfill_run",
             run_id=run_row["id"],
             budget_exhausted=progress.budget_exhausted,
+            phase_ms=Jsonb(phases.rounded()),
             **drift,
         )
     if ended and ended["run_finished"]:
@@ -305,16 +240,21 @@ class ChunkArgs(JobArgs):
 async def backfill_snapshot_chunk(run: JobRun, args: ChunkArgs) -> dict[str, Any]:
     """One id range of a large backlog; any maintenance worker may take it."""
     progress = BackfillProgress()
+    phases = Phases()
     await fill_table_range(
         run,
         args.table,
         progress,
+        phases,
         first_id=args.first_id,
         last_id=args.last_id,
         run_id=args.run_id,
         chunk=True,
     )
     async with run.transaction() as conn:
+        await SQL.execute(
+            conn, "add_backfill_phases", run_id=args.run_id, phase_ms=Jsonb(phases.rounded())
+        )
         ended = await SQL.one(
             conn,
             "chunk_ended",
@@ -337,5 +277,10 @@ async def _log_run_finished(run: JobRun, run_id: int) -> None:
     async with run.transaction() as conn:
         totals = await SQL.one(conn, "backfill_run_totals", run_id=run_id)
     assert totals is not None
-    counts = {k: v for k, v in totals.items() if k != "id"}
-    run.log.info(f"{WORKER}: run {run_id} finished", backfill_run_id=run_id, **counts)
+    counts = {k: v for k, v in totals.items() if k not in ("id", "phase_ms")}
+    run.log.info(
+        f"{WORKER}: run {run_id} finished",
+        backfill_run_id=run_id,
+        **counts,
+        **log_fields(totals["phase_ms"]),
+    )

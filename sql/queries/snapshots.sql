@@ -129,68 +129,90 @@ WHERE tp.id = m.id
   AND tp.matching_tags_snapshot IS NULL
 RETURNING tp.id
 
--- name: missing_snapshot_populations_of_copies :many
--- Populations with a NULL snapshot behind the given offers or ad events ({table}) that have none.
-SELECT DISTINCT tp.id
-FROM {table} c
-JOIN target_populations tp
-  ON tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id
-WHERE c.id = ANY(%(ids)s::bigint[])
-  AND c.matching_tags_snapshot IS NULL
-  AND tp.matching_tags_snapshot IS NULL
-
--- name: copy_population_snapshots :count
--- Give offers or ad events ({table}) with a NULL snapshot the snapshot of their
--- (me_file, band) population. Guarded by IS NULL and SKIP LOCKED (a row being written
--- elsewhere is left to that writer or the next run); returns the rows really updated.
+-- name: fill_populations_behind_copies :many
+-- Fill the NULL snapshots of the populations behind the given offers or ad events ({table})
+-- that have none, as fill_population_snapshots does (never overwrites, never waits), in one
+-- statement with finding them. Returns the population ids really filled.
 WITH missing AS MATERIALIZED (
-    SELECT id FROM {table}
-    WHERE id = ANY(%(ids)s::bigint[]) AND matching_tags_snapshot IS NULL
-    ORDER BY id
-    FOR UPDATE SKIP LOCKED
+    SELECT tp.id, tp.me_file_id, tp.target_band_id
+    FROM target_populations tp
+    WHERE tp.matching_tags_snapshot IS NULL
+      -- the ids first (an InitPlan), then the populations by their key: a join here was
+      -- planned as a hash over every population (a sequential scan per batch)
+      AND tp.id = ANY(ARRAY(
+          SELECT behind.id FROM {table} c
+          CROSS JOIN LATERAL (
+              SELECT b.id, b.matching_tags_snapshot FROM target_populations b
+              WHERE b.target_band_id = c.target_band_id AND b.me_file_id = c.me_file_id
+              LIMIT 1) behind
+          WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
+            AND behind.matching_tags_snapshot IS NULL))
+    ORDER BY tp.id
+    FOR UPDATE OF tp SKIP LOCKED
+),
+pairs AS (
+    SELECT array_agg(me_file_id) AS me_file_ids, array_agg(target_band_id) AS band_ids FROM missing
 )
-UPDATE {table} c
-SET matching_tags_snapshot = tp.matching_tags_snapshot
-FROM missing m, target_populations tp
-WHERE c.id = m.id
-  AND c.matching_tags_snapshot IS NULL
-  AND tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id
-  AND tp.matching_tags_snapshot IS NOT NULL
-RETURNING c.id
+UPDATE target_populations tp
+SET matching_tags_snapshot = s.snapshot, updated_at = now()
+FROM missing m, pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
+WHERE tp.id = m.id
+  AND s.me_file_id = m.me_file_id AND s.band_id = m.target_band_id
+  AND tp.matching_tags_snapshot IS NULL
+RETURNING tp.id
 
--- name: compute_copy_snapshots :count
--- Offers or ad events ({table}) still without a snapshot although a population explains them
--- (its own snapshot being written by another job right now): computed from the tags, as the
--- population's is. Guarded by IS NULL and SKIP LOCKED; returns the rows updated.
+-- name: fill_copied_snapshots :one
+-- Give the given offers or ad events ({table}) with a NULL snapshot the snapshot of their
+-- (me_file, band) population; when that population has none yet (another job is writing it
+-- right now), the snapshot computed from the tags, as the population's is. Guarded by IS NULL
+-- and SKIP LOCKED (a row being written elsewhere is left to that writer or the next run).
+-- Returns the rows really updated, and the orphans: rows without a snapshot that no population
+-- explains, which the backfill reports (a row merely locked elsewhere is not one). One
+-- statement for what were three (copy, compute, orphans): a backfill batch's round trips.
 WITH missing AS MATERIALIZED (
     SELECT c.id, c.me_file_id, c.target_band_id
     FROM {table} c
     WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
-      AND EXISTS (SELECT 1 FROM target_populations tp
-                  WHERE tp.me_file_id = c.me_file_id AND tp.target_band_id = c.target_band_id)
     ORDER BY c.id
     FOR UPDATE OF c SKIP LOCKED
 ),
+sources AS MATERIALIZED (
+    -- one probe of the (band, me_file) key per row (LIMIT 1 keeps it a probe: as a join it
+    -- was planned as a hash over every population, a sequential scan per batch)
+    SELECT m.id, m.me_file_id, m.target_band_id, tp.snapshot
+    FROM missing m
+    CROSS JOIN LATERAL (
+        SELECT p.matching_tags_snapshot AS snapshot FROM target_populations p
+        WHERE p.me_file_id = m.me_file_id AND p.target_band_id = m.target_band_id
+        LIMIT 1) tp
+),
 pairs AS (
     SELECT array_agg(me_file_id) AS me_file_ids, array_agg(target_band_id) AS band_ids
-    FROM missing
+    FROM sources WHERE snapshot IS NULL
+),
+computed AS MATERIALIZED (
+    SELECT s.me_file_id, s.band_id, s.snapshot
+    FROM pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
+),
+filled AS (
+    UPDATE {table} c
+    SET matching_tags_snapshot = COALESCE(src.snapshot, cp.snapshot)
+    FROM sources src
+    LEFT JOIN computed cp ON cp.me_file_id = src.me_file_id AND cp.band_id = src.target_band_id
+    WHERE c.id = src.id AND c.matching_tags_snapshot IS NULL
+    RETURNING c.id
 )
-UPDATE {table} c
-SET matching_tags_snapshot = s.snapshot
-FROM missing m, pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
-WHERE c.id = m.id AND s.me_file_id = m.me_file_id AND s.band_id = m.target_band_id
-  AND c.matching_tags_snapshot IS NULL
-RETURNING c.id
-
--- name: copies_without_snapshot :many
--- Of the given offers or ad events ({table}), those without a snapshot that no population
--- explains: orphans, which the backfill reports (a row merely locked elsewhere is not one).
-SELECT c.id, c.me_file_id, c.target_band_id
-FROM {table} c
-WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
-  AND NOT EXISTS (SELECT 1 FROM target_populations tp
-                  WHERE tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id)
-ORDER BY c.id
+SELECT (SELECT count(*) FROM filled) AS updated,
+       COALESCE((
+           SELECT jsonb_agg(jsonb_build_object('id', c.id, 'me_file_id', c.me_file_id,
+                                               'target_band_id', c.target_band_id)
+                            ORDER BY c.id)
+           FROM {table} c
+           WHERE c.id = ANY(%(ids)s::bigint[]) AND c.matching_tags_snapshot IS NULL
+             AND NOT EXISTS (SELECT 1 FROM target_populations tp
+                             WHERE tp.target_band_id = c.target_band_id
+                               AND tp.me_file_id = c.me_file_id)
+       ), '[]'::jsonb) AS orphans
 
 -- name: population_snapshot_of_offer :one
 -- The snapshot of the population behind an offer (NULL: none, or not computed yet). Read only:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg.types.json import Jsonb
 
+from qlarius_jobs.jobs.backfill_phases import PHASES
 from qlarius_jobs.jobs.catalog import defer_job
 from qlarius_jobs.ops import controls
 from tests.integration.factories import StandardWorld, standard_world
@@ -287,6 +289,12 @@ async def test_a_fanned_out_run_finishes_with_its_last_chunk_and_counts_orphans_
     ]
     assert [e["event"] for e in finished] == [f"{WORKER}: run 1 finished"]
     assert finished[0]["orphan_offers"] == 1 and finished[0]["updated_offers"] == 5
+    # where the whole run's time went (its own part and its chunks'), in milliseconds
+    phases = {p: finished[0][f"{p}_ms"] for p in PHASES}
+    assert all(isinstance(ms, int) and ms >= 0 for ms in phases.values())
+    assert sum(phases.values()) > 0
+    [stored] = sync_conn.execute("SELECT phase_ms FROM backfill_runs").fetchone()
+    assert set(stored) == set(PHASES) and stored == phases
 
 
 async def test_a_run_with_chunks_left_is_not_finished_yet(app, sync_conn, settings):
@@ -339,7 +347,12 @@ async def test_a_runs_own_part_ends_once_and_a_finished_run_stays_finished(conn,
 
     async def finish() -> dict | None:
         return await BACKFILL.one(
-            conn, "finish_backfill_run", run_id=run_id, budget_exhausted=False, **drift
+            conn,
+            "finish_backfill_run",
+            run_id=run_id,
+            budget_exhausted=False,
+            phase_ms=Jsonb({"fill": 5}),
+            **drift,
         )
 
     assert (await finish())["run_finished"] is False
@@ -351,7 +364,7 @@ async def test_a_runs_own_part_ends_once_and_a_finished_run_stays_finished(conn,
         is None
     )
     row = sync_conn.execute(
-        "SELECT chunks_pending, finished_at IS NOT NULL FROM backfill_runs WHERE id = %s",
+        "SELECT chunks_pending, finished_at IS NOT NULL, phase_ms FROM backfill_runs WHERE id = %s",
         (run_id,),
     ).fetchone()
-    assert row == (0, True)
+    assert row == (0, True, {"fill": 5})  # the part's times added once too

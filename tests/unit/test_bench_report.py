@@ -59,3 +59,16 @@ def test_old_way_snapshot_orders_like_the_sql():
     assert old_way_snapshot(rows) == {
         "tags": [[5, "A", 2, [[7, "w", 3], [8, "x", 3]]], [9, "B", 2, [[12, "y", 1]]]]
     }
+
+
+def test_only_names_the_benchmarks_that_run():
+    from qlarius_jobs.bench.base import BENCHMARKS, BenchConfig
+    from qlarius_jobs.bench.harness import _only
+
+    assert _only("") == BENCHMARKS
+    assert _only(" backfill, populate ") == {"backfill", "populate"}
+    with pytest.raises(ValueError, match="unknown benchmarks"):
+        _only("backfill,nope")
+    cfg = BenchConfig(sizes=[50], only=_only("backfill,storm"), storm_seconds=0)
+    assert cfg.runs("backfill") and not cfg.runs("populate")
+    assert not cfg.runs("storm")  # named, but a storm of 0 s is none

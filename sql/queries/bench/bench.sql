@@ -188,3 +188,56 @@ FROM targets WHERE id = ANY(%(target_ids)s::bigint[])
 
 -- name: bench_offer_count :one
 SELECT count(*) AS n FROM offers
+
+-- name: bench_same_work_fill_populations :count
+-- Benchmark, the same work with no job around it: one UPDATE of every NULL population through
+-- the snapshot function (what the backfill computes and writes, in one statement).
+UPDATE target_populations tp
+SET matching_tags_snapshot = s.snapshot, updated_at = now()
+FROM (SELECT array_agg(me_file_id) AS m, array_agg(target_band_id) AS b
+      FROM target_populations WHERE matching_tags_snapshot IS NULL) pairs,
+     qlarius_matching_tags_snapshots(pairs.m, pairs.b) s
+WHERE tp.matching_tags_snapshot IS NULL
+  AND s.me_file_id = tp.me_file_id AND s.band_id = tp.target_band_id
+
+-- name: bench_same_work_fill_copies :count
+-- Benchmark, the same work with no job around it: one UPDATE of every NULL offer or ad event
+-- ({table}) from its population's snapshot, as the backfill fills them.
+UPDATE {table} c
+SET matching_tags_snapshot = tp.matching_tags_snapshot
+FROM target_populations tp
+WHERE c.matching_tags_snapshot IS NULL
+  AND tp.target_band_id = c.target_band_id AND tp.me_file_id = c.me_file_id
+  AND tp.matching_tags_snapshot IS NOT NULL
+
+-- name: bench_same_work_populate :count
+-- Benchmark, the same work with no job around it: one INSERT ... SELECT of every membership of
+-- the targets with its snapshot from the snapshot function.
+INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+SELECT s.band_id, s.me_file_id, s.snapshot
+FROM (SELECT array_agg(me_file_id) AS m, array_agg(band_id) AS b FROM qlarius_band_memberships
+      WHERE target_id = ANY(%(target_ids)s::bigint[])) pairs,
+     qlarius_matching_tags_snapshots(pairs.m, pairs.b) s
+
+-- name: bench_compute_null_population_snapshots :one
+-- Benchmark: the snapshots of every NULL population computed and not written (what the same
+-- work's UPDATE spends computing; the rest of it is writing).
+SELECT count(*) AS n
+FROM (SELECT array_agg(me_file_id) AS m, array_agg(target_band_id) AS b
+      FROM target_populations WHERE matching_tags_snapshot IS NULL) pairs,
+     qlarius_matching_tags_snapshots(pairs.m, pairs.b) s
+
+-- name: bench_backfill_phase_ms :one
+-- Benchmark: where the last backfill run's time went, by phase (backfill_phases.py).
+SELECT phase_ms FROM backfill_runs ORDER BY id DESC LIMIT 1
+
+-- name: bench_memberships_only :one
+-- Benchmark: the targets' band memberships alone (no snapshot, nothing written).
+SELECT count(*) AS n FROM qlarius_band_memberships WHERE target_id = ANY(%(target_ids)s::bigint[])
+
+-- name: bench_memberships_with_snapshots :one
+-- Benchmark: the targets' band memberships and their snapshots, computed, nothing written.
+SELECT count(*) AS n
+FROM (SELECT array_agg(me_file_id) AS m, array_agg(band_id) AS b FROM qlarius_band_memberships
+      WHERE target_id = ANY(%(target_ids)s::bigint[])) pairs,
+     qlarius_matching_tags_snapshots(pairs.m, pairs.b) s

@@ -18,36 +18,6 @@ VALUES (%(job_id)s, %(found_populations)s, %(found_offers)s, %(found_ad_events)s
 ON CONFLICT (job_id) WHERE job_id IS NOT NULL DO UPDATE SET job_id = EXCLUDED.job_id
 RETURNING id, xmax <> 0 AS continued
 
--- name: next_missing_snapshot_ids :many
--- The next batch of {table} rows with a NULL snapshot, by keyset over the partial index,
--- up to last_id when given (a chunk's range).
-SELECT id FROM {table}
-WHERE matching_tags_snapshot IS NULL AND id > %(after_id)s
-  AND (%(last_id)s::bigint IS NULL OR id <= %(last_id)s::bigint)
-ORDER BY id
-LIMIT %(batch_size)s
-
--- name: add_backfill_run_counts :exec
--- A chunk adds what it really updated to its run, in the batch's own transaction.
-UPDATE backfill_runs
-SET updated_populations = updated_populations + %(updated_populations)s,
-    updated_offers = updated_offers + %(updated_offers)s,
-    updated_ad_events = updated_ad_events + %(updated_ad_events)s,
-    orphan_offers = orphan_offers + %(orphan_offers)s,
-    orphan_ad_events = orphan_ad_events + %(orphan_ad_events)s,
-    batches = batches + %(batches)s
-WHERE id = %(run_id)s
-
--- name: chunk_done_through :one
--- Where a chunk resumes (NULL: from its first id).
-SELECT done_through FROM qlarius_backfill_chunks
-WHERE run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
-
--- name: chunk_progress :exec
--- A chunk's batch is done (in the batch's own transaction, with its counts).
-UPDATE qlarius_backfill_chunks SET done_through = %(done_through)s
-WHERE run_id = %(run_id)s AND table_name = %(table_name)s AND first_id = %(first_id)s
-
 -- name: backfill_chunk_bounds :many
 -- Split the NULL-snapshot rows of {table} into id ranges of at most chunk_size rows each.
 SELECT min(id) AS first_id, max(id) AS last_id, count(*) AS rows
@@ -81,6 +51,7 @@ SET chunks_pending = chunks_pending - 1,
                       THEN (extract(epoch FROM now() - started_at) * 1000)::bigint
                       ELSE elapsed_ms END,
     budget_exhausted = %(budget_exhausted)s,
+    phase_ms = qlarius_add_phase_ms(phase_ms, %(phase_ms)s),
     audited_me_files = %(audited_me_files)s,
     drifted_populations = %(drifted_population)s,
     stale_snapshots = %(stale_snapshot)s,
@@ -99,5 +70,10 @@ SELECT run_finished FROM qlarius_end_backfill_chunk(%(run_id)s, %(table_name)s, 
 -- name: backfill_run_totals :one
 SELECT id, found_populations, found_offers, found_ad_events, updated_populations,
        updated_offers, updated_ad_events, orphan_offers, orphan_ad_events, batches,
-       chunks_deferred, chunks_failed, elapsed_ms
+       chunks_deferred, chunks_failed, elapsed_ms, phase_ms
 FROM backfill_runs WHERE id = %(run_id)s
+
+-- name: add_backfill_phases :exec
+-- A chunk adds where its time went to its run (before it ends, in the same transaction).
+UPDATE backfill_runs SET phase_ms = qlarius_add_phase_ms(phase_ms, %(phase_ms)s)
+WHERE id = %(run_id)s
