@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint stop install clean-db bench storm faults
+.PHONY: run test lint stop install clean-db bench bench-jobs storm faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ clean-db: stop
 SIZES ?= 5000,50000,500000
 bench: $(STAMP)
 	$(BIN)/qlarius-jobs bench --sizes $(SIZES) --output bench-results.json 2> bench-log.jsonl
+
+# The job table at scale (README "Performance"): fetches, console pages, /metrics and the
+# prune against JOBS finished jobs (a 10M fill takes minutes and ~6 GiB). `make test` runs
+# it once at a tiny scale.
+JOBS ?= 10000000
+bench-jobs: $(STAMP)
+	$(BIN)/qlarius-jobs bench-jobs --jobs $(JOBS) --output bench-jobs-results.json 2> bench-jobs-log.jsonl
 
 # The storm (README "Concurrency"): 3 minutes of concurrent load, a worker killed midway,
 # then every invariant checked against an independent reference; then the same through

@@ -16,6 +16,7 @@ COMMANDS = (
     workers.add_worker,
     workers.add_web,
     tools.add_bench,
+    tools.add_bench_jobs,
     jobs.add_audit,
     jobs.add_jobs,
     controls.add_schedules,

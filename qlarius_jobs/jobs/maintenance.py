@@ -105,18 +105,26 @@ async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     schedule=lambda settings: settings.prune_cron,
 )
 async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
-    """Delete finished jobs (with their events and errors) older than the retention, in
-    bounded batches, each its own short transaction."""
+    """Delete finished jobs (with their events, errors and results) older than their state's
+    retention, in bounded batches, each its own short transaction, up to the first job too
+    young for any retention (``prune_horizon``)."""
     settings = get_settings()
+    days = settings.prune_retention_days()
     after_id, deleted, batches = 0, 0, 0
+    async with run.transaction() as conn:
+        row = await SQL.one(conn, "prune_horizon", retention_days=min(days.values()))
+    horizon = row["horizon"] if row else None
     while True:
         async with run.transaction() as conn:
             row = await SQL.one(
                 conn,
                 "prune_finished_jobs",
                 after_id=after_id,
+                horizon=horizon,
                 batch_size=settings.prune_batch_size,
-                retention_days=settings.prune_after_days,
+                succeeded_days=days["succeeded"],
+                failed_days=days["failed"],
+                cancelled_days=days["cancelled"],
             )
         assert row is not None
         if row["last_candidate"] is None:
@@ -134,6 +142,7 @@ async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     return {
         "jobs_deleted": deleted,
         "batches": batches,
+        "horizon_job_id": horizon,
         "backfill_runs_deleted": runs,
         "schedule_ticks_deleted": ticks,
     }
