@@ -25,7 +25,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,19 +35,16 @@ from starlette.testclient import TestClient
 
 from qlarius_jobs.app import build_app
 from qlarius_jobs.bench import runner as runner_bench
-from qlarius_jobs.bench.base import SQL, Result, timed
-from qlarius_jobs.db import migrate
-from qlarius_jobs.dev import seed
+from qlarius_jobs.bench.base import SQL, Result
+from qlarius_jobs.bench.job_fill import RETENTION_DAYS, fill, fresh_database
 from qlarius_jobs.jobs import maintenance
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.ops import controls
 from qlarius_jobs.ops.console import ConsoleConfig, build_console
 from qlarius_jobs.settings import get_settings
 from qlarius_jobs.worker import runner
 
 log = get_logger(__name__)
 
-DAYS, RETENTION_DAYS = 28, 14
 PAGES = {  # name: (path, p95 limit in ms)
     "overview": ("/", 300),
     "jobs page": ("/jobs", 300),
@@ -76,35 +72,6 @@ def _p95(samples: list[float]) -> float:
 def _sibling(conninfo: str, suffix: str) -> str:
     name = pg_conninfo.conninfo_to_dict(conninfo).get("dbname", "qlarius_jobs")
     return pg_conninfo.make_conninfo(conninfo, dbname=f"{name}{suffix}")
-
-
-def _fresh_database(conninfo: str) -> None:
-    seed.recreate_database(conninfo)
-    migrate.migrate(conninfo)
-    with psycopg.connect(conninfo, autocommit=True) as conn:  # no periodic job measured
-        controls.apply_schedules(conn, dict.fromkeys(controls.schedule_names()), "bench")
-
-
-def fill(conninfo: str, jobs: int, old: int) -> dict[str, float]:
-    """The big table, set-based; how long each step took (the README quotes them)."""
-    took: dict[str, float] = {}
-    params = {"jobs": jobs, "old": old, "days": DAYS, "old_before_days": RETENTION_DAYS}
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        steps: list[tuple[str, Callable[[], object]]] = [
-            ("jobs", lambda: SQL.count_sync(conn, "bench_jobs_fill", **params)),
-            ("drop keys", lambda: SQL.execute_sync(conn, "bench_jobs_fill_drop_keys")),
-            ("events", lambda: SQL.count_sync(conn, "bench_jobs_fill_events", **params)),
-            ("side tables", lambda: SQL.one_sync(conn, "bench_jobs_fill_side_tables")),
-            ("restore keys", lambda: SQL.execute_sync(conn, "bench_jobs_fill_restore_keys")),
-            ("vacuum analyze", lambda: SQL.execute_sync(conn, "bench_jobs_vacuum")),
-        ]
-        for name, step in steps:
-            _, seconds = timed(step)
-            took[name] = seconds
-            log.info("bench-jobs fill", step=name, jobs=jobs, elapsed_ms=int(seconds * 1000))
-        size = SQL.one_sync(conn, "bench_jobs_table_size")
-    took["bytes"] = float(size["bytes"] if size else 0)
-    return took
 
 
 async def _drain(app: App, queue: str, concurrency: int) -> None:
@@ -236,10 +203,12 @@ async def _prune(app: App, conninfo: str, cfg: JobTableConfig) -> None:
         before = SQL.one_sync(conn, "bench_jobs_finished")
     await app.configure_task("prune_finished_jobs").defer_async()
     started = time.perf_counter()
+    ended: list[float] = []
     prune = asyncio.create_task(_drain(app, "maintenance", 1))
+    prune.add_done_callback(lambda _: ended.append(time.perf_counter()))
     during = await _under_load(app, conninfo, cfg, prune)
     await prune
-    prune_seconds = time.perf_counter() - started
+    prune_seconds = ended[0] - started
     with psycopg.connect(conninfo, autocommit=True) as conn:
         after = SQL.one_sync(conn, "bench_jobs_finished")
     deleted = int(before["n"]) - int(after["n"]) if before and after else 0
@@ -281,7 +250,7 @@ def bench_job_table(conninfo: str, cfg: JobTableConfig) -> list[Result]:
     )
     get_settings.cache_clear()
     for info in (conninfo, empty_conninfo):
-        _fresh_database(info)
+        fresh_database(info)
     old = min(cfg.prune, cfg.jobs // 2)
     took = fill(conninfo, cfg.jobs, old)
     fill_seconds = sum(v for k, v in took.items() if k != "bytes")
