@@ -20,6 +20,19 @@ CREATE INDEX IF NOT EXISTS qlarius_jobs_waiting_running_idx
 CREATE STATISTICS IF NOT EXISTS qlarius_jobs_queue_status_stats (mcv)
     ON queue_name, status FROM procrastinate_jobs;
 
+-- Those pairs and shares, for any role that may read the counts: pg_stats_ext shows a
+-- table's extended statistics only to members of its owner's role (a console connecting
+-- as a read-only role would see none), so this function reads them as its owner, the role
+-- that migrates. No rows until the first ANALYZE after this migration.
+CREATE FUNCTION qlarius_job_count_shares() RETURNS TABLE (queue text, state text, share float8)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+    SELECT s.most_common_vals[i][1], s.most_common_vals[i][2], s.most_common_freqs[i]
+    FROM pg_catalog.pg_stats_ext s
+    CROSS JOIN LATERAL generate_subscripts(s.most_common_freqs, 1) i
+    WHERE s.statistics_name = 'qlarius_jobs_queue_status_stats'
+      AND s.tablename = 'procrastinate_jobs'
+$$;
+
 -- 3. Jobs' endings by time (the overview's chart of jobs per minute and its last hour per
 -- task): the ending events alone, with their type, so that both read only the index (events
 -- are only ever inserted, so the visibility map keeps up) instead of every event of the

@@ -71,3 +71,25 @@ def test_finished_states_are_estimated_past_the_limit_waiting_and_running_exact(
                 sync_conn, "their_queue", state
             )
         assert "~" not in client.get("/").text.split("Jobs by queue and state", 1)[1][:3000]
+
+
+def test_a_role_that_does_not_own_the_table_gets_the_estimates_too(sync_conn):
+    """pg_stats_ext shows extended statistics to the table owner's role alone: the counts read
+    them through qlarius_job_count_shares (SECURITY DEFINER), so a read-only role gets them."""
+    from psycopg import conninfo as pg_conninfo
+
+    from qlarius_jobs.ops import metrics
+    from tests.integration.support import TEST_DB
+
+    _fill(sync_conn)
+    sync_conn.execute(
+        "DO $$ BEGIN CREATE ROLE qlarius_test_reader LOGIN; "
+        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    sync_conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO qlarius_test_reader")
+    reader = pg_conninfo.make_conninfo(TEST_DB.conninfo, user="qlarius_test_reader")
+    with psycopg.connect(reader, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_stats_ext").fetchone()[0] == 0
+        rows = metrics.SQL.many_sync(conn, "jobs_by_queue_and_state", exact_below=1000)
+    estimated = {(r["queue"], r["state"]): r["jobs"] for r in rows if r["estimated"]}
+    assert abs(estimated[("targets", "succeeded")] - _exact(sync_conn, "targets", "succeeded")) < 50
