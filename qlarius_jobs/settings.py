@@ -148,6 +148,13 @@ class Settings(BaseSettings):
     prune_failed_after_days: PositiveInt | None = None
     prune_cancelled_after_days: PositiveInt | None = None
     prune_batch_size: PositiveInt = 1000
+    prune_rest_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="after each batch the prune rests this many times as long as the batch "
+        "took (0: no rest)",
+    )
     job_counts_exact_below: PositiveInt = Field(
         default=500_000,
         description="above this many rows in the job table, the overview and /metrics estimate "

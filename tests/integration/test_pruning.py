@@ -4,6 +4,8 @@ rows with chosen ages; the prune job's own body runs against them."""
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -124,11 +126,25 @@ async def test_a_state_without_its_own_retention_keeps_prune_after_days(app, syn
 
 async def test_no_job_deferred_within_the_retention_means_no_horizon(app, sync_conn, settings):
     """With nothing recent, the walk has no bound and still finds every old job."""
-    settings.set(prune_after_days=7, prune_batch_size=1)
+    settings.set(prune_after_days=7, prune_batch_size=1, prune_rest_ratio=0)
     old = [_job(sync_conn, "succeeded", 9) for _ in range(3)]
     summary = await testing.perform_job(app, "prune_finished_jobs")
     assert summary["horizon_job_id"] is None and summary["jobs_deleted"] == 3
     assert not (_left(sync_conn) & set(old))
+    assert summary["rested_ms"] == 0
+
+
+async def test_the_prune_rests_between_batches_in_proportion_to_them(app, sync_conn, settings):
+    """QLARIUS_PRUNE_REST_RATIO: after each batch, that many times the batch's own time."""
+    settings.set(prune_after_days=7, prune_batch_size=1, prune_rest_ratio=20)
+    for _ in range(3):
+        _job(sync_conn, "succeeded", 9)
+    started = time.monotonic()
+    summary = await testing.perform_job(app, "prune_finished_jobs")
+    took_ms = (time.monotonic() - started) * 1000
+    assert summary["jobs_deleted"] == 3 and summary["batches"] == 3
+    # rested 20 times what the batches took: most of the job's time, but never all of it
+    assert 0.5 * took_ms < summary["rested_ms"] < took_ms, (summary, took_ms)
 
 
 def test_each_retention_defaults_to_prune_after_days(monkeypatch):
