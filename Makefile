@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint stop install clean-db bench bench-scale storm faults
+.PHONY: run test lint stop install clean-db bench bench-scale bench-jobs storm faults
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ bench: $(STAMP)
 SCALE_SIZES ?= 20000,200000,2000000
 bench-scale: $(STAMP)
 	$(BIN)/qlarius-jobs bench-scale --sizes $(SCALE_SIZES) --output bench-scale-results.json 2> bench-scale-log.jsonl
+
+# The job table at scale (README "Performance"): fetches, console pages, /metrics and the
+# prune against JOBS finished jobs (a 10M fill takes minutes and ~6 GiB). `make test` runs
+# it once at a tiny scale.
+JOBS ?= 10000000
+bench-jobs: $(STAMP)
+	$(BIN)/qlarius-jobs bench-jobs --jobs $(JOBS) --output bench-jobs-results.json 2> bench-jobs-log.jsonl
 
 # The storm (README "Concurrency"): 3 minutes of concurrent load, a worker killed midway,
 # then every invariant checked against an independent reference; then the same through

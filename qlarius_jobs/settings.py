@@ -153,7 +153,24 @@ class Settings(BaseSettings):
     rescue_cron: str = "* * * * * */30"  # every 30 s (croniter: seconds are the 6th field)
     prune_cron: str = "17 * * * *"
     prune_after_days: PositiveInt = 7
+    # Per-state retention (Oban's Pruner, River's Completed/Cancelled/DiscardedJobRetention):
+    # unset, a state keeps prune_after_days. Aborted jobs follow the cancelled retention.
+    prune_succeeded_after_days: PositiveInt | None = None
+    prune_failed_after_days: PositiveInt | None = None
+    prune_cancelled_after_days: PositiveInt | None = None
     prune_batch_size: PositiveInt = 1000
+    prune_rest_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="after each batch the prune rests this many times as long as the batch "
+        "took (0: no rest)",
+    )
+    job_counts_exact_below: PositiveInt = Field(
+        default=500_000,
+        description="above this many rows in the job table, the overview and /metrics estimate "
+        "the finished states' counts from the planner's statistics (waiting, running: exact)",
+    )
     backfill_history_days: PositiveInt = 90
     task_timeouts: dict[str, float] = Field(
         default_factory=dict, description='per-task time limits, e.g. {"populate_target": 600}'
@@ -194,6 +211,17 @@ class Settings(BaseSettings):
         except (croniter.CroniterBadDateError, croniter.CroniterError) as exc:
             raise ValueError(f"{value!r} never fires ({exc})") from None
         return value
+
+    def prune_retention_days(self) -> dict[str, int]:
+        """Days each finished state is kept (aborted: as cancelled), each state's own setting
+        or, unset, ``prune_after_days``."""
+        cancelled = self.prune_cancelled_after_days or self.prune_after_days
+        return {
+            "succeeded": self.prune_succeeded_after_days or self.prune_after_days,
+            "failed": self.prune_failed_after_days or self.prune_after_days,
+            "cancelled": cancelled,
+            "aborted": cancelled,
+        }
 
     @field_validator("queues")
     @classmethod

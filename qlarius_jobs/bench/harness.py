@@ -195,7 +195,9 @@ def format_results(results: Sequence[Result]) -> str:
     for r in results:
         rows.append(
             (
-                f"{r.size:,} MeFiles / {r.populations:,} pops",
+                f"{r.size:,} jobs"
+                if r.benchmark.startswith(("job table", "console"))
+                else f"{r.size:,} MeFiles / {r.populations:,} pops",
                 r.benchmark,
                 f"<= {r.ours_count:,} ms" if r.latency else f"{r.ours_rate:,.0f} {r.unit}",
                 r.baseline or "-",

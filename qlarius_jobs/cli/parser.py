@@ -17,6 +17,7 @@ COMMANDS = (
     workers.add_web,
     tools.add_bench,
     tools.add_bench_scale,
+    tools.add_bench_jobs,
     jobs.add_audit,
     jobs.add_jobs,
     controls.add_schedules,

@@ -103,6 +103,43 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
     return scale.main(list(parse_sizes(args.sizes)), args.output, cfg)
 
 
+def add_bench_jobs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bench = sub.add_parser(
+        "bench-jobs",
+        help="fetches, console, /metrics and the prune against a job table of millions",
+    )
+    bench.add_argument(
+        "--jobs", type=int, default=10_000_000, help="finished jobs the table is filled with"
+    )
+    bench.add_argument(
+        "--prune", type=int, default=1_000_000, help="of them, the oldest: what the prune deletes"
+    )
+    bench.add_argument(
+        "--noop-jobs", type=int, default=3000, help="no-op jobs per drain of the fetch rows"
+    )
+    bench.add_argument("--rounds", type=int, default=2, help="drains per table (best kept)")
+    bench.add_argument("--renders", type=int, default=40, help="renders per console page")
+    bench.add_argument(
+        "--output", type=Path, default=Path("bench-jobs-results.json"), help="JSON results file"
+    )
+    bench.set_defaults(handler=cmd_bench_jobs)
+
+
+def cmd_bench_jobs(args: argparse.Namespace) -> int:
+    from qlarius_jobs.bench import job_table
+
+    return job_table.main(
+        job_table.JobTableConfig(
+            jobs=args.jobs,
+            prune=args.prune,
+            noop_jobs=args.noop_jobs,
+            rounds=args.rounds,
+            renders=args.renders,
+        ),
+        args.output,
+    )
+
+
 def add_faults(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     faults = sub.add_parser(
         "faults", help="restart, crash and starve a throwaway server under workers; kill them"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import psycopg
@@ -105,18 +107,28 @@ async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     schedule=lambda settings: settings.prune_cron,
 )
 async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
-    """Delete finished jobs (with their events and errors) older than the retention, in
-    bounded batches, each its own short transaction."""
+    """Delete finished jobs (with their events, errors and results) older than their state's
+    retention, in bounded batches, each its own short transaction, up to the first job too
+    young for any retention (``prune_horizon``)."""
     settings = get_settings()
+    days = settings.prune_retention_days()
     after_id, deleted, batches = 0, 0, 0
+    async with run.transaction() as conn:
+        row = await SQL.one(conn, "prune_horizon", retention_days=min(days.values()))
+    horizon = row["horizon"] if row else None
+    rested = 0.0
     while True:
+        started = time.monotonic()
         async with run.transaction() as conn:
             row = await SQL.one(
                 conn,
                 "prune_finished_jobs",
                 after_id=after_id,
+                horizon=horizon,
                 batch_size=settings.prune_batch_size,
-                retention_days=settings.prune_after_days,
+                succeeded_days=days["succeeded"],
+                failed_days=days["failed"],
+                cancelled_days=days["cancelled"],
             )
         assert row is not None
         if row["last_candidate"] is None:
@@ -124,6 +136,12 @@ async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
         after_id = row["last_candidate"]
         deleted += row["deleted"]
         batches += 1
+        # Rest in proportion to the batch's own time, so that a prune of millions takes a
+        # bounded share of the server (measured: without it, a runner beside a prune of 1M
+        # jobs ran at 0.66x); the busier the server, the longer each batch and each rest.
+        rest = (time.monotonic() - started) * settings.prune_rest_ratio
+        rested += rest
+        await asyncio.sleep(rest)
     async with run.transaction() as conn:
         runs = await SQL.count(
             conn, "prune_backfill_runs", retention_days=settings.backfill_history_days
@@ -134,6 +152,8 @@ async def prune_finished_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     return {
         "jobs_deleted": deleted,
         "batches": batches,
+        "horizon_job_id": horizon,
+        "rested_ms": int(rested * 1000),
         "backfill_runs_deleted": runs,
         "schedule_ticks_deleted": ticks,
     }

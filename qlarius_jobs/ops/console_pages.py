@@ -144,7 +144,12 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
     ) = await asyncio.gather(
         apart(request, lambda c: SQL.many(c, "jobs_per_minute", hours=CHART_HOURS)),
         apart(request, lambda c: SQL.many(c, "backfill_chart", days=BACKFILL_DAYS)),
-        apart(request, lambda c: READINGS.many(c, "jobs_by_queue_and_state")),
+        apart(
+            request,
+            lambda c: READINGS.many(
+                c, "jobs_by_queue_and_state", exact_below=get_settings().job_counts_exact_below
+            ),
+        ),
         apart(request, lambda c: SQL.many(c, "overview_last_hour_by_task")),
         apart(request, lambda c: READINGS.many(c, "oldest_waiting_jobs")),
         SQL.many(conn, "running_jobs"),
@@ -164,9 +169,11 @@ async def overview(request: Request, conn: psycopg.AsyncConnection) -> Context:
     ]
     queues = sorted({r["queue"] for r in counts})
     table = {(r["queue"], r["state"]): r["jobs"] for r in counts}
+    estimated = {(r["queue"], r["state"]) for r in counts if r["estimated"]}
     return {
         "queues": queues,
         "counts": table,
+        "estimated": estimated,
         "last_hour": last_hour,
         "oldest": oldest,
         "running": running,

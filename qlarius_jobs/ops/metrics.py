@@ -2,7 +2,10 @@
 scrape covers every worker process on every machine (nothing is kept in this process).
 
 - ``qlarius_jobs{queue,state}``: jobs by queue and state, a series for every queue known (the
-  catalog's, the controls', the job table's) and every state: 0 when none.
+  catalog's, the controls', the job table's) and every state: 0 when none. Waiting and
+  running: exact; the finished states of a table past ``QLARIUS_JOB_COUNTS_EXACT_BELOW`` rows:
+  estimates from the planner's statistics (migration 0025).
+- ``qlarius_job_counts_estimated``: 1 when this scrape's finished states are such estimates.
 - ``qlarius_oldest_waiting_job_seconds{queue}``: age of the oldest due, waiting job; 0 when none.
 - ``qlarius_stalled_jobs``: running jobs whose worker stopped heartbeating.
 - ``qlarius_pending_work{kind}``, ``qlarius_pending_work_waiting_for_a_target{kind}``,
@@ -55,6 +58,7 @@ from qlarius_jobs.jobs import audit, catalog
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import console_db
 from qlarius_jobs.ops.jobs import STATES
+from qlarius_jobs.settings import get_settings
 from qlarius_jobs.snapshots import SNAPSHOT_TABLES
 
 log = get_logger(__name__)
@@ -88,7 +92,9 @@ def read(conninfo: str) -> Readings:
     tasks = sorted(catalog.specs())
     with console_db.read_only(conninfo) as conn:
         return Readings(
-            jobs=SQL.many_sync(conn, "jobs_by_queue_and_state"),
+            jobs=SQL.many_sync(
+                conn, "jobs_by_queue_and_state", exact_below=get_settings().job_counts_exact_below
+            ),
             oldest=SQL.many_sync(conn, "oldest_waiting_jobs"),
             stalled=SQL.one_sync(conn, "metrics_stalled"),
             pending=SQL.many_sync(conn, "pending_work"),
@@ -178,6 +184,11 @@ def families(r: Readings) -> Iterator[Metric]:
         for state in states:
             family.add_metric([queue, state], counts.get((queue, state), 0))
     yield family
+    yield GaugeMetricFamily(
+        "qlarius_job_counts_estimated",
+        "1 when qlarius_jobs' finished states are estimates (a large job table), 0 when exact",
+        int(any(row["estimated"] for row in r.jobs)),
+    )
     waited = {row["queue"]: row["waiting_seconds"] or 0.0 for row in r.oldest}
     family = GaugeMetricFamily(
         "qlarius_oldest_waiting_job_seconds",

@@ -71,3 +71,50 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
     [storm] = [r for r in data["results"] if r["benchmark"].startswith("storm")]
     assert storm["latency"] and storm["clean"], run.stdout[-3000:]
     assert "storm: OK" in run.stdout
+
+
+@pytest.mark.slow
+def test_bench_jobs_runs_at_a_tiny_scale(tmp_path):
+    """`make bench-jobs` once, on a table of 3,000 jobs: every row, sane figures."""
+    output = tmp_path / "bench-jobs.json"
+    run = subprocess.run(
+        [
+            str(BIN / "qlarius-jobs"),
+            "bench-jobs",
+            "--jobs",
+            "3000",
+            "--prune",
+            "1000",
+            "--noop-jobs",
+            "100",
+            "--rounds",
+            "1",
+            "--renders",
+            "5",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(output.read_text())
+    rows = {r["benchmark"].removeprefix("job table of 3,000: "): r for r in data["results"]}
+    for name in (
+        "no-op jobs fetched and run, concurrency 10",
+        "overview, p95 of 5 renders",
+        "jobs page, p95 of 5 renders",
+        "failed jobs page, p95 of 5 renders",
+        "/metrics, p95 of 5 renders",
+        "no-op jobs during the prune",
+        "overview p95 during the prune",
+    ):
+        assert name in rows, sorted(rows)
+    assert all(r["ours_count"] > 0 and r["ours_rate"] > 0 for r in rows.values()), rows
+    # the prune deleted the 1,000 oldest but another application's share (1 in 50)
+    [prune] = [r for name, r in rows.items() if name.startswith("prune_finished_jobs")]
+    assert prune["ours_count"] == 980, prune
+    fetch = rows["no-op jobs fetched and run, concurrency 10"]
+    assert fetch["baseline"] == "the same runner, empty job table" and fetch["ratio"] > 0
+    assert "ratio" in run.stdout and "load average" in run.stdout

@@ -241,3 +241,113 @@ SELECT count(*) AS n
 FROM (SELECT array_agg(me_file_id) AS m, array_agg(band_id) AS b FROM qlarius_band_memberships
       WHERE target_id = ANY(%(target_ids)s::bigint[])) pairs,
      qlarius_matching_tags_snapshots(pairs.m, pairs.b) s
+
+-- name: bench_jobs_fill :count
+-- The job-table benchmark (job_table.py): %(jobs)s finished jobs, deferred one after the other
+-- over %(days)s days (ids follow time, as in production), most of them succeeded, 3% failed
+-- (three attempts), 1% cancelled, 2% another application's (its own task and queue). The first
+-- %(old)s were deferred before %(old_before_days)s days ago, the others after: those are what
+-- the prune row deletes. Our insert trigger derives locks as for any deferral.
+INSERT INTO procrastinate_jobs (queue_name, task_name, args, status, attempts)
+SELECT CASE WHEN mod(n, 50) = 7 THEN 'their_queue' ELSE (ARRAY['default', 'targets', 'offers', 'maintenance'])[1 + mod(n, 4)] END,
+       CASE WHEN mod(n, 50) = 7 THEN 'their_app.send_email'
+            ELSE (ARRAY['create_initial_pending_offers', 'sync_pending_me_files',
+                        'reconcile_pending_offers', 'backfill_snapshot_chunk'])[1 + mod(n, 4)] END,
+       jsonb_build_object('n', n, 'me_file_id', mod(n, 100000)),
+       (CASE WHEN mod(n, 100) < 3 THEN 'failed' WHEN mod(n, 100) = 3 THEN 'cancelled'
+             ELSE 'succeeded' END)::procrastinate_job_status,
+       CASE WHEN mod(n, 100) < 3 THEN 3 WHEN mod(n, 100) = 3 THEN 0 ELSE 1 END
+FROM generate_series(1, %(jobs)s) n
+
+-- name: bench_jobs_fill_drop_keys :exec
+-- The fill writes tens of millions of rows that point at their job: checked one row at a time
+-- (a lock on the job's row each), their foreign keys would take most of the fill. Dropped
+-- here in the benchmark's own database, and added back, the same, after the rows are in
+-- (bench_jobs_fill_restore_keys), which checks them all at once.
+ALTER TABLE procrastinate_events DROP CONSTRAINT procrastinate_events_job_id_fkey;
+ALTER TABLE qlarius_job_errors DROP CONSTRAINT qlarius_job_errors_job_id_fkey;
+ALTER TABLE qlarius_job_results DROP CONSTRAINT qlarius_job_results_job_id_fkey
+
+-- name: bench_jobs_fill_restore_keys :exec
+ALTER TABLE procrastinate_events ADD CONSTRAINT procrastinate_events_job_id_fkey
+    FOREIGN KEY (job_id) REFERENCES procrastinate_jobs (id) ON DELETE CASCADE;
+ALTER TABLE qlarius_job_errors ADD CONSTRAINT qlarius_job_errors_job_id_fkey
+    FOREIGN KEY (job_id) REFERENCES procrastinate_jobs (id) ON DELETE CASCADE;
+ALTER TABLE qlarius_job_results ADD CONSTRAINT qlarius_job_results_job_id_fkey
+    FOREIGN KEY (job_id) REFERENCES procrastinate_jobs (id) ON DELETE CASCADE
+
+-- name: bench_jobs_fill_events :count
+-- Each filled job's events, at the time its place in the id order gives it: deferred, then
+-- (unless cancelled before it started) started and its end; a failed job's three attempts.
+WITH bounds AS (
+    SELECT min(id) AS first, max(id) AS last FROM procrastinate_jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled')
+), timed AS (
+    SELECT j.id, j.status,
+           CASE WHEN j.id - b.first < %(old)s
+                THEN now() - make_interval(days => %(days)s)
+                     + (j.id - b.first) * (make_interval(days => %(days)s - %(old_before_days)s) - interval '1 hour')
+                       / GREATEST(%(old)s, 1)
+                ELSE now() - make_interval(days => %(old_before_days)s) + interval '1 hour'
+                     + (j.id - b.first - %(old)s) * (make_interval(days => %(old_before_days)s) - interval '2 hours')
+                       / GREATEST(b.last - b.first + 1 - %(old)s, 1)
+           END AS deferred_at
+    FROM procrastinate_jobs j, bounds b
+    WHERE j.id BETWEEN b.first AND b.last AND j.status IN ('succeeded', 'failed', 'cancelled')
+)
+INSERT INTO procrastinate_events (job_id, type, at)
+SELECT t.id, e.type::procrastinate_job_event_type, t.deferred_at + e.after
+FROM timed t
+CROSS JOIN LATERAL (VALUES ('deferred', interval '0'),
+                           ('started', interval '2 seconds'),
+                           ('retried', interval '3 seconds'),
+                           ('started', interval '30 seconds'),
+                           ('retried', interval '31 seconds'),
+                           ('started', interval '90 seconds'),
+                           ('failed', interval '91 seconds'),
+                           ('succeeded', interval '3 seconds'),
+                           ('cancelled', interval '5 seconds')) AS e(type, after)
+WHERE CASE t.status
+          WHEN 'succeeded' THEN e.type IN ('deferred', 'succeeded') OR (e.type = 'started' AND e.after = interval '2 seconds')
+          WHEN 'failed' THEN e.type NOT IN ('succeeded', 'cancelled')
+          ELSE e.type IN ('deferred', 'cancelled') END
+
+-- name: bench_jobs_fill_side_tables :one
+-- What our jobs leave beside them: a failed job's three errors, a succeeded job's counts.
+-- (After an ANALYZE: the lateral read of a job's events plans as a scan of the whole table
+-- while the statistics still say it is empty.)
+WITH errors AS (
+    INSERT INTO qlarius_job_errors (job_id, task_name, attempt, at, error_type, message)
+    SELECT j.id, j.task_name, a, e.at, 'RuntimeError', 'the benchmark''s failure, attempt ' || a
+    FROM procrastinate_jobs j
+    CROSS JOIN generate_series(1, 3) a
+    JOIN LATERAL (SELECT min(at) AS at FROM procrastinate_events ev WHERE ev.job_id = j.id) e ON true
+    WHERE j.status = 'failed' AND qlarius_owns_job(j.task_name, j.queue_name)
+    RETURNING 1
+), results AS (
+    INSERT INTO qlarius_job_results (job_id, counts, recorded_at)
+    SELECT j.id, jsonb_build_object('applied', mod(j.id, 1000), 'batches', 1), now()
+    FROM procrastinate_jobs j
+    WHERE j.status = 'succeeded' AND qlarius_owns_job(j.task_name, j.queue_name)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM errors) + (SELECT count(*) FROM results) AS n
+
+-- name: bench_jobs_analyze :exec
+ANALYZE procrastinate_jobs, procrastinate_events
+
+-- name: bench_jobs_vacuum :exec
+-- After the fill: what autovacuum would have done over weeks (statistics, the visibility map
+-- that index-only scans read).
+VACUUM ANALYZE procrastinate_jobs, procrastinate_events, qlarius_job_errors, qlarius_job_results
+
+-- name: bench_jobs_table_size :one
+SELECT pg_total_relation_size('procrastinate_jobs') + pg_total_relation_size('procrastinate_events')
+       + pg_total_relation_size('qlarius_job_errors') + pg_total_relation_size('qlarius_job_results')
+       AS bytes
+
+-- name: bench_jobs_finished :one
+-- The filled jobs still there (the no-op jobs and the prune's own job left out).
+SELECT count(*) AS n FROM procrastinate_jobs
+WHERE status IN ('succeeded', 'failed', 'cancelled')
+  AND task_name NOT IN ('bench_noop', 'prune_finished_jobs')

@@ -2,14 +2,22 @@
 
 -- name: overview_last_hour_by_task :many
 -- Jobs that ended in the last hour, per task and outcome. Columns: task, succeeded, failed,
--- aborted.
-SELECT j.task_name AS task,
-       count(*) FILTER (WHERE e.type = 'succeeded') AS succeeded,
-       count(*) FILTER (WHERE e.type = 'failed') AS failed,
-       count(*) FILTER (WHERE e.type = 'aborted') AS aborted
-FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
-WHERE e.at > now() - interval '1 hour' AND e.type IN ('succeeded', 'failed', 'aborted')
-GROUP BY j.task_name ORDER BY j.task_name
+-- aborted. Each ending's task is read by its job's id (a subquery per event, never a join
+-- the planner may turn into a hash of the whole job table: 300 ms at a million jobs, seconds
+-- at ten); the endings come from qlarius_events_ends_idx (migration 0025).
+-- (Materialized: a filter on the task pushed down would run the subquery twice per event.)
+WITH ended AS MATERIALIZED (
+    SELECT e.type, (SELECT j.task_name FROM procrastinate_jobs j WHERE j.id = e.job_id) AS task
+    FROM procrastinate_events e
+    WHERE e.at > now() - interval '1 hour' AND e.type IN ('succeeded', 'failed', 'aborted')
+)
+SELECT task,
+       count(*) FILTER (WHERE type = 'succeeded') AS succeeded,
+       count(*) FILTER (WHERE type = 'failed') AS failed,
+       count(*) FILTER (WHERE type = 'aborted') AS aborted
+FROM ended
+WHERE task IS NOT NULL
+GROUP BY task ORDER BY task
 
 -- name: running_jobs :many
 -- Columns: id, queue, task, attempts, worker_id, host, pid, started_at.

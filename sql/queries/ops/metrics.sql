@@ -3,9 +3,37 @@
 -- three as well.
 
 -- name: jobs_by_queue_and_state :many
--- An index-only scan of qlarius_jobs_queue_status_idx. Columns: queue, state, jobs.
-SELECT queue_name AS queue, status::text AS state, count(*) AS jobs
-FROM procrastinate_jobs GROUP BY queue_name, status ORDER BY queue_name, status
+-- Waiting and running jobs exactly (an index-only scan of qlarius_jobs_waiting_running_idx,
+-- migration 0025). The finished states exactly too while the table holds fewer than
+-- %(exact_below)s rows (by the planner's own reckoning: its last row count scaled to the
+-- table's size now), or while no ANALYZE has sampled it since 0025; above, estimated
+-- (``estimated``): the table's rows times each (queue, state) pair's share in the extended
+-- statistics (qlarius_job_count_shares), as of the last ANALYZE. Only one of the two
+-- finished branches runs (a one-time filter). Columns: queue, state, jobs, estimated.
+WITH size AS (
+    SELECT CASE WHEN c.relpages > 0 AND c.reltuples >= 0
+                THEN c.reltuples / c.relpages
+                     * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
+                ELSE 0 END AS rows
+    FROM pg_class c WHERE c.oid = 'procrastinate_jobs'::regclass
+), shares AS MATERIALIZED (
+    SELECT queue, state, share FROM qlarius_job_count_shares()
+), small AS (
+    SELECT rows < %(exact_below)s OR NOT EXISTS (SELECT 1 FROM shares) AS exact, rows FROM size
+)
+SELECT queue_name::text AS queue, status::text AS state, count(*) AS jobs, false AS estimated
+FROM procrastinate_jobs WHERE status IN ('todo', 'doing')
+GROUP BY queue_name, status
+UNION ALL
+SELECT queue_name::text, status::text, count(*), false
+FROM procrastinate_jobs
+WHERE status NOT IN ('todo', 'doing') AND (SELECT exact FROM small)
+GROUP BY queue_name, status
+UNION ALL
+SELECT queue, state, round(share * (SELECT rows FROM small))::bigint, true
+FROM shares
+WHERE state NOT IN ('todo', 'doing') AND NOT (SELECT exact FROM small)
+ORDER BY 1, 2
 
 -- name: oldest_waiting_jobs :many
 -- Per queue, the oldest job that is due and waiting, and how long it has waited.
