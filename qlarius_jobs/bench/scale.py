@@ -265,7 +265,9 @@ async def backfill_phase(conninfo: str) -> Phase:
 
 async def populate_phases(conninfo: str) -> list[Phase]:
     """Every target's populations deleted, then ``populate_target`` of each: the populations'
-    rows per second, then the seconds until the offers they lead to are settled."""
+    rows per second until the last populate's commit (targets ``populated``), then the seconds
+    from that commit until the offers are settled (the populate's own offers pass, then
+    whatever it left to the reconcile drain)."""
     from qlarius_jobs.jobs.populations import populate_target
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -284,20 +286,20 @@ async def populate_phases(conninfo: str) -> list[Phase]:
         peak = worker.peak_rss_kib()
     rows = _count(conninfo, lambda c: BENCH_SQL.one_sync(c, "bench_population_count"))
     return [
-        Phase("populate", "rows", rows, populated, peak, "every target, its offers pass included"),
+        Phase("populate", "rows", rows, populated, peak, "every target, until its commit"),
         Phase(
             "offers settled",
             "s",
             rows,
             settled,
             peak,
-            "from the last populate's end until no reconcile is pending",
+            "from the last populate's commit until no reconcile is pending",
         ),
     ]
 
 
 def _populations_done(row: dict[str, Any]) -> bool:
-    return not row["populating"]
+    return not row["unpopulated"]  # every populate's population transaction has committed
 
 
 QUEUES: str | None = None  # the worker's default queues: what production runs

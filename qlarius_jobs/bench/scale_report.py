@@ -13,6 +13,8 @@ from qlarius_jobs.bench.scale import SizeResult
 GROWTH_TARGET = 1.3  # per-unit cost at the largest size over the smallest
 
 GROWN = ("populate", "backfill", "sync")
+SYNC_RATE_TARGET = 2000.0  # MeFiles a second, at the largest size
+OFFERS_SETTLED_TARGET = 60.0  # seconds from the last populate's commit, at the largest size
 
 
 def growth(results: Sequence[SizeResult], name: str) -> float | None:
@@ -55,6 +57,19 @@ def format_scale(results: Sequence[SizeResult]) -> str:
                 f"per-unit cost of {name}, {results[-1].me_files:,} vs {results[0].me_files:,} "
                 f"MeFiles: {grown:.2f}x (target <= {GROWTH_TARGET}x: {verdict})"
             )
+    largest = results[-1]
+    if (sync := largest.phase("sync")) is not None:
+        verdict = "met" if sync.rate >= SYNC_RATE_TARGET else "NOT met"
+        lines.append(
+            f"sync at {largest.me_files:,} MeFiles: {sync.rate:,.0f} MeFiles/s "
+            f"(target >= {SYNC_RATE_TARGET:,.0f}/s: {verdict})"
+        )
+    if (settled := largest.phase("offers settled")) is not None:
+        verdict = "met" if settled.seconds <= OFFERS_SETTLED_TARGET else "NOT met"
+        lines.append(
+            f"offers settled after the populates at {largest.me_files:,} MeFiles: "
+            f"{settled.seconds:.1f} s (target <= {OFFERS_SETTLED_TARGET:.0f} s: {verdict})"
+        )
     for r in results:
         tables = ", ".join(
             f"{t['table_name']} {t['bytes'] / 2**30:.2f} GiB" for t in r.largest_tables[:4]

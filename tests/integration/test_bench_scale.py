@@ -78,6 +78,8 @@ def test_bench_scale_measures_each_size_and_keeps_its_data_set(tmp_path):
             assert data["growth"][name] > 0
             assert f"per-unit cost of {name}, 600 vs 300 MeFiles" in stdout
         assert data["growth_target"] == 1.3
+        assert "sync at 600 MeFiles: " in stdout and "(target >= 2,000/s: " in stdout
+        assert "offers settled after the populates at 600 MeFiles: " in stdout
 
         again, _ = _bench_scale(tmp_path, "300", "second")
         [kept] = again["sizes"]

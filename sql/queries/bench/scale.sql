@@ -33,9 +33,9 @@ SELECT pg_database_size(current_database()) AS bytes
 SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids FROM targets
 
 -- name: scale_work_left :one
--- Work of our queues still to do: jobs waiting or running, pending syncs and reconciles.
+-- Work of our queues still to do: jobs waiting or running, targets whose populate has not
+-- committed, pending syncs and reconciles.
 SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')) AS jobs,
-       (SELECT count(*) FROM procrastinate_jobs
-        WHERE status IN ('todo', 'doing') AND task_name = 'populate_target') AS populating,
+       (SELECT count(*) FROM targets WHERE population_status <> 'populated') AS unpopulated,
        (SELECT count(*) FROM qlarius_pending_syncs) AS syncs,
        (SELECT count(*) FROM qlarius_pending_reconciles) AS reconciles
