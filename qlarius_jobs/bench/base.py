@@ -82,6 +82,7 @@ class BenchConfig:
     sample: int = 500
     noop_jobs: int = 3000
     concurrency: int = 10
+    runner_processes: int = 2  # worker processes per side in the runner benchmark
     sync_backlogs: tuple[int, ...] = (1000, 100_000)
     rounds: int = 3
     storm_seconds: float = 60.0  # 0: no storm

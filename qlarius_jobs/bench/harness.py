@@ -12,9 +12,10 @@ For each size (MeFiles; populations are about twice that):
    pending (and the offers match the reference);
 4. ``sync_me_file_to_target_populations``: syncs per second over many MeFiles and targets,
    with nothing else pending;
-5. the job runner: no-op jobs per second through this project's worker stack (middleware,
-   argument validation, summary log, error history) against bare Procrastinate at equal
-   concurrency, and deferral by batch against one job at a time;
+5. the job runner, as whole processes: a burn-down of no-op jobs drained by ``qlarius-jobs
+   worker`` processes against ``procrastinate worker`` processes on a bare app (same
+   database, queue shape, concurrency, pool), and deferral by batch against one job at a
+   time (``runner.py``);
 6. (largest size) a chunked backfill taken by one worker process, then by two.
 
 Figures are ratios to baselines from the same run, since these machines are noisy. One module

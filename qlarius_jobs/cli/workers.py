@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from qlarius_jobs.cli.database import current_database, migrated_database, print_status
@@ -120,19 +121,24 @@ def add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     worker.set_defaults(handler=cmd_worker)
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace, blueprints: Sequence[Any] | None = None) -> int:
+    """``qlarius-jobs worker``: the jobs of ``jobs/catalog.py``, or ``blueprints`` (the
+    runner benchmark's worker processes add a no-op job to them, see ``bench/noop.py``)."""
     from qlarius_jobs.app import build_app
     from qlarius_jobs.jobs import catalog
     from qlarius_jobs.worker import runner
 
-    queues = runner.queues_to_run(catalog.specs(), args.queues)
-    runner.check_task_timeouts(catalog.specs())
+    if blueprints is None:
+        blueprints = catalog.BLUEPRINTS
+    specs = {name: spec for bp in blueprints for name, spec in bp.specs.items()}
+    queues = runner.queues_to_run(specs, args.queues)
+    runner.check_task_timeouts(specs)
     if args.health_port:
         _port_free(args.health_host, args.health_port)
     conninfo = current_database()
     connection.check_pooling(conninfo)
     pool = runner.fit_pool_to_connections(conninfo, queues)
-    app = build_app(database=lambda: conninfo, pool_max_size=pool)
+    app = build_app(blueprints, database=lambda: conninfo, pool_max_size=pool)
 
     async def work() -> None:
         if args.until_empty:

@@ -18,7 +18,7 @@ import psycopg_pool.base
 from procrastinate import App, BaseConnector, exceptions, jobs
 from procrastinate import worker as procrastinate_worker
 
-# Procrastinate's fetch, which sql/migrations/0016's qlarius_fetch_job repeats with the
+# Procrastinate's fetch, which qlarius_fetch_job (sql/migrations/0016, 0026) repeats with the
 # paused queues and tasks left out: its text, as of the tested release (an upgrade that
 # changes it fails tests/unit/test_procrastinate_adapter.py, to be looked at).
 FETCH_FUNCTION = "procrastinate_fetch_job_v2"

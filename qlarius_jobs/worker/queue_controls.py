@@ -2,7 +2,7 @@
 ``qlarius_task_controls``).
 
 A paused queue (or task) starts no new job: the fetch itself leaves its jobs waiting
-(``qlarius_fetch_job``, sql/migrations/0016), so a pause holds from the commit on, on every
+(``qlarius_fetch_job``, sql/migrations/0016 and 0026), so a pause holds from the commit on, on every
 machine; running jobs finish. On resume the process wakes the queue's worker at once, so
 that waiting jobs start within ``controls_poll_seconds`` (and at once when the NOTIFY is
 heard), even behind a pooler, where no "job inserted" notification comes.

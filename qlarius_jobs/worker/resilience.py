@@ -175,6 +175,12 @@ class ResilientJobManager(CheckedJobManager):
         # whether a worker may start one more job now (its queue's concurrency override)
         self.may_start: Callable[[int], bool] = lambda _worker_id: True
         self._suspect_workers: set[int] = set()
+        # a success's summary counts (JobSpec.run), written by finish_job with the success
+        self._results: dict[int, dict[str, int | float]] = {}
+
+    def keep_result(self, job_id: int, counts: dict[str, int | float]) -> None:
+        """``JobSpec``'s ``ResultKeeper``: the counts of a job that just succeeded here."""
+        self._results[job_id] = counts
 
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> jobs.Job | None:
         """Procrastinate's fetch, leaving paused queues' and tasks' jobs waiting, and none
@@ -223,7 +229,9 @@ class ResilientJobManager(CheckedJobManager):
         """Procrastinate's ``finish_job``, guarded by the job's worker and riding out a lost
         database. A job that is no longer running for that worker (rescued by another one
         while this one lost the database) raises ``JobNotRunningHere``, as Procrastinate's
-        own raises for a job it cannot finish: this late result is not written."""
+        own raises for a job it cannot finish: this late result is not written, nor are the
+        counts its body returned (kept by ``keep_result``; written by the same statement)."""
+        counts = self._results.pop(job.id, None) if job.id is not None else None
         row = await self.availability.call(
             lambda: SQL.one_via_connector(
                 self.connector,
@@ -232,6 +240,7 @@ class ResilientJobManager(CheckedJobManager):
                 worker_id=job.worker_id,
                 status=status.value,
                 delete_job=delete_job,
+                counts=counts,
             )
         )
         if not row["finished"]:
@@ -247,6 +256,8 @@ class ResilientJobManager(CheckedJobManager):
     ) -> None:
         """Procrastinate's ``retry_job``, guarded and riding out a lost database like
         ``finish_job``."""
+        if job.id is not None:
+            self._results.pop(job.id, None)  # a success's counts only
         row = await self.availability.call(
             lambda: SQL.one_via_connector(
                 self.connector,

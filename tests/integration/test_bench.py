@@ -53,7 +53,10 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         "populate_target (all targets)",
         "sync, backlog of 40 changed MeFiles, 1 worker process, nothing else pending",
         "sync, backlog of 100 changed MeFiles, 1 worker process, nothing else pending",
-        "no-op jobs, concurrency 10",
+        "no-op jobs, 2 worker processes x concurrency 10, all processes working -> last "
+        "job's end (median of 1)",
+        "no-op jobs, 2 worker processes x concurrency 10, wall time from process start "
+        "(median of 1)",
         "deferral: batch_defer",
         "console: overview, 3,000 jobs, p95 of 40 renders",
         "console: jobs page, 3,000 jobs, p95 of 40 renders",

@@ -69,8 +69,9 @@ def test_the_private_names_exist_in_this_procrastinate():
 
 
 def test_the_fetch_our_workers_repeat_is_procrastinates_fetch_as_tested():
-    """qlarius_fetch_job (sql/migrations/0016) is Procrastinate's fetch with paused queues
-    and tasks left out: a release that changes Procrastinate's needs ours looked at."""
+    """qlarius_fetch_job (sql/migrations/0016, as 0026 left it) is Procrastinate's fetch with
+    paused queues and tasks left out: a release that changes Procrastinate's needs ours
+    looked at."""
     text = schema.SchemaManager.get_schema()
     body = re.search(rf"CREATE FUNCTION {adapter.FETCH_FUNCTION}\(.*?\$\$(.*?)\$\$", text, re.S)
     assert body is not None
@@ -78,7 +79,7 @@ def test_the_fetch_our_workers_repeat_is_procrastinates_fetch_as_tested():
         f"{adapter.FETCH_FUNCTION} changed: bring qlarius_fetch_job up to date (a migration), "
         "then FETCH_FUNCTION_MD5"
     )
-    ours = (ROOT / "sql/migrations/0016_schedules_and_queue_controls.sql").read_text()
+    ours = (ROOT / "sql/migrations/0026_fetch_plan_cached.sql").read_text()
     for line in ("FOR UPDATE OF jobs SKIP LOCKED", "ORDER BY jobs.priority DESC, jobs.id ASC"):
         assert line in body[1] and line in ours
 

@@ -21,9 +21,11 @@ ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 RETURNING id
 
 -- name: record_job_result :exec
--- A job's summary counts at its success (JobSpec.run), for the console's job list: only while
--- the job still runs for this worker (a job rescued meanwhile, ended elsewhere, or deleted
--- gets nothing from this late run).
+-- A job's summary counts at its success (JobSpec.run), for the console's job list, when its
+-- worker is not one of ours (a bare `procrastinate worker` on our app; ours write them with
+-- the job's success, resilience.sql finish_job_of_worker): only while the job still runs for
+-- this worker (a job rescued meanwhile, ended elsewhere, or deleted gets nothing from this
+-- late run).
 INSERT INTO qlarius_job_results (job_id, counts)
 SELECT j.id, %(counts)s::jsonb FROM procrastinate_jobs j
 WHERE j.id = %(job_id)s AND j.status = 'doing' AND j.worker_id = %(worker_id)s

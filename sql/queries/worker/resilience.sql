@@ -3,7 +3,9 @@
 -- name: finish_job_of_worker :one
 -- Procrastinate's finish_job, guarded: only while the job is still running for this worker.
 -- (A worker that lost the database for long may find its job rescued and run by another; its
--- late result must not overwrite that run's.)
+-- late result must not overwrite that run's.) A success's summary counts (JobSpec.run, for
+-- the console's job list, migration 0019) are written by the same statement, under the same
+-- guard: one round trip and one commit per job instead of two.
 WITH job AS (
     SELECT id FROM procrastinate_jobs
     WHERE id = %(job_id)s AND status = 'doing' AND worker_id IS NOT DISTINCT FROM %(worker_id)s
@@ -12,6 +14,12 @@ WITH job AS (
 finished AS (
     SELECT procrastinate_finish_job_v1(id, %(status)s::procrastinate_job_status, %(delete_job)s)
     FROM job
+),
+recorded AS (
+    INSERT INTO qlarius_job_results (job_id, counts)
+    SELECT id, %(counts)s::jsonb FROM job
+    WHERE %(counts)s::jsonb IS NOT NULL AND %(status)s = 'succeeded' AND NOT %(delete_job)s
+    ON CONFLICT (job_id) DO UPDATE SET counts = EXCLUDED.counts, recorded_at = now()
 )
 SELECT count(*) AS finished FROM finished
 
