@@ -34,7 +34,7 @@ from psycopg import conninfo as pg_conninfo
 from starlette.testclient import TestClient
 
 from qlarius_jobs.app import build_app
-from qlarius_jobs.bench import runner as runner_bench
+from qlarius_jobs.bench import noop
 from qlarius_jobs.bench.base import SQL, Result
 from qlarius_jobs.bench.job_fill import RETENTION_DAYS, fill, fresh_database
 from qlarius_jobs.jobs import maintenance
@@ -87,13 +87,13 @@ async def _drain(app: App, queue: str, concurrency: int) -> None:
 
 async def _timed_drain(app: App, conninfo: str, cfg: JobTableConfig) -> float:
     """Defer ``noop_jobs`` no-op jobs, then the seconds one runner takes to run them all."""
-    await app.configure_task("bench_noop").batch_defer_async(
+    await app.configure_task(noop.OURS_TASK).batch_defer_async(
         *({"n": i} for i in range(cfg.noop_jobs))
     )
     with psycopg.connect(conninfo, autocommit=True) as conn:
         SQL.execute_sync(conn, "bench_analyze_jobs")
     started = time.perf_counter()
-    await _drain(app, runner_bench.BENCH_QUEUE, cfg.concurrency)
+    await _drain(app, noop.OURS_QUEUE, cfg.concurrency)
     return time.perf_counter() - started
 
 
@@ -265,7 +265,7 @@ def bench_job_table(conninfo: str, cfg: JobTableConfig) -> list[Result]:
             ours_seconds=fill_seconds,
         )
     )
-    blueprints = [runner_bench.blueprint, maintenance.blueprint]
+    blueprints = [noop.blueprint, maintenance.blueprint]
 
     async def measure() -> None:
         big = build_app(blueprints, database=lambda: conninfo)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,19 +209,24 @@ async def _leave_for_later(
 RETRY_SECONDS = 2.0
 
 
+async def reconcile_later(conn: AsyncConnection, me_file_ids: Collection[int]) -> None:
+    """MeFiles whose offer rows another transaction held right now: pending again, due now,
+    for the reconcile drain to do a little later."""
+    if me_file_ids:
+        await drains.requeue_pending(
+            conn,
+            drains.RECONCILE,
+            sorted(me_file_ids),
+            [dt.datetime.now(dt.UTC)] * len(me_file_ids),
+        )
+
+
 async def _offer_campaign(
     conn: AsyncConnection, campaign_id: int, target_id: int
 ) -> dict[str, Any]:
     """Reconcile one campaign's offers, its target's offers scope held."""
     changes = await reconcile_offers(conn, free_targets=[target_id], campaign_id=campaign_id)
-    if changes.blocked:
-        # rows held elsewhere right now: reconcile those MeFiles a little later
-        await drains.requeue_pending(
-            conn,
-            drains.RECONCILE,
-            sorted(changes.blocked),
-            [dt.datetime.now(dt.UTC)] * len(changes.blocked),
-        )
+    await reconcile_later(conn, changes.blocked)
     await SQL.execute(conn, "end_offer_wait", campaign_id=campaign_id)
     await drains.wake_drains(conn, drains.RECONCILE)
     return {"campaign_id": campaign_id, **changes.counts(), "left_for_later": len(changes.blocked)}

@@ -15,7 +15,6 @@ nothing depends on the job remembering.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from psycopg import AsyncConnection
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
-from qlarius_jobs.jobs.offers import reconcile_offers
+from qlarius_jobs.jobs.offers import reconcile_later, reconcile_offers
 
 SQL = QueryFile.of(__file__)
 
@@ -66,13 +65,7 @@ async def settle_target_offers(conn: AsyncConnection, target_id: int) -> TargetO
         if not taken:
             return TargetOffers(state="nothing pending")
         changes = await reconcile_offers(conn, free_targets=[target_id])
-        if changes.blocked:
-            await drains.requeue_pending(
-                conn,
-                drains.RECONCILE,
-                sorted(changes.blocked),
-                [dt.datetime.now(dt.UTC)] * len(changes.blocked),
-            )
+        await reconcile_later(conn, changes.blocked)
         # reconcile batches left this target's part of their MeFiles for now: wake them
         await drains.wake_drains(conn, drains.RECONCILE)
     return TargetOffers(
