@@ -260,7 +260,11 @@ async def backfill_phase(conninfo: str) -> Phase:
         seconds = await wait_until(conninfo, started, _jobs_done)
         peak = worker.peak_rss_kib()
     rows = _count(conninfo, lambda c: BENCH_SQL.one_sync(c, "bench_updated_by_backfill"))
-    return Phase("backfill", "rows", rows, seconds, peak)
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = BENCH_SQL.one_sync(conn, "bench_backfill_phase_ms")
+    # where the run's time went, as the job measured it (ms, summed over its chunk jobs)
+    phases = ", ".join(f"{k} {v:,}" for k, v in (row["phase_ms"] if row else {}).items() if v)
+    return Phase("backfill", "rows", rows, seconds, peak, f"default queues; ms: {phases}")
 
 
 async def populate_phases(conninfo: str) -> list[Phase]:
