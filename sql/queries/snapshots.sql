@@ -59,16 +59,17 @@ to_insert AS MATERIALIZED (
         SELECT 1 FROM current_rows c WHERE c.me_file_id = s.me_file_id AND c.band_id = s.band_id)
 ),
 insert_locked AS MATERIALIZED (
-    SELECT m.id FROM me_files m
-    WHERE m.id IN (SELECT me_file_id FROM to_insert)
+    -- the rows to insert travel with their MeFile's lock (joining to_insert back to this CTE
+    -- could be planned as a nested loop over two CTE scans: quadratic on a full populate)
+    SELECT i.me_file_id, i.band_id, i.snapshot FROM to_insert i
+    JOIN me_files m ON m.id = i.me_file_id
     ORDER BY m.id
-    FOR KEY SHARE SKIP LOCKED
+    FOR KEY SHARE OF m SKIP LOCKED
 ),
 inserted AS (
     INSERT INTO target_populations (target_band_id, me_file_id, matching_tags_snapshot)
-    SELECT i.band_id, i.me_file_id, i.snapshot
-    FROM to_insert i
-    WHERE i.me_file_id IN (SELECT id FROM insert_locked)
+    SELECT l.band_id, l.me_file_id, l.snapshot
+    FROM insert_locked l
     ON CONFLICT (target_band_id, me_file_id) DO NOTHING
     RETURNING me_file_id
 ),
@@ -101,7 +102,8 @@ SELECT
     ARRAY(
         SELECT me_file_id FROM to_delete WHERE id NOT IN (SELECT id FROM delete_locked)
         UNION
-        SELECT me_file_id FROM to_insert WHERE me_file_id NOT IN (SELECT id FROM insert_locked)
+        SELECT me_file_id FROM to_insert
+        WHERE me_file_id NOT IN (SELECT me_file_id FROM insert_locked)
         UNION
         SELECT me_file_id FROM to_refresh WHERE id NOT IN (SELECT id FROM refresh_locked)
         ORDER BY 1
