@@ -36,7 +36,7 @@ from qlarius_jobs.bench.base import SQL as BENCH_SQL
 from qlarius_jobs.bench.base import worker_env
 from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.dev import seed
+from qlarius_jobs.dev import reference, seed
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import controls
 
@@ -268,10 +268,14 @@ async def backfill_phase(conninfo: str) -> Phase:
 
 
 async def populate_phases(conninfo: str) -> list[Phase]:
-    """Every target's populations deleted, then ``populate_target`` of each: the populations'
-    rows per second until the last populate's commit (targets ``populated``), then the seconds
-    from that commit until the offers are settled (the populate's own offers pass, then
-    whatever it left to the reconcile drain)."""
+    """A first populate of every target: their populations and their campaigns' offers
+    deleted, nothing pending (what the set-up itself recorded is not the populate's), then
+    ``populate_target`` of each: the populations' rows per second until the last populate's
+    commit (targets ``populated``), then the seconds from that commit until the offers are
+    settled (each populate's own offers pass, then whatever it left to the reconcile drain).
+    Deleting the populations alone would leave a reconcile pending per MeFile, and the drain
+    would withdraw offers while the populates run, only for their passes to create them again.
+    """
     from qlarius_jobs.jobs.populations import populate_target
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -279,6 +283,8 @@ async def populate_phases(conninfo: str) -> list[Phase]:
         assert row is not None
         target_ids: list[int] = row["ids"]
         BENCH_SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+        BENCH_SQL.execute_sync(conn, "bench_clear_offers_of_targets", target_ids=target_ids)
+        BENCH_SQL.execute_sync(conn, "bench_forget_all_pending")
     _clean_slate(conninfo)
     async with worker_process(conninfo, QUEUES) as worker:
         started = time.perf_counter()
@@ -289,6 +295,7 @@ async def populate_phases(conninfo: str) -> list[Phase]:
         settled = await wait_until(conninfo, time.perf_counter(), _nothing_left)
         peak = worker.peak_rss_kib()
     rows = _count(conninfo, lambda c: BENCH_SQL.one_sync(c, "bench_population_count"))
+    offers = _count(conninfo, lambda c: BENCH_SQL.one_sync(c, "bench_offer_count"))
     return [
         Phase("populate", "rows", rows, populated, peak, "every target, until its commit"),
         Phase(
@@ -297,9 +304,25 @@ async def populate_phases(conninfo: str) -> list[Phase]:
             rows,
             settled,
             peak,
-            "from the last populate's commit until no reconcile is pending",
+            f"from the last populate's commit until no reconcile is pending; {offers:,} offers"
+            + _offers_checked(conninfo),
         ),
     ]
+
+
+def _offers_checked(conninfo: str) -> str:
+    """Whether the settled offers equal the independent reference's (up to the size it
+    checks in reasonable time); the bench measures right offers, not just quiet queues."""
+    from qlarius_jobs.bench.offers_after_populate import OFFER_INVARIANTS, REFERENCE_MAX_ME_FILES
+
+    if _count(conninfo, lambda c: SQL.one_sync(c, "scale_me_file_count")) > REFERENCE_MAX_ME_FILES:
+        return " (not checked against the reference at this size)"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        found = reference.check(conn).as_dict()
+    wrong = {k: found[k] for k in OFFER_INVARIANTS if found[k]}
+    if wrong:
+        raise RuntimeError(f"offers after the populates differ from the reference: {wrong}")
+    return ", equal to the reference's"
 
 
 def _populations_done(row: dict[str, Any]) -> bool:

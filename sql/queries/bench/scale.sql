@@ -29,13 +29,17 @@ LIMIT %(limit)s
 -- name: scale_database_bytes :one
 SELECT pg_database_size(current_database()) AS bytes
 
+-- name: scale_me_file_count :one
+SELECT count(*) AS n FROM me_files
+
 -- name: scale_target_ids :one
 SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids FROM targets
 
 -- name: scale_work_left :one
 -- Work of our queues still to do: jobs waiting or running, targets whose populate has not
--- committed, pending syncs and reconciles.
-SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('todo', 'doing')) AS jobs,
-       (SELECT count(*) FROM targets WHERE population_status <> 'populated') AS unpopulated,
-       (SELECT count(*) FROM qlarius_pending_syncs) AS syncs,
-       (SELECT count(*) FROM qlarius_pending_reconciles) AS reconciles
+-- committed, pending syncs and reconciles. Whether there is any, not how much: the bench polls
+-- this every 50 ms, and counting millions of pending rows would load the machine it measures.
+SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE status IN ('todo', 'doing')) AS jobs,
+       EXISTS (SELECT 1 FROM targets WHERE population_status <> 'populated') AS unpopulated,
+       EXISTS (SELECT 1 FROM qlarius_pending_syncs) AS syncs,
+       EXISTS (SELECT 1 FROM qlarius_pending_reconciles) AS reconciles
