@@ -66,11 +66,10 @@ async def reconcile_offers(
         "me_file_ids": me_file_ids,
         "campaign_id": campaign_id,
     }
-    ineligible = await SQL.many(conn, "lock_ineligible_offers", **scope)
-    blocked = {r["me_file_id"] for r in ineligible if not r["locked"]}
-    deleted = await SQL.count(
-        conn, "delete_ineligible_offers", offer_ids=[r["id"] for r in ineligible if r["locked"]]
-    )
+    ineligible = await SQL.one(conn, "lock_ineligible_offers", **scope)
+    assert ineligible is not None
+    blocked = set(ineligible["blocked"])
+    deleted = await SQL.count(conn, "delete_ineligible_offers", offer_ids=ineligible["locked_ids"])
     missing = await SQL.many(
         conn, "eligible_populations_missing_snapshot", blocked=sorted(blocked), **scope
     )

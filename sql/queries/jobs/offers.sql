@@ -35,11 +35,11 @@ FROM campaigns c
 JOIN targets t ON t.id = c.target_id
 WHERE c.id = %(campaign_id)s
 
--- name: lock_ineligible_offers :many
+-- name: lock_ineligible_offers :one
 -- The offers (of the given MeFiles, or of one campaign, in free targets) that no longer match
 -- an eligible (campaign, band, first media run), each locked for deletion in id order without
--- waiting: one locked elsewhere (the application recording an ad event on it) is returned
--- with locked = false, and its MeFile left for a later batch. Only offers to delete are
+-- waiting (locked_ids): the MeFile of one locked elsewhere (the application recording an ad
+-- event on it) is returned in blocked, left for a later batch. Only offers to delete are
 -- locked: the others stay free for the application (a refresh takes a weaker lock). A campaign
 -- that is not live (deactivated) keeps the offers already completed (an ad event with
 -- is_offer_complete): they are history; the others are withdrawn.
@@ -60,18 +60,19 @@ WITH ineligible AS MATERIALIZED (
                       WHERE ae.offer_id = o.id AND ae.is_offer_complete))
 ),
 locked AS MATERIALIZED (
-    SELECT o.id FROM offers o
-    WHERE o.id IN (SELECT id FROM ineligible)
+    SELECT o.id, o.me_file_id FROM offers o
+    JOIN ineligible i ON i.id = o.id
     ORDER BY o.id
-    FOR UPDATE SKIP LOCKED
-),
-unlocked AS MATERIALIZED (
-    SELECT id FROM ineligible WHERE id NOT IN (SELECT id FROM locked)
+    FOR UPDATE OF o SKIP LOCKED
 )
--- (NOT IN a subquery is a hashed lookup: a correlated EXISTS over the CTE was quadratic)
-SELECT i.id, i.me_file_id, i.id NOT IN (SELECT id FROM unlocked) AS locked
-FROM ineligible i
-ORDER BY i.id
+-- the ones held elsewhere are a difference of sets, EXCEPT (a hash, or a sort when large): a
+-- NOT IN over a CTE is hashed only while the planner expects it to fit in hash_mem, and a
+-- rescan of the CTE per row beyond that (quadratic), as a correlated EXISTS over it can be
+SELECT ARRAY(SELECT id FROM locked ORDER BY id) AS locked_ids,
+       ARRAY(SELECT DISTINCT me_file_id
+             FROM (SELECT id, me_file_id FROM ineligible
+                   EXCEPT SELECT id, me_file_id FROM locked) unlocked
+             ORDER BY 1) AS blocked
 
 -- name: delete_ineligible_offers :count
 -- Delete the offers lock_ineligible_offers locked (one statement, any number of rows).
@@ -129,8 +130,8 @@ inserted AS (
     RETURNING me_file_id
 )
 SELECT (SELECT count(*) FROM inserted) AS created,
-       ARRAY(SELECT DISTINCT me_file_id FROM candidates
-             WHERE me_file_id NOT IN (SELECT me_file_id FROM live) ORDER BY 1) AS skipped
+       ARRAY(SELECT me_file_id FROM candidates
+             EXCEPT SELECT me_file_id FROM live ORDER BY 1) AS skipped
 
 -- name: refresh_stale_offers :one
 -- Bring existing eligible offers (of the given MeFiles or one campaign, in free targets) in
@@ -166,7 +167,7 @@ locked AS MATERIALIZED (
     -- the new values travel with the lock: the update joins this alone, by primary key (a
     -- semi-join of two CTEs, estimated at a couple of rows each, was planned as a nested loop,
     -- quadratic: 5 s for the 4,400 offers of one target's pass)
-    SELECT o.id, s.snapshot, s.offer_amt, s.marketer_cost_amt
+    SELECT o.id, o.me_file_id, s.snapshot, s.offer_amt, s.marketer_cost_amt
     FROM offers o JOIN stale s ON s.id = o.id
     ORDER BY o.id
     FOR NO KEY UPDATE OF o SKIP LOCKED
@@ -180,8 +181,10 @@ refreshed AS (
     RETURNING o.id
 )
 SELECT (SELECT count(*) FROM refreshed) AS refreshed,
-       ARRAY(SELECT DISTINCT me_file_id FROM stale
-             WHERE id NOT IN (SELECT id FROM locked) ORDER BY 1) AS skipped
+       ARRAY(SELECT DISTINCT me_file_id
+             FROM (SELECT id, me_file_id FROM stale
+                   EXCEPT SELECT id, me_file_id FROM locked) unlocked
+             ORDER BY 1) AS skipped
 
 -- name: offer_wait_since :one
 -- When this campaign's offers started waiting for its target (now, the first time).
