@@ -17,10 +17,6 @@ FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bi
 -- LOCKED (one being deleted right now is not waited for, nor does its delete fail this
 -- statement's foreign-key check). What it had to skip comes back as skipped_me_files, for the
 -- caller to leave as pending work. Conflicting inserts do nothing.
--- No step joins two CTEs, nor looks a row up in one (NOT IN, a correlated NOT EXISTS): each
--- was planned, where an estimate said a few rows and a full populate brought hundreds of
--- thousands, as a nested loop rescanning a CTE per row (quadratic). Differences of sets are
--- EXCEPT (a hash, or a sort when large), and rows are found again by the table's own keys.
 WITH wanted AS MATERIALIZED (
     SELECT m.me_file_id, m.band_id
     FROM qlarius_band_memberships m
@@ -28,30 +24,26 @@ WITH wanted AS MATERIALIZED (
       AND (%(me_file_ids)s::bigint[] IS NULL OR m.me_file_id = ANY(%(me_file_ids)s::bigint[]))
 ),
 current_rows AS MATERIALIZED (
-    SELECT tp.me_file_id, tp.target_band_id AS band_id
+    SELECT tp.id, tp.me_file_id, tp.target_band_id AS band_id, tp.matching_tags_snapshot
     FROM target_populations tp
     JOIN target_bands b ON b.id = tp.target_band_id
     WHERE b.target_id = ANY(%(target_ids)s::bigint[])
       AND (%(me_file_ids)s::bigint[] IS NULL OR tp.me_file_id = ANY(%(me_file_ids)s::bigint[]))
 ),
 to_delete AS MATERIALIZED (
-    SELECT tp.id, tp.me_file_id
-    FROM (SELECT me_file_id, band_id FROM current_rows
-          EXCEPT
-          SELECT me_file_id, band_id FROM wanted) gone
-    JOIN target_populations tp
-      ON tp.target_band_id = gone.band_id AND tp.me_file_id = gone.me_file_id
+    SELECT c.id, c.me_file_id FROM current_rows c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM wanted w WHERE w.me_file_id = c.me_file_id AND w.band_id = c.band_id)
 ),
 delete_locked AS MATERIALIZED (
     SELECT tp.id, tp.me_file_id FROM target_populations tp
-    JOIN to_delete d ON d.id = tp.id
+    WHERE tp.id IN (SELECT id FROM to_delete)
     ORDER BY tp.id
-    FOR UPDATE OF tp SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 ),
 deleted AS (
     DELETE FROM target_populations tp
-    USING delete_locked l
-    WHERE tp.id = l.id
+    WHERE tp.id IN (SELECT id FROM delete_locked)
     RETURNING tp.me_file_id
 ),
 pairs AS (
@@ -61,16 +53,14 @@ snapshots AS MATERIALIZED (
     SELECT s.me_file_id, s.band_id, s.snapshot
     FROM pairs, qlarius_matching_tags_snapshots(pairs.me_file_ids, pairs.band_ids) s
 ),
--- (every sub-statement reads the table as of the statement's start: the rows deleted above
--- are still there for the two lookups below, as they are in current_rows)
 to_insert AS MATERIALIZED (
     SELECT s.me_file_id, s.band_id, s.snapshot FROM snapshots s
     WHERE NOT EXISTS (
-        SELECT 1 FROM target_populations tp
-        WHERE tp.target_band_id = s.band_id AND tp.me_file_id = s.me_file_id)
+        SELECT 1 FROM current_rows c WHERE c.me_file_id = s.me_file_id AND c.band_id = s.band_id)
 ),
 insert_locked AS MATERIALIZED (
-    -- the rows to insert travel with their MeFile's lock
+    -- the rows to insert travel with their MeFile's lock (joining to_insert back to this CTE
+    -- could be planned as a nested loop over two CTE scans: quadratic on a full populate)
     SELECT i.me_file_id, i.band_id, i.snapshot FROM to_insert i
     JOIN me_files m ON m.id = i.me_file_id
     ORDER BY m.id
@@ -84,13 +74,14 @@ inserted AS (
     RETURNING me_file_id
 ),
 to_refresh AS MATERIALIZED (
-    SELECT tp.id, tp.me_file_id, s.snapshot
-    FROM snapshots s
-    JOIN target_populations tp ON tp.target_band_id = s.band_id AND tp.me_file_id = s.me_file_id
-    WHERE tp.matching_tags_snapshot IS DISTINCT FROM s.snapshot
+    SELECT c.id, c.me_file_id, s.snapshot
+    FROM current_rows c
+    JOIN snapshots s ON s.me_file_id = c.me_file_id AND s.band_id = c.band_id
+    WHERE c.matching_tags_snapshot IS DISTINCT FROM s.snapshot
 ),
 refresh_locked AS MATERIALIZED (
-    -- the new snapshot travels with the lock
+    -- the new snapshot travels with the lock: joining to_refresh to this CTE again was planned
+    -- as a nested loop over CTE scans (quadratic in the rows to refresh)
     SELECT tp.id, tp.me_file_id, r.snapshot FROM target_populations tp
     JOIN to_refresh r ON r.id = tp.id
     ORDER BY tp.id
@@ -108,6 +99,9 @@ SELECT
     (SELECT count(*) FROM inserted) AS inserted,
     (SELECT count(*) FROM refreshed) AS refreshed,
     (SELECT count(*) FROM wanted) AS members,
+    -- what was skipped is a difference of sets, EXCEPT (a hash, or a sort when large): a NOT
+    -- IN over a CTE is hashed only while the planner expects it to fit in hash_mem, and beyond
+    -- that rescans the CTE per row (quadratic on a full populate)
     ARRAY(
         SELECT me_file_id FROM (SELECT id, me_file_id FROM to_delete
                                 EXCEPT SELECT id, me_file_id FROM delete_locked) d

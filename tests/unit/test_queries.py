@@ -168,6 +168,26 @@ def test_every_query_file_parses_and_names_are_unique_per_file():
         assert QueryFile(path).queries, f"{path}: no queries"
 
 
+_NOT_IN_SUBQUERY = re.compile(r"\bNOT\s+IN\s*\(\s*SELECT\b", re.IGNORECASE)
+
+
+def test_no_statement_looks_rows_up_with_not_in_a_subquery():
+    """``x NOT IN (SELECT ...)`` is a hashed lookup only while the planner expects the
+    subquery to fit in hash_mem; beyond that it rescans the subquery for each row: quadratic
+    on a populate of hundreds of thousands (and never true when the subquery yields a NULL).
+    Differences of sets are written ``EXCEPT``, which hashes or sorts whatever the size."""
+    found = [
+        f"{path.relative_to(sql_root())}:{text.count(chr(10), 0, m.start()) + 1}"
+        for path in sorted(sql_root().rglob("*.sql"))
+        for text in [path.read_text(encoding="utf-8")]
+        for m in _NOT_IN_SUBQUERY.finditer(
+            # comments out: they may quote the pattern they warn about
+            re.sub(r"--[^\n]*", lambda c: " " * len(c.group()), text)
+        )
+    ]
+    assert not found, found
+
+
 def test_every_call_names_an_existing_query_with_its_declared_shape():
     calls = _calls()
     assert len(calls) > 100

@@ -61,9 +61,9 @@ WITH ineligible AS MATERIALIZED (
 ),
 locked AS MATERIALIZED (
     SELECT o.id, o.me_file_id FROM offers o
-    JOIN ineligible i ON i.id = o.id
+    WHERE o.id IN (SELECT id FROM ineligible)
     ORDER BY o.id
-    FOR UPDATE OF o SKIP LOCKED
+    FOR UPDATE SKIP LOCKED
 )
 -- the ones held elsewhere are a difference of sets, EXCEPT (a hash, or a sort when large): a
 -- NOT IN over a CTE is hashed only while the planner expects it to fit in hash_mem, and a
