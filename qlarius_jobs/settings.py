@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         default=1000, ge=0, description="MeFiles each backfill run audits for drift (0: none)"
     )
 
+    populate_range_size: PositiveInt = Field(
+        default=50_000,
+        description="MeFile ids a populate applies per statement (its sorts stay in memory)",
+    )
+
     # Level-triggered syncs and reconciles (see drains.py and README "Concurrency").
     sync_batch_size: PositiveInt = Field(
         default=1000, description="MeFiles a sync batch applies in one statement"

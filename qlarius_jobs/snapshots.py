@@ -10,6 +10,7 @@ every call handles a whole batch in one statement, never a query per row.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -62,20 +63,36 @@ class PopulationChanges:
     def changed(self) -> bool:
         return bool(self.deleted or self.inserted or self.refreshed)
 
+    def __add__(self, other: PopulationChanges) -> PopulationChanges:
+        return PopulationChanges(
+            deleted=self.deleted + other.deleted,
+            inserted=self.inserted + other.inserted,
+            refreshed=self.refreshed + other.refreshed,
+            members=self.members + other.members,
+            skipped=self.skipped + other.skipped,
+        )
+
 
 async def apply_band_memberships(
-    conn: AsyncConnection, target_ids: Sequence[int], me_file_ids: Sequence[int] | None = None
+    conn: AsyncConnection,
+    target_ids: Sequence[int],
+    me_file_ids: Sequence[int] | None = None,
+    *,
+    id_range: tuple[int | None, int | None] = (None, None),
 ) -> PopulationChanges:
     """Make the targets' populations match band matching, snapshots inline, in one statement.
 
-    ``me_file_ids=None`` means every MeFile (populating); a list narrows it (syncing). Rows
-    held elsewhere are skipped, never waited for: ``skipped`` names their MeFiles.
+    ``me_file_ids=None`` means every MeFile (populating); a list narrows it (syncing), as does
+    ``id_range`` (``[from, below)``, an end open when None). Rows held elsewhere are skipped,
+    never waited for: ``skipped`` names their MeFiles.
     """
     row = await SQL.one(
         conn,
         "apply_band_memberships",
         target_ids=list(target_ids),
         me_file_ids=None if me_file_ids is None else list(me_file_ids),
+        from_id=id_range[0],
+        below_id=id_range[1],
     )
     assert row is not None
     return PopulationChanges(
@@ -85,6 +102,30 @@ async def apply_band_memberships(
         members=row["members"],
         skipped=tuple(row["skipped_me_files"]),
     )
+
+
+async def populate_in_ranges(
+    conn: AsyncConnection, target_id: int, me_files_per_statement: int
+) -> tuple[PopulationChanges, int]:
+    """Every MeFile's population in the target, one statement per ``me_files_per_statement``
+    MeFile ids, all in the caller's transaction; returns the changes and the number of
+    statements. One statement over every MeFile sorts every tag of the target's traits at
+    once: at 2M MeFiles, hundreds of megabytes spilled to disk per populate, and the cost per
+    row grew with the data. A range keeps each step's sorts in memory, whatever the size.
+    The ranges cover every id (the first and last are open-ended): a MeFile created meanwhile
+    is in one of them, or left, like any change after its range was read, to a sync.
+    """
+    bounds = await SQL.one(conn, "me_file_id_bounds")
+    assert bounds is not None
+    lo, hi = bounds["lo"], bounds["hi"]
+    cuts: list[int] = []
+    if lo is not None and hi is not None:
+        cuts = list(range(lo + me_files_per_statement, hi + 1, me_files_per_statement))
+    edges: list[int | None] = [None, *cuts, None]
+    total = PopulationChanges(deleted=0, inserted=0, refreshed=0, members=0)
+    for start, end in itertools.pairwise(edges):
+        total += await apply_band_memberships(conn, [target_id], id_range=(start, end))
+    return total, len(edges) - 1
 
 
 async def fill_missing_population_snapshots(

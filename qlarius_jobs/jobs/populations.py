@@ -73,7 +73,9 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
             )
         try:
             async with conn.transaction():  # a savepoint: all of it, or none
-                changes = await snapshots.apply_band_memberships(conn, [args.target_id])
+                changes, statements = await snapshots.populate_in_ranges(
+                    conn, args.target_id, get_settings().populate_range_size
+                )
                 if changes.skipped:
                     # MeFiles being deleted (or rows written) right now: a sync finishes them
                     await drains.requeue_pending(
@@ -98,6 +100,7 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "deleted": changes.deleted,
         "refreshed": changes.refreshed,
         "left_for_later": len(changes.skipped),
+        "statements": statements,
         "status_write_tries": tries,
         **offers.summary(),
     }

@@ -6,8 +6,13 @@
 SELECT me_file_id, band_id, snapshot
 FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bigint[])
 
+-- name: me_file_id_bounds :one
+-- The lowest and highest MeFile ids: where a populate's ranges of MeFiles start and end.
+SELECT min(id) AS lo, max(id) AS hi FROM me_files
+
 -- name: apply_band_memberships :one
--- Bring the populations of the given targets (for all MeFiles, or only the given ones) in line
+-- Bring the populations of the given targets (for all MeFiles, or only the given ones, or those
+-- whose id is in [from_id, below_id), either end open when NULL) in line
 -- with band matching, in one statement: delete the rows that no longer hold, insert the
 -- missing ones with their snapshots, and refresh the snapshot of kept rows whose tags changed.
 -- Populating (one target, every MeFile) and syncing (some MeFiles, every populated target)
@@ -22,6 +27,8 @@ WITH wanted AS MATERIALIZED (
     FROM qlarius_band_memberships m
     WHERE m.target_id = ANY(%(target_ids)s::bigint[])
       AND (%(me_file_ids)s::bigint[] IS NULL OR m.me_file_id = ANY(%(me_file_ids)s::bigint[]))
+      AND (%(from_id)s::bigint IS NULL OR m.me_file_id >= %(from_id)s::bigint)
+      AND (%(below_id)s::bigint IS NULL OR m.me_file_id < %(below_id)s::bigint)
 ),
 current_rows AS MATERIALIZED (
     SELECT tp.id, tp.me_file_id, tp.target_band_id AS band_id, tp.matching_tags_snapshot
@@ -29,6 +36,8 @@ current_rows AS MATERIALIZED (
     JOIN target_bands b ON b.id = tp.target_band_id
     WHERE b.target_id = ANY(%(target_ids)s::bigint[])
       AND (%(me_file_ids)s::bigint[] IS NULL OR tp.me_file_id = ANY(%(me_file_ids)s::bigint[]))
+      AND (%(from_id)s::bigint IS NULL OR tp.me_file_id >= %(from_id)s::bigint)
+      AND (%(below_id)s::bigint IS NULL OR tp.me_file_id < %(below_id)s::bigint)
 ),
 to_delete AS MATERIALIZED (
     SELECT c.id, c.me_file_id FROM current_rows c

@@ -115,6 +115,58 @@ async def test_populate_rerun_duplicates_nothing_and_follows_tag_changes(app, sy
     ) == 1
 
 
+def _memberships(conn, target_id):
+    return dict(
+        conn.execute(
+            "SELECT me_file_id, band_id FROM qlarius_band_memberships WHERE target_id = %s",
+            (target_id,),
+        ).fetchall()
+    )
+
+
+async def test_a_populate_by_ranges_of_me_files_is_the_populate_in_one_statement(
+    app, conn, sync_conn, settings, caplog
+):
+    """A populate applies its MeFiles one range of ids at a time (QLARIUS_POPULATE_RANGE_SIZE),
+    in one transaction: with ranges of two, every MeFile (on each edge, first and last
+    included) gets the row and snapshot band matching gives, rows that no longer hold go, and
+    the summary counts the statements."""
+    settings.set(populate_range_size=2)
+    s = standard_world(sync_conn)
+    w = s.w
+    variants = [
+        [s.female, s.z10028, s.heat],
+        [s.female, s.z10001],
+        [s.female],
+        [s.male, s.z10028],
+        [s.female, s.z10028, s.story],
+        [s.female, s.z10001, s.heat],
+        [s.female],
+    ]
+    me_files = [w.me_file(tags) for tags in variants]
+    lo, hi = min(me_files), max(me_files)
+    expected_statements = len(range(lo + 2, hi + 1, 2)) + 1
+    await _trigger(s.target)
+    await drain()
+    wanted = _memberships(sync_conn, s.target)
+    assert len(wanted) == 6 and w.populations(s.target) == wanted
+    snaps = await snapshots.compute_snapshots(conn, list(wanted.items()))
+    assert {(m, b): sn for m, b, sn in _population_state(sync_conn, s.target)} == snaps
+    # the first and last MeFiles leave, one in the middle moves inward: a re-populate by ranges
+    w.untag(me_files[0], [s.female])
+    w.untag(me_files[-1], [s.female])
+    w.tag(me_files[2], [s.z10028, s.story])
+    caplog.clear()
+    await _trigger(s.target)
+    await drain()
+    wanted = _memberships(sync_conn, s.target)
+    assert len(wanted) == 4 and w.populations(s.target) == wanted
+    snaps = await snapshots.compute_snapshots(conn, list(wanted.items()))
+    assert {(m, b): sn for m, b, sn in _population_state(sync_conn, s.target)} == snaps
+    summary = next(e for e in log_events(caplog) if e["event"] == "populate_target finished")
+    assert summary["statements"] == expected_statements
+
+
 @pytest.mark.parametrize(
     ("args", "field"),
     [
