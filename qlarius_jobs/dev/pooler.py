@@ -144,6 +144,8 @@ pidfile = {self.folder / "pgbouncer.pid"}
                 self.process.kill()
                 self.process.wait(timeout=10)
         self.process = None
+        # its config, log and pid file: nothing reads them once it has stopped
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _os_user() -> str:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class WorkerProcess:
             fd, name = tempfile.mkstemp(prefix="worker-", suffix=".log")
             os.close(fd)
             log_path = Path(name)
+            # a file of our own making goes with this object (read it while you hold it)
+            weakref.finalize(self, log_path.unlink, missing_ok=True)
         self.log_path = log_path
         self._terminated = False
         with log_path.open("w") as log:  # the child keeps its own copy of the descriptor

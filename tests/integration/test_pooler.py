@@ -95,6 +95,8 @@ def test_a_direct_connection_or_a_session_pooler_is_not_taken_for_a_transaction_
     assert connection.transactions_share_a_session(TEST_DB.conninfo)
     with pooler.pgbouncer(TEST_DB.conninfo, pool_mode="session") as session_pooler:
         assert connection.transactions_share_a_session(session_pooler.conninfo())
+        assert session_pooler.logfile.exists()
+    assert not session_pooler.folder.exists()  # stopped: its folder goes, no litter in /tmp
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -215,3 +216,15 @@ def test_until_empty_lets_a_long_job_finish_past_the_grace_period(sync_conn):
         proc.kill()
     [job] = jobs(sync_conn, "populate_target")
     assert (job["status"], job["attempts"]) == ("succeeded", 1), out[-2000:]
+
+
+def test_a_worker_process_log_of_its_own_making_goes_with_it():
+    """A WorkerProcess given no log path writes to a temporary file of its own, removed once
+    the object is gone (the suite starts hundreds: none is left in /tmp)."""
+    proc = WorkerProcess("--queues", "no_such_queue", env=worker_env())  # refuses at once
+    proc.wait(timeout=60)
+    log_path = proc.log_path
+    assert log_path.exists() and proc.output()
+    del proc
+    gc.collect()
+    assert not log_path.exists()
