@@ -26,7 +26,7 @@ REFERENCE_MAX_ME_FILES = 100_000
 OFFER_INVARIANTS = ("missing_offers", "extra_offers", "wrong_offers", "stale_amounts")
 
 
-async def _committed_at(conninfo: str, target_ids: list[int], poll_seconds: float) -> float:
+async def committed_at(conninfo: str, target_ids: list[int], poll_seconds: float) -> float:
     """perf_counter() when every target reads ``populated``: the last populate committed."""
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         while True:
@@ -49,7 +49,7 @@ async def bench_offers_after_populate(
         SQL.execute_sync(conn, "bench_forget_all_pending")
         SQL.execute_sync(conn, "bench_clear_jobs")
         SQL.execute_sync(conn, "bench_vacuum_analyze")
-    poller = asyncio.create_task(_committed_at(conninfo, target_ids, 0.02))
+    poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
         for target_id in target_ids:
             await populate_target.defer(aconn, target_id=target_id)

@@ -50,7 +50,7 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
         "backfill NULL snapshots, 1 worker process",
         "backfill NULL snapshots, 2 worker processes",
         "chunked backfill, 2 worker processes",
-        "populate_target (all targets)",
+        "populate_target (all targets, until the last one commits)",
         "sync, backlog of 40 changed MeFiles, 1 worker process, nothing else pending",
         "sync, backlog of 100 changed MeFiles, 1 worker process, nothing else pending",
         "no-op jobs, 2 worker processes x concurrency 10, all processes working -> last "
