@@ -107,21 +107,17 @@ async def apply_band_memberships(
 async def populate_in_ranges(
     conn: AsyncConnection, target_id: int, me_files_per_statement: int
 ) -> tuple[PopulationChanges, int]:
-    """Every MeFile's population in the target, one statement per ``me_files_per_statement``
-    MeFile ids, all in the caller's transaction; returns the changes and the number of
-    statements. One statement over every MeFile sorts every tag of the target's traits at
-    once: at 2M MeFiles, hundreds of megabytes spilled to disk per populate, and the cost per
-    row grew with the data. A range keeps each step's sorts in memory, whatever the size.
-    The ranges cover every id (the first and last are open-ended): a MeFile created meanwhile
-    is in one of them, or left, like any change after its range was read, to a sync.
+    """Every MeFile's population in the target, one statement per range of
+    ``me_files_per_statement`` MeFiles, all in the caller's transaction; returns the changes
+    and the number of statements. One statement over every MeFile sorts every tag of the
+    target's traits at once: at 2M MeFiles, hundreds of megabytes spilled to disk per
+    populate, and the cost per row grew with the data. A range keeps each step's sorts in
+    memory, whatever the size. The ranges cover every id (the first and last are
+    open-ended): a MeFile created meanwhile is in one of them, or left, like any change after
+    its range was read, to a sync.
     """
-    bounds = await SQL.one(conn, "me_file_id_bounds")
-    assert bounds is not None
-    lo, hi = bounds["lo"], bounds["hi"]
-    cuts: list[int] = []
-    if lo is not None and hi is not None:
-        cuts = list(range(lo + me_files_per_statement, hi + 1, me_files_per_statement))
-    edges: list[int | None] = [None, *cuts, None]
+    starts = await SQL.many(conn, "me_file_range_starts", size=me_files_per_statement)
+    edges: list[int | None] = [None, *(r["id"] for r in starts), None]
     total = PopulationChanges(deleted=0, inserted=0, refreshed=0, members=0)
     for start, end in itertools.pairwise(edges):
         total += await apply_band_memberships(conn, [target_id], id_range=(start, end))

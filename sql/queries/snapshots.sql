@@ -6,9 +6,13 @@
 SELECT me_file_id, band_id, snapshot
 FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bigint[])
 
--- name: me_file_id_bounds :one
--- The lowest and highest MeFile ids: where a populate's ranges of MeFiles start and end.
-SELECT min(id) AS lo, max(id) AS hi FROM me_files
+-- name: me_file_range_starts :many
+-- Where a populate's ranges of MeFiles start, after the first: every %(size)s-th MeFile id, in
+-- order (an index-only scan of the ids). Counted in MeFiles, not in ids: sparse ids (imported,
+-- or a sequence that jumped) never make thousands of empty ranges.
+SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM me_files) m
+WHERE mod(n, %(size)s) = 1 AND n > 1
+ORDER BY id
 
 -- name: apply_band_memberships :one
 -- Bring the populations of the given targets (for all MeFiles, or only the given ones, or those
