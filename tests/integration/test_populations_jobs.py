@@ -124,6 +124,14 @@ def _memberships(conn, target_id):
     )
 
 
+async def _populated_as_band_matching(conn, sync_conn, target_id) -> int:
+    """The target's rows are band matching's, each with its snapshot; returns how many."""
+    wanted = _memberships(sync_conn, target_id)
+    snaps = await snapshots.compute_snapshots(conn, list(wanted.items()))
+    assert {(m, b): sn for m, b, sn in _population_state(sync_conn, target_id)} == snaps
+    return len(wanted)
+
+
 async def test_a_populate_by_ranges_of_me_files_is_the_populate_in_one_statement(
     app, conn, sync_conn, settings, caplog
 ):
@@ -152,10 +160,7 @@ async def test_a_populate_by_ranges_of_me_files_is_the_populate_in_one_statement
     expected_statements = 4  # 8 MeFiles, two by two
     await _trigger(s.target)
     await drain()
-    wanted = _memberships(sync_conn, s.target)
-    assert len(wanted) == 7 and w.populations(s.target) == wanted
-    snaps = await snapshots.compute_snapshots(conn, list(wanted.items()))
-    assert {(m, b): sn for m, b, sn in _population_state(sync_conn, s.target)} == snaps
+    assert await _populated_as_band_matching(conn, sync_conn, s.target) == 7
     # the first and last MeFiles leave, one in the middle moves inward: a re-populate by ranges
     w.untag(me_files[0], [s.female])
     w.untag(me_files[-1], [s.female])
@@ -163,10 +168,7 @@ async def test_a_populate_by_ranges_of_me_files_is_the_populate_in_one_statement
     caplog.clear()
     await _trigger(s.target)
     await drain()
-    wanted = _memberships(sync_conn, s.target)
-    assert len(wanted) == 5 and w.populations(s.target) == wanted
-    snaps = await snapshots.compute_snapshots(conn, list(wanted.items()))
-    assert {(m, b): sn for m, b, sn in _population_state(sync_conn, s.target)} == snaps
+    assert await _populated_as_band_matching(conn, sync_conn, s.target) == 5
     summary = next(e for e in log_events(caplog) if e["event"] == "populate_target finished")
     assert summary["statements"] == expected_statements
 
