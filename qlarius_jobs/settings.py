@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
     populate_range_size: PositiveInt = Field(
         default=50_000,
-        description="MeFile ids a populate applies per statement (its sorts stay in memory)",
+        description="MeFiles per populate statement, a range of ids (its sorts stay in memory)",
     )
 
     # Level-triggered syncs and reconciles (see drains.py and README "Concurrency").

@@ -11,7 +11,7 @@ FROM qlarius_matching_tags_snapshots(%(me_file_ids)s::bigint[], %(band_ids)s::bi
 -- order (an index-only scan of the ids). Counted in MeFiles, not in ids: sparse ids (imported,
 -- or a sequence that jumped) never make thousands of empty ranges.
 SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM me_files) m
-WHERE mod(n, %(size)s) = 1 AND n > 1
+WHERE mod(n - 1, %(size)s) = 0 AND n > 1
 ORDER BY id
 
 -- name: apply_band_memberships :one
