@@ -61,6 +61,19 @@ def _ten_me_files(s):
     return [w.me_file(tags) for tags in variants]
 
 
+async def _let_the_populate_finish(holder, sync_conn, *, sync_first: bool = True) -> None:
+    """Drain the syncs the changes recorded (the target's part stays pending: the populate
+    holds its scope), let the held populate go, and wait until it has succeeded."""
+    if sync_first:
+        await drain_syncs_now()
+    holder.rollback()
+    await wait_until(
+        lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
+        30,
+        "the populate",
+    )
+
+
 async def _hold_populate_at_range_three(sync_conn, s, ms):
     """The target populated; then m4's population row goes (by hand), and another
     connection inserts it, uncommitted: the re-populate waits there, in its third range's
@@ -105,13 +118,7 @@ async def test_changes_committed_between_ranges_of_one_populate_are_not_lost(
             w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[9],))
             # created mid-populate, its id above every range start
             newcomer = w.me_file([s.female, s.z10001, s.heat])
-            await drain_syncs_now()
-            holder.rollback()
-            await wait_until(
-                lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
-                30,
-                "the populate",
-            )
+            await _let_the_populate_finish(holder, sync_conn)
     finally:
         holder.close()
     await drain()
@@ -388,13 +395,7 @@ async def test_criteria_and_trait_changes_between_ranges_end_in_a_consistent_pop
             await Wakeups(
                 app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
             ).sweep_once()
-            await drain_syncs_now()
-            holder.rollback()
-            await wait_until(
-                lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
-                30,
-                "the populate",
-            )
+            await _let_the_populate_finish(holder, sync_conn)
     finally:
         holder.close()
     await drain()
@@ -423,13 +424,7 @@ async def test_a_range_start_deleted_and_ids_below_the_first_start_created_mid_p
             w.tag(high, [s.female, s.story])
             mid = w.one("INSERT INTO me_files (id) VALUES (%s) RETURNING id", (ms[6],))
             w.tag(mid, [s.female, s.z10001, s.heat])  # the deleted id, reused
-            await drain_syncs_now()
-            holder.rollback()
-            await wait_until(
-                lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
-                30,
-                "the populate",
-            )
+            await _let_the_populate_finish(holder, sync_conn)
     finally:
         holder.close()
     await drain()
@@ -457,13 +452,7 @@ async def test_a_reconcile_batch_and_an_ad_event_while_a_populate_is_between_ran
             await record_ad_event(application, offer)  # open
             w.untag(ms[7], [s.female])  # range 4: the populate deletes its row
             w.tag(ms[2], [s.male])  # range 1: still a member
-            await drain_syncs_now()
-            holder.rollback()
-            await wait_until(
-                lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
-                30,
-                "the populate",
-            )
+            await _let_the_populate_finish(holder, sync_conn)
             await asyncio.sleep(0.5)
             # the offer of ms[7] is held: blocked, not deleted, not lost
             assert w.one("SELECT count(*) FROM offers WHERE id = %s", (offer,)) == 1
@@ -513,13 +502,7 @@ async def test_a_first_populate_by_ranges_misses_no_change_to_a_range_already_do
             w.untag(ms[0], [s.female])  # range 1, done: leaves
             w.tag(ms[3], [s.z10028, s.heat])  # range 2, done: moves
             w.tag(outsider, [s.female])  # last range, not done: joins
-            await drain_syncs_now()
-            holder.rollback()
-            await wait_until(
-                lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
-                30,
-                "the populate",
-            )
+            await _let_the_populate_finish(holder, sync_conn)
     finally:
         holder.close()
     await drain()
@@ -550,12 +533,7 @@ async def test_a_criteria_change_between_ranges_of_a_first_populate(app, sync_co
             await Wakeups(
                 app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
             ).sweep_once()
-            holder.rollback()
-            await wait_until(
-                lambda: jobs(sync_conn, "populate_target")[-1]["status"] == "succeeded",
-                30,
-                "the populate",
-            )
+            await _let_the_populate_finish(holder, sync_conn, sync_first=False)
     finally:
         holder.close()
     await drain()
