@@ -13,6 +13,7 @@ import psycopg
 from procrastinate import App
 
 from qlarius_jobs.db.queries import QueryFile
+from qlarius_jobs.dev import reference, seed
 from qlarius_jobs.worker import runner
 
 SQL = QueryFile.named("bench/bench")
@@ -145,6 +146,39 @@ def against_baselines(
         cfg.results.append(
             Result(**common, baseline=name, baseline_count=count, baseline_seconds=seconds)
         )
+
+
+def clear_for_a_first_populate(conn: psycopg.Connection, target_ids: list[int]) -> None:
+    """The targets as before their first populate: no population, their campaigns no offer
+    (a first populate's campaigns wait for it), nothing pending (what this set-up recorded is
+    not the populate's: deleting the populations alone leaves a reconcile per MeFile, and the
+    drain would withdraw offers while the populates run)."""
+    SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
+    SQL.execute_sync(conn, "bench_clear_offers_of_targets", target_ids=target_ids)
+    SQL.execute_sync(conn, "bench_forget_all_pending")
+
+
+OFFER_INVARIANTS = ("missing_offers", "extra_offers", "wrong_offers", "stale_amounts")
+
+
+def offers_against_reference(conn: psycopg.Connection) -> dict[str, int]:
+    """The offer invariants the independent reference finds broken (empty: the offers are
+    right). It reads every tag in Python: for data sets up to ~100,000 MeFiles."""
+    found = reference.check(conn).as_dict()
+    return {k: found[k] for k in OFFER_INVARIANTS if found[k]}
+
+
+def seed_sizes(me_files: int, targets: int, null_share: float) -> seed.SeedSizes:
+    """The data set every benchmark measures: one campaign per target, populated, a share of
+    its snapshots NULL, ad events on a fifth of the offers."""
+    return seed.SeedSizes(
+        me_files=me_files,
+        targets=targets,
+        campaigns_per_target=1,
+        populate=True,
+        null_share=null_share,
+        ad_event_share=0.2,
+    )
 
 
 def analyze_sync_tables(conninfo: str) -> None:

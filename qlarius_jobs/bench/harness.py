@@ -42,7 +42,7 @@ from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.app import build_app, door_database
 from qlarius_jobs.bench.backfill import bench_backfill
-from qlarius_jobs.bench.base import BENCHMARKS, SQL, BenchConfig, Result
+from qlarius_jobs.bench.base import BENCHMARKS, SQL, BenchConfig, Result, seed_sizes
 from qlarius_jobs.bench.console import bench_console
 from qlarius_jobs.bench.offers_after_populate import bench_offers_after_populate
 from qlarius_jobs.bench.populate import bench_populate
@@ -86,17 +86,7 @@ def run(cfg: BenchConfig) -> list[Result]:
         with psycopg.connect(conninfo, autocommit=True) as conn:  # no periodic job measured
             controls.apply_schedules(conn, dict.fromkeys(controls.schedule_names()), "bench")
         progress.step(f"{size:,} MeFiles: data set")
-        counts = seed.seed(
-            conninfo,
-            seed.SeedSizes(
-                me_files=size,
-                targets=cfg.targets,
-                campaigns_per_target=1,
-                populate=True,
-                null_share=cfg.null_share,
-                ad_event_share=0.2,
-            ),
-        )
+        counts = seed.seed(conninfo, seed_sizes(size, cfg.targets, cfg.null_share))
         pops = int(counts["populations"])
 
         async def measure(size: int = size, pops: int = pops) -> None:

@@ -17,13 +17,18 @@ import time
 import psycopg
 from procrastinate import App
 
-from qlarius_jobs.bench.base import SQL, BenchConfig, Result, run_until_done
-from qlarius_jobs.dev import reference
+from qlarius_jobs.bench.base import (
+    SQL,
+    BenchConfig,
+    Result,
+    clear_for_a_first_populate,
+    offers_against_reference,
+    run_until_done,
+)
 from qlarius_jobs.jobs.populations import populate_target
 
 # the reference (pure Python) reads every tag: checked up to this size
 REFERENCE_MAX_ME_FILES = 100_000
-OFFER_INVARIANTS = ("missing_offers", "extra_offers", "wrong_offers", "stale_amounts")
 
 
 async def committed_at(conninfo: str, target_ids: list[int], poll_seconds: float) -> float:
@@ -44,9 +49,7 @@ async def bench_offers_after_populate(
         targets = SQL.one_sync(conn, "bench_target_ids")
         assert targets is not None
         target_ids: list[int] = targets["ids"]
-        SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
-        SQL.execute_sync(conn, "bench_clear_offers_of_targets", target_ids=target_ids)
-        SQL.execute_sync(conn, "bench_forget_all_pending")
+        clear_for_a_first_populate(conn, target_ids)
         SQL.execute_sync(conn, "bench_clear_jobs")
         SQL.execute_sync(conn, "bench_vacuum_analyze")
     poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
@@ -61,8 +64,7 @@ async def bench_offers_after_populate(
         counted = SQL.one_sync(conn, "bench_offer_count")
         offers = int(counted["n"]) if counted else 0
         if size <= REFERENCE_MAX_ME_FILES:
-            found = reference.check(conn).as_dict()
-            clean = not any(found[k] for k in OFFER_INVARIANTS)
+            clean = not offers_against_reference(conn)
     result = Result(
         size=size,
         populations=pops,

@@ -33,10 +33,15 @@ from psycopg import conninfo as pg_conninfo
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs.bench.base import SQL as BENCH_SQL
-from qlarius_jobs.bench.base import worker_env
+from qlarius_jobs.bench.base import (
+    clear_for_a_first_populate,
+    offers_against_reference,
+    seed_sizes,
+    worker_env,
+)
 from qlarius_jobs.db import migrate
 from qlarius_jobs.db.queries import QueryFile
-from qlarius_jobs.dev import reference, seed
+from qlarius_jobs.dev import seed
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.ops import controls
 
@@ -88,14 +93,7 @@ class ScaleConfig:
     chart: Path | None = Path("docs/bench-scale.svg")
 
     def seed_sizes(self, me_files: int) -> seed.SeedSizes:
-        return seed.SeedSizes(
-            me_files=me_files,
-            targets=self.targets,
-            campaigns_per_target=1,
-            populate=True,
-            null_share=self.null_share,
-            ad_event_share=0.2,
-        )
+        return seed_sizes(me_files, self.targets, self.null_share)
 
 
 def _named(conninfo: str, dbname: str) -> str:
@@ -267,24 +265,19 @@ async def backfill_phase(conninfo: str) -> Phase:
     return Phase("backfill", "rows", rows, seconds, peak, f"default queues; ms: {phases}")
 
 
-async def populate_phases(conninfo: str) -> list[Phase]:
-    """A first populate of every target: their populations and their campaigns' offers
-    deleted, nothing pending (what the set-up itself recorded is not the populate's), then
+async def populate_phases(conninfo: str, me_files: int) -> list[Phase]:
+    """A first populate of every target (``clear_for_a_first_populate``), then
     ``populate_target`` of each: the populations' rows per second until the last populate's
     commit (targets ``populated``), then the seconds from that commit until the offers are
-    settled (each populate's own offers pass, then whatever it left to the reconcile drain).
-    Deleting the populations alone would leave a reconcile pending per MeFile, and the drain
-    would withdraw offers while the populates run, only for their passes to create them again.
-    """
+    settled (each populate's own offers pass, then whatever it left to the reconcile drain),
+    the offers checked against the reference up to the size it reads in reasonable time."""
     from qlarius_jobs.jobs.populations import populate_target
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        row = SQL.one_sync(conn, "scale_target_ids")
+        row = BENCH_SQL.one_sync(conn, "bench_target_ids")
         assert row is not None
-        target_ids: list[int] = row["ids"]
-        BENCH_SQL.execute_sync(conn, "bench_clear_populations", target_ids=target_ids)
-        BENCH_SQL.execute_sync(conn, "bench_clear_offers_of_targets", target_ids=target_ids)
-        BENCH_SQL.execute_sync(conn, "bench_forget_all_pending")
+        target_ids: list[int] = row["ids"] or []
+        clear_for_a_first_populate(conn, target_ids)
     _clean_slate(conninfo)
     async with worker_process(conninfo, QUEUES) as worker:
         started = time.perf_counter()
@@ -305,21 +298,20 @@ async def populate_phases(conninfo: str) -> list[Phase]:
             settled,
             peak,
             f"from the last populate's commit until no reconcile is pending; {offers:,} offers"
-            + _offers_checked(conninfo),
+            + _offers_checked(conninfo, me_files),
         ),
     ]
 
 
-def _offers_checked(conninfo: str) -> str:
-    """Whether the settled offers equal the independent reference's (up to the size it
-    checks in reasonable time); the bench measures right offers, not just quiet queues."""
-    from qlarius_jobs.bench.offers_after_populate import OFFER_INVARIANTS, REFERENCE_MAX_ME_FILES
+def _offers_checked(conninfo: str, me_files: int) -> str:
+    """Whether the settled offers equal the independent reference's: the bench measures right
+    offers, not just quiet queues (a difference fails the run)."""
+    from qlarius_jobs.bench.offers_after_populate import REFERENCE_MAX_ME_FILES
 
-    if _count(conninfo, lambda c: SQL.one_sync(c, "scale_me_file_count")) > REFERENCE_MAX_ME_FILES:
+    if me_files > REFERENCE_MAX_ME_FILES:
         return " (not checked against the reference at this size)"
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        found = reference.check(conn).as_dict()
-    wrong = {k: found[k] for k in OFFER_INVARIANTS if found[k]}
+        wrong = offers_against_reference(conn)
     if wrong:
         raise RuntimeError(f"offers after the populates differ from the reference: {wrong}")
     return ", equal to the reference's"
@@ -371,7 +363,7 @@ async def measure_size(conninfo: str, cfg: ScaleConfig, me_files: int) -> SizeRe
     )
     _clean_slate(conninfo)
     result.phases.append(await backfill_phase(conninfo))
-    result.phases.extend(await populate_phases(conninfo))
+    result.phases.extend(await populate_phases(conninfo, me_files))
     result.phases.append(await sync_phase(conninfo, min(cfg.sync_backlog, me_files // 2)))
     with psycopg.connect(conninfo, autocommit=True) as conn:
         result.largest_tables = SQL.many_sync(conn, "scale_largest_tables", limit=6)

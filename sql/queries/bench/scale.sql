@@ -29,12 +29,6 @@ LIMIT %(limit)s
 -- name: scale_database_bytes :one
 SELECT pg_database_size(current_database()) AS bytes
 
--- name: scale_me_file_count :one
-SELECT count(*) AS n FROM me_files
-
--- name: scale_target_ids :one
-SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids FROM targets
-
 -- name: scale_work_left :one
 -- Work of our queues still to do: jobs waiting or running, targets whose populate has not
 -- committed, pending syncs and reconciles. Whether there is any, not how much: the bench polls
