@@ -6,6 +6,8 @@ populates, and odd settings. Every test ends with the independent reference."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
@@ -94,6 +96,22 @@ async def _hold_populate_at_range_three(sync_conn, s, ms):
     return holder
 
 
+@contextlib.asynccontextmanager
+async def _populate_held_at_range_three(sync_conn, s, ms) -> AsyncIterator[None]:
+    """The target's re-populate, run by workers, held at the start of its third range
+    (``_hold_populate_at_range_three``) while the body changes things; then let go, and
+    waited for until it has succeeded."""
+    holder = await _hold_populate_at_range_three(sync_conn, s, ms)
+    try:
+        await _trigger(s.target)
+        async with running_workers({"targets"}):
+            await wait_until_blocked(INSERTING)
+            yield
+            await _let_the_populate_finish(holder, sync_conn)
+    finally:
+        holder.close()
+
+
 async def test_changes_committed_between_ranges_of_one_populate_are_not_lost(
     app, sync_conn, settings, caplog
 ):
@@ -101,26 +119,19 @@ async def test_changes_committed_between_ranges_of_one_populate_are_not_lost(
     s = _market(sync_conn)
     w = s.w
     ms = _ten_me_files(s)
-    holder = await _hold_populate_at_range_three(sync_conn, s, ms)
-    try:
-        await _trigger(s.target)
-        async with running_workers({"targets"}):
-            await wait_until_blocked(INSERTING)
-            # range 1 (done): m1 moves to the bullseye; m0 is deleted
-            w.tag(ms[1], [s.z10028, s.heat])
-            w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[0],))
-            # range 3 (its statement's snapshot taken): m5 leaves
-            w.untag(ms[5], [s.female])
-            # range 4 (not done): m7 leaves, m6 moves to the bullseye
-            w.untag(ms[7], [s.female])
-            w.tag(ms[6], [s.heat])
-            # range 5 (not done): m9 is deleted
-            w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[9],))
-            # created mid-populate, its id above every range start
-            newcomer = w.me_file([s.female, s.z10001, s.heat])
-            await _let_the_populate_finish(holder, sync_conn)
-    finally:
-        holder.close()
+    async with _populate_held_at_range_three(sync_conn, s, ms):
+        # range 1 (done): m1 moves to the bullseye; m0 is deleted
+        w.tag(ms[1], [s.z10028, s.heat])
+        w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[0],))
+        # range 3 (its statement's snapshot taken): m5 leaves
+        w.untag(ms[5], [s.female])
+        # range 4 (not done): m7 leaves, m6 moves to the bullseye
+        w.untag(ms[7], [s.female])
+        w.tag(ms[6], [s.heat])
+        # range 5 (not done): m9 is deleted
+        w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[9],))
+        # created mid-populate, its id above every range start
+        newcomer = w.me_file([s.female, s.z10001, s.heat])
     await drain()
     summary = [e for e in log_events(caplog) if e["event"] == "populate_target finished"][-1]
     assert summary["statements"] == 5
@@ -378,26 +389,19 @@ async def test_criteria_and_trait_changes_between_ranges_end_in_a_consistent_pop
     s = _market(sync_conn)
     w = s.w
     ms = _ten_me_files(s)
-    holder = await _hold_populate_at_range_three(sync_conn, s, ms)
-    try:
-        await _trigger(s.target)
-        async with running_workers({"targets"}):
-            await wait_until_blocked(INSERTING)
-            w.conn.execute("DELETE FROM trait_group_traits WHERE trait_id = %s", (s.heat,))
-            w.conn.execute(
-                "UPDATE traits SET trait_name = 'Zip', display_order = 99 WHERE id = %s",
-                (s.zip,),
-            )
-            w.conn.execute(
-                "UPDATE me_file_tags SET tag_value = 'renamed' WHERE me_file_id = ANY(%s)",
-                ([ms[0], ms[8]],),
-            )
-            await Wakeups(
-                app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
-            ).sweep_once()
-            await _let_the_populate_finish(holder, sync_conn)
-    finally:
-        holder.close()
+    async with _populate_held_at_range_three(sync_conn, s, ms):
+        w.conn.execute("DELETE FROM trait_group_traits WHERE trait_id = %s", (s.heat,))
+        w.conn.execute(
+            "UPDATE traits SET trait_name = 'Zip', display_order = 99 WHERE id = %s",
+            (s.zip,),
+        )
+        w.conn.execute(
+            "UPDATE me_file_tags SET tag_value = 'renamed' WHERE me_file_id = ANY(%s)",
+            ([ms[0], ms[8]],),
+        )
+        await Wakeups(
+            app.connector.pool, lambda: TEST_DB.conninfo, listen=False, sweep_seconds=1
+        ).sweep_once()
     await drain()
     assert _status(sync_conn, s.target) == "populated"
     assert_all_invariants(sync_conn)
@@ -412,21 +416,14 @@ async def test_a_range_start_deleted_and_ids_below_the_first_start_created_mid_p
     s = _market(sync_conn)
     w = s.w
     ms = _ten_me_files(s)
-    holder = await _hold_populate_at_range_three(sync_conn, s, ms)
-    try:
-        await _trigger(s.target)
-        async with running_workers({"targets"}):
-            await wait_until_blocked(INSERTING)
-            w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[6],))  # starts range 4
-            low = w.one("INSERT INTO me_files (id) VALUES (-5) RETURNING id")
-            w.tag(low, [s.female, s.z10028])
-            high = w.one("INSERT INTO me_files (id) VALUES (%s) RETURNING id", (10**15,))
-            w.tag(high, [s.female, s.story])
-            mid = w.one("INSERT INTO me_files (id) VALUES (%s) RETURNING id", (ms[6],))
-            w.tag(mid, [s.female, s.z10001, s.heat])  # the deleted id, reused
-            await _let_the_populate_finish(holder, sync_conn)
-    finally:
-        holder.close()
+    async with _populate_held_at_range_three(sync_conn, s, ms):
+        w.conn.execute("DELETE FROM me_files WHERE id = %s", (ms[6],))  # starts range 4
+        low = w.one("INSERT INTO me_files (id) VALUES (-5) RETURNING id")
+        w.tag(low, [s.female, s.z10028])
+        high = w.one("INSERT INTO me_files (id) VALUES (%s) RETURNING id", (10**15,))
+        w.tag(high, [s.female, s.story])
+        mid = w.one("INSERT INTO me_files (id) VALUES (%s) RETURNING id", (ms[6],))
+        w.tag(mid, [s.female, s.z10001, s.heat])  # the deleted id, reused
     await drain()
     pops = w.populations(s.target)
     assert pops[low] == s.middle and pops[high] == s.outer and pops[mid] == s.bullseye
