@@ -5,6 +5,8 @@ worker that ran it."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -66,9 +68,10 @@ async def test_a_bare_procrastinate_worker_on_our_app_still_records_the_counts(s
     assert (job_id, counts) == (job, {"things": 7, "ratio": 0.5})
 
 
-async def test_the_counts_of_a_rescued_job_are_not_written_by_its_late_finish(sync_conn):
-    """The worker lost its job to a rescue (failed, no attempt left) while the body ran; the
-    body's counts go with the refused finish, never onto the failed job."""
+@contextlib.asynccontextmanager
+async def _a_running_job_with_counts() -> AsyncIterator[tuple[ResilientJobManager, int, jobs.Job]]:
+    """Our job manager, a count_things job it fetched (running for its worker), and the
+    counts its body kept for the finish: (manager, worker id, job)."""
     app = build_app([blueprint], database=lambda: TEST_DB.conninfo)
     async with app.open_async():
         base = app.job_manager
@@ -79,6 +82,13 @@ async def test_the_counts_of_a_rescued_job_are_not_written_by_its_late_finish(sy
         job = await manager.fetch_job(queues=["tests"], worker_id=worker_id)
         assert job is not None and job.id is not None
         manager.keep_result(job.id, {"things": 1})
+        yield manager, worker_id, job
+
+
+async def test_the_counts_of_a_rescued_job_are_not_written_by_its_late_finish(sync_conn):
+    """The worker lost its job to a rescue (failed, no attempt left) while the body ran; the
+    body's counts go with the refused finish, never onto the failed job."""
+    async with _a_running_job_with_counts() as (manager, _, job):
         sync_conn.execute("SELECT procrastinate_finish_job_v1(%s, 'failed', false)", (job.id,))
         with pytest.raises(JobNotRunningHere):
             await manager.finish_job(job, jobs.Status.SUCCEEDED, delete_job=False)
@@ -87,16 +97,7 @@ async def test_the_counts_of_a_rescued_job_are_not_written_by_its_late_finish(sy
 
 
 async def test_a_retried_attempt_leaves_no_counts_behind(sync_conn):
-    app = build_app([blueprint], database=lambda: TEST_DB.conninfo)
-    async with app.open_async():
-        base = app.job_manager
-        assert isinstance(base, CheckedJobManager)
-        manager = ResilientJobManager(base, Availability(30))
-        await app.configure_task("count_things").defer_async(n=1)
-        worker_id = await manager.register_worker()
-        job = await manager.fetch_job(queues=["tests"], worker_id=worker_id)
-        assert job is not None and job.id is not None
-        manager.keep_result(job.id, {"things": 1})
+    async with _a_running_job_with_counts() as (manager, worker_id, job):
         await manager.retry_job(job)
         job = await manager.fetch_job(queues=["tests"], worker_id=worker_id)
         assert job is not None
