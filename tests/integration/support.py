@@ -287,13 +287,13 @@ def server_log() -> ServerLog:
     return ServerLog()
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     """``qlarius-jobs ARGS`` as an operator runs it (JSON log lines; ``env`` adds settings)."""
     return subprocess.run(
         [str(BIN / "qlarius-jobs"), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         env={**os.environ, "QLARIUS_LOG_FORMAT": "json", **env},
     )
 

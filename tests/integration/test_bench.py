@@ -3,43 +3,35 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-BIN = Path(sys.executable).parent
+from tests.integration.support import cli
 
 
 @pytest.mark.slow
 def test_bench_runs_at_a_tiny_scale(tmp_path):
     output = tmp_path / "bench.json"
-    run = subprocess.run(
-        [
-            str(BIN / "qlarius-jobs"),
-            "bench",
-            "--sizes",
-            "300",
-            "--sample",
-            "20",
-            "--noop-jobs",
-            "100",
-            "--sync-backlogs",
-            "40,100",
-            "--storm-seconds",
-            "6",
-            "--storm-me-files",
-            "300",
-            "--rounds",
-            "1",
-            "--console-jobs",
-            "3000",
-            "--output",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
+    run = cli(
+        "bench",
+        "--sizes",
+        "300",
+        "--sample",
+        "20",
+        "--noop-jobs",
+        "100",
+        "--sync-backlogs",
+        "40,100",
+        "--storm-seconds",
+        "6",
+        "--storm-me-files",
+        "300",
+        "--rounds",
+        "1",
+        "--console-jobs",
+        "3000",
+        "--output",
+        str(output),
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -80,25 +72,20 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
 def test_bench_jobs_runs_at_a_tiny_scale(tmp_path):
     """`make bench-jobs` once, on a table of 3,000 jobs: every row, sane figures."""
     output = tmp_path / "bench-jobs.json"
-    run = subprocess.run(
-        [
-            str(BIN / "qlarius-jobs"),
-            "bench-jobs",
-            "--jobs",
-            "3000",
-            "--prune",
-            "1000",
-            "--noop-jobs",
-            "100",
-            "--rounds",
-            "1",
-            "--renders",
-            "5",
-            "--output",
-            str(output),
-        ],
-        capture_output=True,
-        text=True,
+    run = cli(
+        "bench-jobs",
+        "--jobs",
+        "3000",
+        "--prune",
+        "1000",
+        "--noop-jobs",
+        "100",
+        "--rounds",
+        "1",
+        "--renders",
+        "5",
+        "--output",
+        str(output),
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]

@@ -5,8 +5,6 @@ the first one generated instead of generating it again."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -15,27 +13,21 @@ import pytest
 from psycopg import conninfo as pg_conninfo
 
 from qlarius_jobs.bench.harness import bench_conninfo
-
-BIN = Path(sys.executable).parent
+from tests.integration.support import cli
 
 
 def _bench_scale(tmp_path: Path, sizes: str, name: str) -> tuple[dict, str]:
     output, chart = tmp_path / f"{name}.json", tmp_path / f"{name}.svg"
-    run = subprocess.run(
-        [
-            str(BIN / "qlarius-jobs"),
-            "bench-scale",
-            "--sizes",
-            sizes,
-            "--sync-backlog",
-            "60",
-            "--output",
-            str(output),
-            "--chart",
-            str(chart),
-        ],
-        capture_output=True,
-        text=True,
+    run = cli(
+        "bench-scale",
+        "--sizes",
+        sizes,
+        "--sync-backlog",
+        "60",
+        "--output",
+        str(output),
+        "--chart",
+        str(chart),
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
