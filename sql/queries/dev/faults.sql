@@ -123,6 +123,11 @@ ALTER SYSTEM SET max_connections = 20
 -- An operator's first statement, on a connection of its own.
 SELECT 1 AS ok
 
+-- name: hold_target_bands_table :exec
+-- Every statement that reads target_bands waits until this transaction ends (the connections
+-- scenario's burst: each job waiting holds a pooled connection, so the pool grows).
+LOCK TABLE target_bands IN ACCESS EXCLUSIVE MODE
+
 -- name: hold_target_populations_scope :exec
 -- Take the target's populations scope row and keep it (the populate then waits for it).
 SELECT 1 FROM qlarius_target_locks
