@@ -3,9 +3,10 @@ measured in the same run, on the same rows, in a database of its own (``<db>_ben
 
 For each size (MeFiles; populations are about twice that):
 
-1. backfill of NULL snapshots (populations, offers, ad events) through the real job, against
-   the floor (one plain UPDATE per table writing a constant snapshot of median size) and the
-   row-by-row way (one query to read the tags and one update per row, on a sample);
+1. backfill of NULL snapshots (populations, offers, ad events) through the real job (one
+   worker process one job at a time, one as shipped, two as shipped), against the floor (one
+   plain UPDATE per table writing a constant snapshot of median size), the same work with no
+   job and the row-by-row way (one query to read the tags and one update per row, a sample);
 2. ``populate_target`` for every target through the worker, against the floor (one
    INSERT ... SELECT of the same pairs with a constant snapshot) and row by row (a sample);
 3. offers right after a full populate: from the populate's commit until no reconcile is
@@ -16,7 +17,8 @@ For each size (MeFiles; populations are about twice that):
    worker`` processes against ``procrastinate worker`` processes on a bare app (same
    database, queue shape, concurrency, pool), and deferral by batch against one job at a
    time (``runner.py``);
-6. (largest size) a chunked backfill taken by one worker process, then by two.
+6. the chunked backfill: one worker process as shipped (its chunk jobs side by side)
+   against the same process running one job at a time.
 
 Figures are ratios to baselines from the same run, since these machines are noisy. One module
 per benchmark (``backfill``, ``populate``, ``offers_after_populate``, ``sync``, ``runner``,

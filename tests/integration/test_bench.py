@@ -39,9 +39,10 @@ def test_bench_runs_at_a_tiny_scale(tmp_path):
     assert data["machine"]["cpus"] >= 1 and data["machine"]["postgresql"]
     names = [r["benchmark"] for r in data["results"]]
     for expected in (
-        "backfill NULL snapshots, 1 worker process",
-        "backfill NULL snapshots, 2 worker processes",
-        "chunked backfill, 2 worker processes",
+        "backfill NULL snapshots, 1 worker process, one job at a time",
+        "backfill NULL snapshots, 1 worker process as shipped (maintenance concurrency 3)",
+        "backfill NULL snapshots, 2 worker processes as shipped",
+        "chunked backfill, 1 worker process as shipped",
         "populate_target (all targets, until the last one commits)",
         "sync, backlog of 40 changed MeFiles, 1 worker process, nothing else pending",
         "sync, backlog of 100 changed MeFiles, 1 worker process, nothing else pending",
