@@ -30,9 +30,12 @@ def build_app(
     *,
     database: Callable[[], str] = connection.ready_conninfo,
     pool_max_size: int | None = None,
+    worker_process: bool = False,
 ) -> App:
     """An app running ``blueprints`` on ``database()`` (resolved when its pool opens), its
-    pool capped at ``pool_max_size`` when given (see ``worker.runner.fit_pool_to_connections``)."""
+    pool capped at ``pool_max_size`` when given (see ``worker.runner.fit_pool_to_connections``);
+    ``worker_process``: the app of a ``qlarius-jobs worker`` process (its pool's check, see
+    ``connection.pool_factory``), never an application's."""
     settings = get_settings()
     connector = PsycopgConnector(
         # The synchronous pool Procrastinate builds for app.open() / task.defer() calls this
@@ -42,7 +45,9 @@ def build_app(
         max_size=settings.pool_max_size,
         max_idle=settings.pool_max_idle_seconds,  # idle connections go back to the server
         timeout=settings.pool_timeout_seconds,
-        pool_factory=connection.pool_factory(database, pool_max_size),
+        pool_factory=connection.pool_factory(
+            database, pool_max_size, worker_process=worker_process
+        ),
         kwargs={
             # which process a connection belongs to, for pg_stat_activity
             "application_name": connection.application_name(),

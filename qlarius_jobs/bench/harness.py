@@ -92,7 +92,8 @@ def run(cfg: BenchConfig) -> list[Result]:
         pops = int(counts["populations"])
 
         async def measure(size: int = size, pops: int = pops) -> None:
-            app = build_app(database=lambda: conninfo)
+            # it runs workers in this process (populate, sync): a worker process's app
+            app = build_app(database=lambda: conninfo, worker_process=True)
             async with app.open_async():
                 if cfg.runs("backfill"):
                     progress.step(f"{size:,} MeFiles: backfill")

@@ -268,8 +268,9 @@ def bench_job_table(conninfo: str, cfg: JobTableConfig) -> list[Result]:
     blueprints = [noop.blueprint, maintenance.blueprint]
 
     async def measure() -> None:
-        big = build_app(blueprints, database=lambda: conninfo)
-        empty = build_app(blueprints, database=lambda: empty_conninfo)
+        # they run workers in this process: a worker process's apps
+        big = build_app(blueprints, database=lambda: conninfo, worker_process=True)
+        empty = build_app(blueprints, database=lambda: empty_conninfo, worker_process=True)
         async with big.open_async(), empty.open_async():
             await _fetch_rates(big, empty, conninfo, empty_conninfo, cfg)
             await asyncio.to_thread(_pages, conninfo, cfg)

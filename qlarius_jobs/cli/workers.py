@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "Ctrl-C stops them cleanly",
         file=sys.stderr,
     )
-    app = build_app(database=lambda: conninfo)
+    app = build_app(database=lambda: conninfo, worker_process=True)
     queues = runner.queues_to_run(catalog.specs())
     work = runner.run_workers(app, queues, graceful_timeout=args.grace)
     asyncio.run(_beside(work, web))
@@ -138,7 +138,7 @@ def cmd_worker(args: argparse.Namespace, blueprints: Sequence[Any] | None = None
     conninfo = current_database()
     connection.check_pooling(conninfo)
     pool = runner.fit_pool_to_connections(conninfo, queues)
-    app = build_app(blueprints, database=lambda: conninfo, pool_max_size=pool)
+    app = build_app(blueprints, database=lambda: conninfo, pool_max_size=pool, worker_process=True)
 
     async def work() -> None:
         if args.until_empty:

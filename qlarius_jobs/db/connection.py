@@ -161,16 +161,20 @@ async def check_unless_just_used(conn: psycopg.AsyncConnection) -> None:
 
 
 def pool_factory(
-    database: Callable[[], str], max_size: int | None = None
+    database: Callable[[], str], max_size: int | None = None, *, worker_process: bool = False
 ) -> Callable[..., psycopg_pool.AsyncConnectionPool]:
     """Procrastinate's pool factory for an app: ``database()`` is resolved each time the pool
     opens, not when the app is built; ``max_size`` caps the pool (a worker process that found
-    too few connections free)."""
+    too few connections free). Only a ``worker_process``'s pool, whose every statement is
+    ridden out when its connection fails (resilience.py), skips the check of a connection just
+    used; an application's pool checks each one it gives out (Procrastinate's default), so a
+    restart or failover never fails the application's next transaction."""
 
     def open_pool(**kwargs: Any) -> psycopg_pool.AsyncConnectionPool:
         kwargs["conninfo"] = database()
         kwargs["configure"] = configure_connection
-        kwargs["check"] = check_unless_just_used
+        if worker_process:
+            kwargs["check"] = check_unless_just_used
         if max_size is not None:
             kwargs["max_size"] = min(kwargs["max_size"], max_size)
             kwargs["min_size"] = min(kwargs["min_size"], kwargs["max_size"])

@@ -1,10 +1,14 @@
-"""The job runtime's pool checks a connection it gives out only after a quiet spell
+"""A worker process's pool checks a connection it gives out only after a quiet spell
 (``connection.check_unless_just_used``): a busy worker's queries go without the extra round
-trip, and a connection that died while idle is still replaced before anyone uses it."""
+trip, and a connection that died while idle is still replaced before anyone uses it. An
+application's pool (``build_app()`` without ``worker_process``) checks every one it gives out,
+so a connection killed just after its last use never fails the application's next
+transaction."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -16,20 +20,34 @@ from qlarius_jobs.db import connection
 QUIET = 0.3  # seconds: the threshold these tests run with
 
 
-@pytest.fixture
-async def pool(
-    conninfo: str, monkeypatch: pytest.MonkeyPatch
+@contextlib.asynccontextmanager
+async def one_connection_pool(
+    conninfo: str, *, worker_process: bool
 ) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
-    """A one-connection pool as Procrastinate opens the app's (``pool_factory``)."""
-    monkeypatch.setattr(connection, "CHECK_AFTER_IDLE_SECONDS", QUIET)
-    opened = connection.pool_factory(lambda: conninfo)(
-        min_size=1, max_size=1, open=False, kwargs={"autocommit": True}
+    """A one-connection pool as Procrastinate opens an app's (``pool_factory``), with the
+    arguments Procrastinate gives it (its check of every connection among them)."""
+    opened = connection.pool_factory(lambda: conninfo, worker_process=worker_process)(
+        min_size=1,
+        max_size=1,
+        open=False,
+        kwargs={"autocommit": True},
+        check=psycopg_pool.AsyncConnectionPool.check_connection,
     )
     await opened.open(wait=True)
     try:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def pool(
+    conninfo: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[psycopg_pool.AsyncConnectionPool]:
+    """A worker process's pool."""
+    monkeypatch.setattr(connection, "CHECK_AFTER_IDLE_SECONDS", QUIET)
+    async with one_connection_pool(conninfo, worker_process=True) as opened:
+        yield opened
 
 
 async def _pid_after(pool: psycopg_pool.AsyncConnectionPool, statement: str) -> int:
@@ -68,3 +86,15 @@ async def test_a_connection_that_died_while_quiet_is_replaced_before_use(
     await asyncio.sleep(QUIET * 1.5)
     replacement = await _pid_after(pool, "SELECT 1")  # would raise on the dead one
     assert replacement != pid
+
+
+async def test_an_applications_pool_replaces_a_connection_killed_just_after_its_last_use(
+    conninfo: str, sync_conn: psycopg.Connection
+) -> None:
+    async with one_connection_pool(conninfo, worker_process=False) as app_pool:
+        for _ in range(3):
+            pid = await _pid_after(app_pool, "SELECT 1")
+            sync_conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            # at once, no quiet spell: the check finds it dead and the pool gives out another
+            replacement = await _pid_after(app_pool, "SELECT 1")
+            assert replacement != pid
