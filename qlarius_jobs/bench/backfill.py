@@ -27,6 +27,7 @@ from qlarius_jobs.bench.base import (
     BenchConfig,
     Result,
     against_baselines,
+    settle_tables,
     timed,
     worker_env,
 )
@@ -70,7 +71,7 @@ def reset_nulls(conninfo: str) -> None:
             SQL.execute_sync(conn, "bench_reset_null_rows", tables=_saved(table))
         SQL.execute_sync(conn, "bench_clear_jobs")
         SQL.execute_sync(conn, "bench_clear_backfill_runs")
-        SQL.execute_sync(conn, "bench_vacuum_analyze")
+        settle_tables(conn)
 
 
 async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:
@@ -80,7 +81,7 @@ async def bench_backfill(conninfo: str, cfg: BenchConfig, size: int, pops: int) 
         typical = SQL.one_sync(conn, "bench_typical_snapshot")
         assert typical is not None
         snapshot = Jsonb(typical["snapshot"])
-        SQL.execute_sync(conn, "bench_vacuum_analyze")
+        settle_tables(conn)
 
     with psycopg.connect(conninfo, autocommit=True) as conn:
         floor_rows, floor_seconds = 0, 0.0

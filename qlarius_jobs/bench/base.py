@@ -116,6 +116,15 @@ async def atimed(awaitable: Awaitable[T]) -> tuple[T, float]:
     return value, time.perf_counter() - started
 
 
+def settle_tables(conn: psycopg.Connection) -> None:
+    """Every side of a comparison starts from the same settled tables: vacuumed and analyzed
+    (a freshly loaded data set is otherwise vacuumed by autovacuum during whichever side runs
+    first: measured, the populate row's jobs ran beside a VACUUM of ``me_file_tags``), then
+    checkpointed."""
+    SQL.execute_sync(conn, "bench_vacuum_analyze")
+    SQL.execute_sync(conn, "bench_checkpoint")
+
+
 def against_baselines(
     cfg: BenchConfig,
     common: dict[str, Any],

@@ -24,6 +24,7 @@ from qlarius_jobs.bench.base import (
     clear_for_a_first_populate,
     offers_against_reference,
     run_until_done,
+    settle_tables,
 )
 from qlarius_jobs.jobs.populations import populate_target
 
@@ -51,7 +52,7 @@ async def bench_offers_after_populate(
         target_ids: list[int] = targets["ids"]
         clear_for_a_first_populate(conn, target_ids)
         SQL.execute_sync(conn, "bench_clear_jobs")
-        SQL.execute_sync(conn, "bench_vacuum_analyze")
+        settle_tables(conn)
     poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
         for target_id in target_ids:
