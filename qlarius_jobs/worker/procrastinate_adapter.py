@@ -23,6 +23,10 @@ from procrastinate import worker as procrastinate_worker
 # changes it fails tests/unit/test_procrastinate_adapter.py, to be looked at).
 FETCH_FUNCTION = "procrastinate_fetch_job_v2"
 FETCH_FUNCTION_MD5 = "6e0906e2a5765ba6712446c4b6cdc383"  # of the text between its $$
+# Procrastinate's heartbeat, which our workers' (heartbeat_of_worker, sql/queries/worker/
+# resilience.sql) repeats, registering a worker again if a rescue removed its row; the same.
+HEARTBEAT_FUNCTION = "procrastinate_update_heartbeat_v1"
+HEARTBEAT_FUNCTION_MD5 = "3be7254d443daa709bf935899e2f8e22"
 # Versioned SQL functions of Procrastinate's schema that our SQL calls.
 SQL_FUNCTIONS = (
     "procrastinate_finish_job_v1",

@@ -15,7 +15,12 @@ calls wait for the database instead, with backoff and jitter:
 - a fetch whose answer was lost with the connection may have claimed a job on the server:
   such jobs (``doing`` for this worker, not running here) are put back before fetching again;
 - past ``QLARIUS_DATABASE_OUTAGE_LIMIT_SECONDS`` the worker gives up: ``DatabaseGone``, and
-  the process exits non-zero with one line saying why (see ``runner.py``).
+  the process exits non-zero with one line saying why (see ``runner.py``);
+- a worker whose row a rescue removed (its heartbeat older than
+  ``QLARIUS_STALLED_AFTER_SECONDS``: the process was paused, or the database away that long)
+  is registered again under its own id, with one line, by its next heartbeat or fetch (the
+  jobs table's foreign key refuses a fetch for a worker with no row): the jobs it was running
+  went back to the queue with the rescue, and what it writes of them is dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from procrastinate import exceptions, jobs, utils
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
+from qlarius_jobs.settings import get_settings
 from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import job_from_row
 
@@ -49,6 +55,22 @@ MAX_BACKOFF_SECONDS = 2.0
 
 class DatabaseGone(RuntimeError):
     """The database stayed unreachable past the outage limit."""
+
+
+WORKER_FOREIGN_KEY = "procrastinate_jobs_worker_id_fkey"
+
+
+def is_worker_gone(exc: BaseException) -> bool:
+    """The fetch named a worker whose row is gone (the jobs table's foreign key refused it),
+    seen through Procrastinate's wrapping."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, psycopg.errors.ForeignKeyViolation):
+            return seen.diag.constraint_name == WORKER_FOREIGN_KEY
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -88,6 +110,9 @@ class Availability:
         self.lost_since: float | None = None
         self.outages = 0
         self.gone: str | None = None  # why the process gave up on the database, if it did
+        # set with gone: the process stops (a failed side task alone may go unnoticed:
+        # Procrastinate's worker watches its side tasks only until the first one ends)
+        self.gave_up = asyncio.Event()
         self.stopping = False  # the process was asked to stop: stop waiting for the database
         self._checking: asyncio.Task[None] | None = None
 
@@ -113,6 +138,7 @@ class Availability:
                 f"the database has been unreachable for {lost:.0f} s "
                 f"(QLARIUS_DATABASE_OUTAGE_LIMIT_SECONDS={self.limit_seconds:g}): {_reason(exc)}"
             )
+            self.gave_up.set()
             raise DatabaseGone(self.gone)
         return lost
 
@@ -177,6 +203,9 @@ class ResilientJobManager(CheckedJobManager):
         self._suspect_workers: set[int] = set()
         # a success's summary counts (JobSpec.run), written by finish_job with the success
         self._results: dict[int, dict[str, int | float]] = {}
+        # worker id -> its introduction (queue, host, pid, concurrency; runner.py), given again
+        # with the worker's row if a rescue removes it
+        self.introductions: dict[int, dict[str, Any]] = {}
 
     def keep_result(self, job_id: int, counts: dict[str, int | float]) -> None:
         """``JobSpec``'s ``ResultKeeper``: the counts of a job that just succeeded here."""
@@ -216,6 +245,9 @@ class ResilientJobManager(CheckedJobManager):
                 )
                 job = job_from_row(row) if row and row["id"] is not None else None
             except Exception as exc:
+                if is_worker_gone(exc):
+                    await self._register_again(worker_id)
+                    continue
                 if not is_connection_error(exc):
                     raise
                 self._suspect_workers.add(worker_id)
@@ -291,13 +323,35 @@ class ResilientJobManager(CheckedJobManager):
 
     async def update_heartbeat(self, worker_id: int) -> None:
         try:
-            await super().update_heartbeat(worker_id)
+            await self._beat(worker_id)
         except exceptions.ConnectorException as exc:
             if not is_connection_error(exc):
                 raise
             self.availability.failed(exc)  # DatabaseGone past the limit stops the worker
             return
         self.availability.succeeded()
+
+    async def _beat(self, worker_id: int) -> None:
+        """The heartbeat, registering the worker again if a rescue removed its row."""
+        introduction = self.introductions.get(worker_id)
+        row = await SQL.one_via_connector(
+            self.connector,
+            "heartbeat_of_worker",
+            worker_id=worker_id,
+            **(introduction or dict.fromkeys(("queue", "host", "pid", "concurrency"))),
+        )
+        if row["registered_again"]:
+            log.warning(
+                f"worker {worker_id} was removed as stalled by a rescue (its heartbeat older "
+                f"than QLARIUS_STALLED_AFTER_SECONDS={get_settings().stalled_after_seconds:g}); "
+                "registered again, the jobs it was running went to other workers",
+                worker_id=worker_id,
+            )
+
+    async def _register_again(self, worker_id: int) -> None:
+        """A fetch met the foreign key to a worker row a rescue removed: the row back (as the
+        heartbeat does), riding out a lost database."""
+        await self.availability.call(self._beat, worker_id)
 
     async def list_jobs_to_abort_async(self, queue: str | None = None) -> Iterable[int]:
         try:

@@ -238,7 +238,9 @@ async def run_workers(
             helpers = {"wake-ups listener": wakeups.run(), "queue controls": queue_controls.run()}
             if periodic:
                 helpers["scheduler"] = scheduler.run()
-        introductions = asyncio.create_task(_introduce(workers, pool, host, dict(queues)))
+        introductions = asyncio.create_task(
+            _introduce(workers, pool, host, dict(queues), job_manager.introductions)
+        )
         stack.callback(introductions.cancel)
         try:
             if not wait:
@@ -262,26 +264,29 @@ async def _introduce(
     pool: psycopg_pool.AsyncConnectionPool,
     host: str,
     queues: dict[str, int],
+    known: dict[int, dict[str, Any]],
 ) -> None:
     """Record which queue each worker serves, and where, once Procrastinate has registered it
-    (for the console's Workers page; the row goes with the worker's own). Best effort: a
-    worker is no less a worker for not being introduced."""
+    (for the console's Workers page; the row goes with the worker's own), and keep it in
+    ``known`` (given again if a rescue removes the worker's row). Best effort: a worker is no
+    less a worker for not being introduced."""
     introduced: set[int] = set()
     for _ in range(200):
         for worker in workers:
             if worker.worker_id is None or worker.worker_id in introduced:
                 continue
             queue = (worker.queues or ["?"])[0]
+            introduction = {
+                "queue": queue,
+                "host": host,
+                "pid": os.getpid(),
+                "concurrency": queues.get(queue, 1),
+            }
+            known[worker.worker_id] = introduction
             try:
                 async with pool.connection() as conn:
                     await SQL.execute(
-                        conn,
-                        "introduce_worker",
-                        worker_id=worker.worker_id,
-                        queue=queue,
-                        host=host,
-                        pid=os.getpid(),
-                        concurrency=queues.get(queue, 1),
+                        conn, "introduce_worker", worker_id=worker.worker_id, **introduction
                     )
             except psycopg.Error as exc:
                 log.debug("worker not introduced", worker_id=worker.worker_id, error=str(exc))

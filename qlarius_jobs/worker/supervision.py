@@ -65,6 +65,8 @@ async def supervise(
         asyncio.create_task(w.run()): f"worker of queue {','.join(w.queues or [])}" for w in workers
     }
     helper_tasks = {asyncio.create_task(coro): name for name, coro in helpers.items()}
+    # the database gone, however it was seen, stops the process
+    helper_tasks[asyncio.create_task(availability.gave_up.wait())] = "watch of the database"
     names.update(helper_tasks)
     failure: str | None = None
     pending = set(names)
@@ -74,7 +76,9 @@ async def supervise(
             for task in done:
                 error = None if task.cancelled() else task.exception()
                 ended_on_its_own = wait and not stop_requested.is_set()
-                if failure is None and (error is not None or ended_on_its_own):
+                # the database gone stops the process with its reason, even one running until
+                # empty (a worker stopped by a failed side task ends without an error)
+                if failure is None and (error is not None or ended_on_its_own or availability.gone):
                     availability.stopping = True
                     failure = availability.gone or (
                         one_line(error)

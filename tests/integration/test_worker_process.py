@@ -22,6 +22,7 @@ from tests.integration.support import (
     WorkerProcess,
     defer_with_cli,
     jobs,
+    wait_for,
 )
 
 BIN = Path(sys.executable).parent
@@ -228,3 +229,59 @@ def test_a_worker_process_log_of_its_own_making_goes_with_it():
     del proc
     gc.collect()
     assert not log_path.exists()
+
+
+def _removed_as_stalled(sync_conn, env: dict[str, str], then_defer: bool) -> str:
+    """A worker process on the default queue whose worker row a rescue removed (as it does
+    when the heartbeat looked stalled: the process paused, or the database away for longer
+    than QLARIUS_STALLED_AFTER_SECONDS, with the 300 s outage limit not reached), deleted here
+    once it registered. The worker must carry on under its own id, introduced again; returns
+    its output."""
+    before = sync_conn.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers").fetchone()[
+        0
+    ]
+    proc = WorkerProcess("--queues", "default=2", env={**worker_env(), **env})
+
+    def introduced() -> list[tuple]:
+        return sync_conn.execute(
+            "SELECT w.id, q.queue, q.pid FROM procrastinate_workers w "
+            "JOIN qlarius_worker_queues q ON q.worker_id = w.id WHERE w.id > %s",
+            [before],
+        ).fetchall()
+
+    try:
+        wait_for(introduced, 30, "the worker registered and introduced")
+        first = introduced()
+        assert (
+            sync_conn.execute("DELETE FROM procrastinate_workers WHERE id > %s", [before]).rowcount
+            == 1
+        )
+        if then_defer:
+            defer_with_cli("create_initial_pending_offers", {"campaign_id": 1}, env=worker_env())
+            _wait_until_done(sync_conn, timeout=30)
+        wait_for(introduced, 30, "the worker registered again")
+        assert introduced() == first == [(first[0][0], "default", proc.pid)]
+        assert proc.alive, proc.output()[-2000:]
+    finally:
+        out = proc.stop()
+    assert proc.returncode == 0, out[-2000:]
+    return out
+
+
+def test_a_worker_removed_as_stalled_registers_again_at_its_next_heartbeat(sync_conn):
+    out = _removed_as_stalled(sync_conn, {"QLARIUS_HEARTBEAT_SECONDS": "0.5"}, then_defer=False)
+    assert out.count("was removed as stalled by a rescue") == 1, out[-2000:]
+    assert "QLARIUS_STALLED_AFTER_SECONDS=45" in out
+
+
+def test_a_worker_removed_as_stalled_registers_again_at_its_next_fetch(sync_conn):
+    """The heartbeat is far off: the fetch of the job deferred meets the jobs table's foreign
+    key to the worker first; the worker registers again and runs the job."""
+    out = _removed_as_stalled(
+        sync_conn,
+        {"QLARIUS_HEARTBEAT_SECONDS": "60", "QLARIUS_STALLED_AFTER_SECONDS": "300"},
+        then_defer=True,
+    )
+    assert out.count("was removed as stalled by a rescue") == 1, out[-2000:]
+    assert "ForeignKeyViolation" not in out
+    assert [j["status"] for j in jobs(sync_conn, "create_initial_pending_offers")] == ["succeeded"]

@@ -84,6 +84,22 @@ def test_the_fetch_our_workers_repeat_is_procrastinates_fetch_as_tested():
         assert line in body[1] and line in ours
 
 
+def test_the_heartbeat_our_workers_repeat_is_procrastinates_as_tested():
+    """heartbeat_of_worker is Procrastinate's heartbeat, and registers a worker again if a
+    rescue removed its row: a release that changes Procrastinate's needs ours looked at."""
+    text = schema.SchemaManager.get_schema()
+    body = re.search(rf"CREATE FUNCTION {adapter.HEARTBEAT_FUNCTION}\(.*?\$\$(.*?)\$\$", text, re.S)
+    assert body is not None
+    assert hashlib.md5(body[1].encode()).hexdigest() == adapter.HEARTBEAT_FUNCTION_MD5, (
+        f"{adapter.HEARTBEAT_FUNCTION} changed: bring heartbeat_of_worker up to date, "
+        "then HEARTBEAT_FUNCTION_MD5"
+    )
+    ours = (ROOT / "sql/queries/worker/resilience.sql").read_text()
+    assert (
+        "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %(worker_id)s" in ours
+    )
+
+
 def test_the_sql_functions_and_columns_we_use_exist_in_its_schema():
     text = schema.SchemaManager.get_schema()
     for function in adapter.SQL_FUNCTIONS:
@@ -102,7 +118,8 @@ def test_our_sql_calls_no_versioned_function_the_adapter_does_not_list():
         for name in VERSIONED.findall(path.read_text())
         if not name.startswith("procrastinate_jobs")
     }
-    known = {*adapter.SQL_FUNCTIONS, adapter.FETCH_FUNCTION}  # the fetch: repeated, not called
+    # the fetch and the heartbeat: repeated, not called
+    known = {*adapter.SQL_FUNCTIONS, adapter.FETCH_FUNCTION, adapter.HEARTBEAT_FUNCTION}
     assert used <= known, used - known
 
 

@@ -53,3 +53,26 @@ SELECT array_agg(id ORDER BY id) AS requeued FROM lost
 SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, queue_name,
        attempts, worker_id
 FROM qlarius_fetch_job(%(queues)s::varchar[], %(worker_id)s)
+
+-- name: heartbeat_of_worker :one
+-- Procrastinate's heartbeat (procrastinate_update_heartbeat_v1); a worker whose row a rescue
+-- removed (its heartbeat looked stalled: the process was paused, or the database away for
+-- longer than the stalled limit) is registered again under its own id, with its introduction
+-- when it had one (queue NULL: none). Says whether it had to be.
+WITH beat AS (
+    UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %(worker_id)s
+    RETURNING id
+),
+registered_again AS (
+    INSERT INTO procrastinate_workers (id, last_heartbeat) OVERRIDING SYSTEM VALUE
+    SELECT %(worker_id)s, now() WHERE NOT EXISTS (SELECT 1 FROM beat)
+    ON CONFLICT (id) DO UPDATE SET last_heartbeat = now()
+    RETURNING id
+),
+introduced_again AS (
+    INSERT INTO qlarius_worker_queues (worker_id, queue, host, pid, concurrency)
+    SELECT r.id, %(queue)s, %(host)s, %(pid)s, %(concurrency)s
+    FROM registered_again r WHERE %(queue)s::text IS NOT NULL
+    ON CONFLICT (worker_id) DO NOTHING
+)
+SELECT EXISTS (SELECT 1 FROM registered_again) AS registered_again
