@@ -68,33 +68,37 @@ def test_the_private_names_exist_in_this_procrastinate():
     assert adapter.QUEUEING_LOCK_INDEX == manager.QUEUEING_LOCK_CONSTRAINT
 
 
+def _body_as_tested(function: str, md5: str, ours: str) -> str:
+    """The text of one of Procrastinate's SQL functions that ours repeats, checked to be the
+    text of the tested release: one that changes it needs ``ours`` looked at."""
+    text = schema.SchemaManager.get_schema()
+    body = re.search(rf"CREATE FUNCTION {function}\(.*?\$\$(.*?)\$\$", text, re.S)
+    assert body is not None
+    assert hashlib.md5(body[1].encode()).hexdigest() == md5, (
+        f"{function} changed: bring {ours} up to date, then its MD5 in procrastinate_adapter.py"
+    )
+    return body[1]
+
+
 def test_the_fetch_our_workers_repeat_is_procrastinates_fetch_as_tested():
     """qlarius_fetch_job (sql/migrations/0016, as 0026 left it) is Procrastinate's fetch with
-    paused queues and tasks left out: a release that changes Procrastinate's needs ours
-    looked at."""
-    text = schema.SchemaManager.get_schema()
-    body = re.search(rf"CREATE FUNCTION {adapter.FETCH_FUNCTION}\(.*?\$\$(.*?)\$\$", text, re.S)
-    assert body is not None
-    assert hashlib.md5(body[1].encode()).hexdigest() == adapter.FETCH_FUNCTION_MD5, (
-        f"{adapter.FETCH_FUNCTION} changed: bring qlarius_fetch_job up to date (a migration), "
-        "then FETCH_FUNCTION_MD5"
+    paused queues and tasks left out."""
+    body = _body_as_tested(
+        adapter.FETCH_FUNCTION, adapter.FETCH_FUNCTION_MD5, "qlarius_fetch_job (a migration)"
     )
     ours = (ROOT / "sql/migrations/0026_fetch_plan_cached.sql").read_text()
     for line in ("FOR UPDATE OF jobs SKIP LOCKED", "ORDER BY jobs.priority DESC, jobs.id ASC"):
-        assert line in body[1] and line in ours
+        assert line in body and line in ours
 
 
 def test_the_heartbeat_our_workers_repeat_is_procrastinates_as_tested():
     """heartbeat_of_worker is Procrastinate's heartbeat, and registers a worker again if a
-    rescue removed its row: a release that changes Procrastinate's needs ours looked at."""
-    text = schema.SchemaManager.get_schema()
-    body = re.search(rf"CREATE FUNCTION {adapter.HEARTBEAT_FUNCTION}\(.*?\$\$(.*?)\$\$", text, re.S)
-    assert body is not None
-    assert hashlib.md5(body[1].encode()).hexdigest() == adapter.HEARTBEAT_FUNCTION_MD5, (
-        f"{adapter.HEARTBEAT_FUNCTION} changed: bring heartbeat_of_worker up to date, "
-        "then HEARTBEAT_FUNCTION_MD5"
+    rescue removed its row."""
+    body = _body_as_tested(
+        adapter.HEARTBEAT_FUNCTION, adapter.HEARTBEAT_FUNCTION_MD5, "heartbeat_of_worker"
     )
     ours = (ROOT / "sql/queries/worker/resilience.sql").read_text()
+    assert "SET last_heartbeat = NOW()" in body
     assert (
         "UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %(worker_id)s" in ours
     )
