@@ -20,6 +20,7 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -227,6 +228,20 @@ class Settings(BaseSettings):
             "cancelled": cancelled,
             "aborted": cancelled,
         }
+
+    @field_validator("stalled_after_seconds")
+    @classmethod
+    def _two_heartbeats_before_stalled(cls, value: float, info: ValidationInfo) -> float:
+        """A rescue takes the jobs of a worker whose heartbeat is older than this: a live
+        worker must fit two heartbeats in it, or it is judged stalled again and again and its
+        jobs run twice at once (seen with 4 s against 3 s)."""
+        heartbeat = info.data.get("heartbeat_seconds")
+        if heartbeat is not None and value < 2 * heartbeat:
+            raise ValueError(
+                f"must be at least twice QLARIUS_HEARTBEAT_SECONDS ({heartbeat:g}), or live "
+                "workers are judged stalled and their jobs run again elsewhere"
+            )
+        return value
 
     @field_validator("queues")
     @classmethod

@@ -78,10 +78,13 @@ def running_jobs(worker: procrastinate_worker.Worker) -> int:
     return len(worker._running_jobs)
 
 
-def running_job_ids(workers: Iterable[procrastinate_worker.Worker], worker_id: int) -> set[int]:
-    """The ids of the jobs a worker runs now (Procrastinate keeps them privately)."""
+def running_job_ids(
+    workers: Iterable[procrastinate_worker.Worker], worker_id: int
+) -> dict[int, int]:
+    """The jobs a worker runs now, by id, each with its attempts when it was fetched (a rescue
+    since has added one). Procrastinate keeps them privately."""
     return {
-        context.job.id
+        context.job.id: context.job.attempts
         for w in workers
         if w.worker_id == worker_id
         for context in w._running_jobs.values()

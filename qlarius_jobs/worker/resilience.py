@@ -175,7 +175,8 @@ async def ride_out(availability: Availability, serve: Callable[[], Awaitable[Non
     await availability.call(serve)
 
 
-RunningJobs = Callable[[int], set[int]]  # worker id -> ids of the jobs it runs now
+# worker id -> the jobs it runs now: id -> attempts when fetched
+RunningJobs = Callable[[int], dict[int, int]]
 
 
 class JobNotRunningHere(exceptions.ConnectorException):
@@ -197,7 +198,7 @@ class ResilientJobManager(CheckedJobManager):
     def __init__(self, base: CheckedJobManager, availability: Availability) -> None:
         super().__init__(base.connector, base.specs)
         self.availability = availability
-        self.running_jobs: RunningJobs = lambda _worker_id: set()
+        self.running_jobs: RunningJobs = lambda _worker_id: {}
         # whether a worker may start one more job now (its queue's concurrency override)
         self.may_start: Callable[[int], bool] = lambda _worker_id: True
         self._suspect_workers: set[int] = set()
@@ -246,7 +247,9 @@ class ResilientJobManager(CheckedJobManager):
                 job = job_from_row(row) if row and row["id"] is not None else None
             except Exception as exc:
                 if is_worker_gone(exc):
-                    await self._register_again(worker_id)
+                    # a rescue removed the worker's row: back (as the heartbeat does), then
+                    # fetch again; a lost database meanwhile is ridden out below, stop included
+                    await self._beat(worker_id)
                     continue
                 if not is_connection_error(exc):
                     raise
@@ -332,26 +335,27 @@ class ResilientJobManager(CheckedJobManager):
         self.availability.succeeded()
 
     async def _beat(self, worker_id: int) -> None:
-        """The heartbeat, registering the worker again if a rescue removed its row."""
+        """The heartbeat, registering the worker again if a rescue removed its row, with the
+        jobs still running here that no rescue took (the row's deletion cleared their
+        worker)."""
         introduction = self.introductions.get(worker_id)
+        running = self.running_jobs(worker_id)
         row = await SQL.one_via_connector(
             self.connector,
             "heartbeat_of_worker",
             worker_id=worker_id,
+            running=list(running),
+            attempts=list(running.values()),
             **(introduction or dict.fromkeys(("queue", "host", "pid", "concurrency"))),
         )
         if row["registered_again"]:
             log.warning(
                 f"worker {worker_id} was removed as stalled by a rescue (its heartbeat older "
                 f"than QLARIUS_STALLED_AFTER_SECONDS={get_settings().stalled_after_seconds:g}); "
-                "registered again, the jobs it was running went to other workers",
+                "registered again",
                 worker_id=worker_id,
+                jobs_kept=row["reattached"] or [],
             )
-
-    async def _register_again(self, worker_id: int) -> None:
-        """A fetch met the foreign key to a worker row a rescue removed: the row back (as the
-        heartbeat does), riding out a lost database."""
-        await self.availability.call(self._beat, worker_id)
 
     async def list_jobs_to_abort_async(self, queue: str | None = None) -> Iterable[int]:
         try:

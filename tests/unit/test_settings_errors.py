@@ -48,6 +48,11 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
             "invalid setting QLARIUS_TASK_TIMEOUTS: not valid JSON",
         ),
         ({"QLARIUS_LOG_FORMAT": "xml"}, "QLARIUS_LOG_FORMAT='xml': Input should be 'auto'"),
+        (
+            {"QLARIUS_HEARTBEAT_SECONDS": "4", "QLARIUS_STALLED_AFTER_SECONDS": "3"},
+            "invalid setting QLARIUS_STALLED_AFTER_SECONDS='3': must be at least twice "
+            "QLARIUS_HEARTBEAT_SECONDS (4)",
+        ),
         ({"QLARIUS_POOL_MAX_SIZE": "abc"}, "QLARIUS_POOL_MAX_SIZE='abc': Input should be a valid"),
     ],
 )

@@ -58,7 +58,10 @@ FROM qlarius_fetch_job(%(queues)s::varchar[], %(worker_id)s)
 -- Procrastinate's heartbeat (procrastinate_update_heartbeat_v1); a worker whose row a rescue
 -- removed (its heartbeat looked stalled: the process was paused, or the database away for
 -- longer than the stalled limit) is registered again under its own id, with its introduction
--- when it had one (queue NULL: none). Says whether it had to be.
+-- when it had one (queue NULL: none), and takes back the jobs still running in it that the
+-- row's deletion left without a worker (ON DELETE SET NULL) and no rescue took since (the
+-- same attempt). Says whether this statement registered it again (another one racing it, a
+-- fetch's, says so instead: one line).
 WITH beat AS (
     UPDATE procrastinate_workers SET last_heartbeat = now() WHERE id = %(worker_id)s
     RETURNING id
@@ -67,12 +70,28 @@ registered_again AS (
     INSERT INTO procrastinate_workers (id, last_heartbeat) OVERRIDING SYSTEM VALUE
     SELECT %(worker_id)s, now() WHERE NOT EXISTS (SELECT 1 FROM beat)
     ON CONFLICT (id) DO UPDATE SET last_heartbeat = now()
-    RETURNING id
+    RETURNING id, xmax = 0 AS inserted
 ),
 introduced_again AS (
     INSERT INTO qlarius_worker_queues (worker_id, queue, host, pid, concurrency)
     SELECT r.id, %(queue)s, %(host)s, %(pid)s, %(concurrency)s
     FROM registered_again r WHERE %(queue)s::text IS NOT NULL
     ON CONFLICT (worker_id) DO NOTHING
+),
+taken_back AS (
+    UPDATE procrastinate_jobs j SET worker_id = %(worker_id)s
+    FROM (
+        SELECT c.id FROM procrastinate_jobs c
+        JOIN unnest(%(running)s::bigint[], %(attempts)s::int[]) AS r(id, attempts)
+          ON c.id = r.id AND c.attempts = r.attempts
+        WHERE c.status = 'doing' AND c.worker_id IS NULL
+          AND EXISTS (SELECT 1 FROM registered_again)
+        ORDER BY c.id
+        -- one a rescue holds is the rescue's: never wait for it (its prune may wait for us)
+        FOR UPDATE OF c SKIP LOCKED
+    ) t
+    WHERE j.id = t.id
+    RETURNING j.id
 )
-SELECT EXISTS (SELECT 1 FROM registered_again) AS registered_again
+SELECT coalesce((SELECT inserted FROM registered_again), false) AS registered_again,
+       (SELECT array_agg(id ORDER BY id) FROM taken_back) AS reattached
