@@ -202,6 +202,7 @@ class ResilientJobManager(CheckedJobManager):
         # whether a worker may start one more job now (its queue's concurrency override)
         self.may_start: Callable[[int], bool] = lambda _worker_id: True
         self._suspect_workers: set[int] = set()
+        self._unregistered_workers: set[int] = set()  # a fetch met their row gone
         # a success's summary counts (JobSpec.run), written by finish_job with the success
         self._results: dict[int, dict[str, int | float]] = {}
         # worker id -> its introduction (queue, host, pid, concurrency; runner.py), given again
@@ -221,6 +222,9 @@ class ResilientJobManager(CheckedJobManager):
             if self.availability.stopping and self.availability.lost_since is not None:
                 return None  # asked to stop while the database is away: no job, stop now
             try:
+                if worker_id in self._unregistered_workers:
+                    await self._beat(worker_id)
+                    self._unregistered_workers.discard(worker_id)
                 if worker_id in self._suspect_workers:
                     # a fetch of ours failed with its connection: it may have claimed a job on
                     # the server that we never got. Nothing else of this worker is fetching.
@@ -247,9 +251,10 @@ class ResilientJobManager(CheckedJobManager):
                 job = job_from_row(row) if row and row["id"] is not None else None
             except Exception as exc:
                 if is_worker_gone(exc):
-                    # a rescue removed the worker's row: back (as the heartbeat does), then
-                    # fetch again; a lost database meanwhile is ridden out below, stop included
-                    await self._beat(worker_id)
+                    # a rescue removed the worker's row: back (as the heartbeat does) at the
+                    # top of the loop, inside its try (a lost database then is ridden out, a
+                    # stop request heeded), then fetch again
+                    self._unregistered_workers.add(worker_id)
                     continue
                 if not is_connection_error(exc):
                     raise
@@ -273,6 +278,7 @@ class ResilientJobManager(CheckedJobManager):
                 "finish_job_of_worker",
                 job_id=job.id,
                 worker_id=job.worker_id,
+                attempts=job.attempts,
                 status=status.value,
                 delete_job=delete_job,
                 counts=counts,
@@ -299,6 +305,7 @@ class ResilientJobManager(CheckedJobManager):
                 "retry_job_of_worker",
                 job_id=job.id,
                 worker_id=job.worker_id,
+                attempts=job.attempts,
                 retry_at=retry_at or utils.utcnow(),
                 priority=priority,
                 queue=queue,

@@ -8,7 +8,11 @@
 -- guard: one round trip and one commit per job instead of two.
 WITH job AS (
     SELECT id FROM procrastinate_jobs
-    WHERE id = %(job_id)s AND status = 'doing' AND worker_id IS NOT DISTINCT FROM %(worker_id)s
+    WHERE id = %(job_id)s AND status = 'doing'
+      AND (worker_id IS NOT DISTINCT FROM %(worker_id)s
+           -- its worker's row deleted (worker cleared), and no rescue since (same attempt):
+           -- still this run's
+           OR (worker_id IS NULL AND attempts = %(attempts)s))
     FOR UPDATE
 ),
 finished AS (
@@ -27,7 +31,11 @@ SELECT count(*) AS finished FROM finished
 -- Procrastinate's retry_job, guarded like finish_job_of_worker.
 WITH job AS (
     SELECT id FROM procrastinate_jobs
-    WHERE id = %(job_id)s AND status = 'doing' AND worker_id IS NOT DISTINCT FROM %(worker_id)s
+    WHERE id = %(job_id)s AND status = 'doing'
+      AND (worker_id IS NOT DISTINCT FROM %(worker_id)s
+           -- its worker's row deleted (worker cleared), and no rescue since (same attempt):
+           -- still this run's
+           OR (worker_id IS NULL AND attempts = %(attempts)s))
     FOR UPDATE
 ),
 retried AS (
@@ -84,7 +92,10 @@ taken_back AS (
         SELECT c.id FROM procrastinate_jobs c
         JOIN unnest(%(running)s::bigint[], %(attempts)s::int[]) AS r(id, attempts)
           ON c.id = r.id AND c.attempts = r.attempts
-        WHERE c.status = 'doing' AND c.worker_id IS NULL
+        -- worker_id = ours passes in this statement's snapshot when it waited for the
+        -- deletion (on the worker's row) and is checked again on the row as the deletion left
+        -- it, once locked
+        WHERE c.status = 'doing' AND (c.worker_id IS NULL OR c.worker_id = %(worker_id)s)
           AND EXISTS (SELECT 1 FROM registered_again)
         ORDER BY c.id
         -- one a rescue holds is the rescue's: never wait for it (its prune may wait for us)
