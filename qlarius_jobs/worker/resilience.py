@@ -19,8 +19,9 @@ calls wait for the database instead, with backoff and jitter:
 - a worker whose row a rescue removed (its heartbeat older than
   ``QLARIUS_STALLED_AFTER_SECONDS``: the process was paused, or the database away that long)
   is registered again under its own id, with one line, by its next heartbeat or fetch (the
-  jobs table's foreign key refuses a fetch for a worker with no row): the jobs it was running
-  went back to the queue with the rescue, and what it writes of them is dropped.
+  jobs table's foreign key refuses a fetch for a worker with no row). The jobs it runs that
+  no rescue took yet (the deletion only cleared their worker: same attempt) stay its own and
+  their ends are written; what it writes of the ones a rescue took is dropped.
 """
 
 from __future__ import annotations
