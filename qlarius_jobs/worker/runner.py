@@ -34,7 +34,11 @@ from qlarius_jobs.worker.procrastinate_adapter import (
 )
 from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
 from qlarius_jobs.worker.queue_controls import QueueControls, read_controls
-from qlarius_jobs.worker.resilience import Availability, ResilientJobManager
+from qlarius_jobs.worker.resilience import (
+    Availability,
+    JobNotRunningHere,
+    ResilientJobManager,
+)
 from qlarius_jobs.worker.scheduler import Scheduler
 from qlarius_jobs.worker.supervision import StopSignals, WorkersStopped, supervise
 from qlarius_jobs.worker.wakeups import Wakeups
@@ -184,6 +188,8 @@ async def run_workers(
         job_manager.running_jobs = lambda worker_id: running_job_ids(workers, worker_id)
         job_manager.may_start = queue_controls.may_start
         loop = asyncio.get_running_loop()
+        stack.callback(loop.set_exception_handler, loop.get_exception_handler())
+        loop.set_exception_handler(_dropped_result_in_one_line)
         stop_requested = asyncio.Event()
 
         def on_signal(signum: int) -> None:
@@ -257,6 +263,17 @@ async def run_workers(
             raise WorkersStopped(failure)
         log.info("workers stopped", queues=dict(queues))
         return stop_requested.is_set()
+
+
+def _dropped_result_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A job's late result dropped (``JobNotRunningHere``: a rescue gave the job to another
+    run) ends Procrastinate's task for the job, which nobody awaits: one warning line, not
+    asyncio's "Task exception was never retrieved" and a traceback. Anything else as
+    asyncio reports it."""
+    if isinstance(context.get("exception"), JobNotRunningHere):
+        log.warning(str(context["exception"]))
+        return
+    loop.default_exception_handler(context)
 
 
 async def _introduce(

@@ -344,3 +344,33 @@ def test_a_worker_removed_as_stalled_keeps_the_jobs_it_is_running(sync_conn, hea
     assert (job["status"], job["attempts"]) == ("succeeded", 1), out[-2000:]  # one run
     assert out.count("was removed as stalled by a rescue") == 1, out[-2000:]
     assert "JobNotRunningHere" not in out
+
+
+def test_a_late_result_dropped_is_one_warning_line(sync_conn):
+    """A job a rescue took from a worker that still ran it (here: put back in the queue, due
+    in an hour, while its populate is held): the worker's late end is dropped, said in one
+    warning line, not asyncio's "Task exception was never retrieved" and a traceback."""
+    proc = WorkerProcess("--queues", "targets=2", env=worker_env())
+    try:
+        holder = TargetRowHolder(sync_conn)
+        defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
+        wait_for(
+            lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
+            30,
+            "the populate running",
+        )
+        sync_conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL, "
+            "attempts = attempts + 1, scheduled_at = now() + interval '1 hour' "
+            "WHERE task_name = 'populate_target'"
+        )
+        holder.release()
+        wait_for(lambda: "is not running for worker" in proc.output(), 30, "the dropped end")
+        assert proc.alive
+    finally:
+        out = proc.stop()
+    assert proc.returncode == 0, out[-2000:]
+    [line] = [ln for ln in out.splitlines() if "is not running for worker" in ln]
+    assert '"level": "warning"' in line, line
+    assert "never retrieved" not in out and "Traceback" not in out, out[-3000:]
+    assert jobs(sync_conn, "populate_target")[0]["status"] == "todo"
