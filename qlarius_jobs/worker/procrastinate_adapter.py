@@ -78,7 +78,7 @@ def running_jobs(worker: procrastinate_worker.Worker) -> int:
     return len(worker._running_jobs)
 
 
-def running_job_ids(
+def running_job_attempts(
     workers: Iterable[procrastinate_worker.Worker], worker_id: int
 ) -> dict[int, int]:
     """The jobs a worker runs now, by id, each with its attempts when it was fetched (a rescue

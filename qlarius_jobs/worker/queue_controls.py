@@ -23,7 +23,7 @@ from procrastinate import worker as procrastinate_worker
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
-from qlarius_jobs.worker.procrastinate_adapter import running_job_ids, wake
+from qlarius_jobs.worker.procrastinate_adapter import running_job_attempts, wake
 from qlarius_jobs.worker.resilience import Availability, is_connection_error, ride_out
 
 log = get_logger(__name__)
@@ -94,7 +94,7 @@ class QueueControls:
         """Whether a worker is below its queue's concurrency override (the semaphore holds
         the rest). At the cap, it is woken shortly to look again (a check in memory, no
         query): a running job that ends frees a slot that no notification announces."""
-        running = len(running_job_ids(self.workers, worker_id))
+        running = len(running_job_attempts(self.workers, worker_id))
         for worker in self.workers:
             capped = bool(worker.queues) and running >= self.limit(worker.queues[0])
             if worker.worker_id == worker_id and capped:

@@ -29,7 +29,7 @@ from qlarius_jobs.worker import process_metrics
 from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
-    running_job_ids,
+    running_job_attempts,
     steady_pool_reconnects,
 )
 from qlarius_jobs.worker.procrastinate_adapter import pool as app_pool
@@ -185,7 +185,7 @@ async def run_workers(
 
         queue_controls.workers = workers
         stack.enter_context(process_metrics.watching(pool, workers))
-        job_manager.running_jobs = lambda worker_id: running_job_ids(workers, worker_id)
+        job_manager.running_jobs = lambda worker_id: running_job_attempts(workers, worker_id)
         job_manager.may_start = queue_controls.may_start
         loop = asyncio.get_running_loop()
         stack.callback(loop.set_exception_handler, loop.get_exception_handler())

@@ -179,14 +179,7 @@ def test_sigterm_lets_the_running_job_finish_then_exits(sync_conn):
     try:
         time.sleep(2)
         # a populate that blocks on a row we hold, so it is running when the signal comes
-        holder = TargetRowHolder(sync_conn)
-        defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
-        deadline = time.monotonic() + 20
-        while (
-            jobs(sync_conn, "populate_target")[0]["status"] != "doing"
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.1)
+        holder = _held_populate_running(sync_conn)
         proc.send_signal(signal.SIGTERM)
         time.sleep(1)
         assert proc.poll() is None  # still finishing the job
@@ -231,15 +224,31 @@ def test_a_worker_process_log_of_its_own_making_goes_with_it():
     assert not log_path.exists()
 
 
+def _last_worker_id(sync_conn) -> int:
+    """The newest worker row's id (0: none): the workers a test starts come after it."""
+    return sync_conn.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers").fetchone()[0]
+
+
+def _held_populate_running(sync_conn) -> TargetRowHolder:
+    """A populate deferred and running, blocked on the target's row, which the returned
+    holder keeps until released."""
+    holder = TargetRowHolder(sync_conn)
+    defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
+    wait_for(
+        lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
+        30,
+        "the populate running",
+    )
+    return holder
+
+
 def _removed_as_stalled(sync_conn, env: dict[str, str], then_defer: bool) -> str:
     """A worker process on the default queue whose worker row a rescue removed (as it does
     when the heartbeat looked stalled: the process paused, or the database away for longer
     than QLARIUS_STALLED_AFTER_SECONDS, with the 300 s outage limit not reached), deleted here
     once it registered. The worker must carry on under its own id, introduced again; returns
     its output."""
-    before = sync_conn.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers").fetchone()[
-        0
-    ]
+    before = _last_worker_id(sync_conn)
     proc = WorkerProcess("--queues", "default=2", env={**worker_env(), **env})
 
     def introduced() -> list[tuple]:
@@ -297,9 +306,7 @@ def test_a_worker_removed_as_stalled_keeps_the_jobs_it_is_running(sync_conn, hea
     worker (ON DELETE SET NULL). Registering again takes it back; or, the heartbeat far off,
     the job's end is still written (no rescue took it: the same attempt). Either way no
     rescue runs it a second time: it ends succeeded after one run."""
-    before = sync_conn.execute("SELECT coalesce(max(id), 0) FROM procrastinate_workers").fetchone()[
-        0
-    ]
+    before = _last_worker_id(sync_conn)
     env = {"QLARIUS_HEARTBEAT_SECONDS": heartbeat, "QLARIUS_STALLED_AFTER_SECONDS": "300"}
     proc = WorkerProcess("--queues", "targets=2", env={**worker_env(), **env})
 
@@ -309,13 +316,7 @@ def test_a_worker_removed_as_stalled_keeps_the_jobs_it_is_running(sync_conn, hea
         ).fetchone()[0]
 
     try:
-        holder = TargetRowHolder(sync_conn)
-        defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
-        wait_for(
-            lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
-            30,
-            "the populate running",
-        )
+        holder = _held_populate_running(sync_conn)
         worker = job_worker()
         assert worker is not None and worker > before
         sync_conn.execute("DELETE FROM procrastinate_workers WHERE id = %s", [worker])
@@ -352,13 +353,7 @@ def test_a_late_result_dropped_is_one_warning_line(sync_conn):
     warning line, not asyncio's "Task exception was never retrieved" and a traceback."""
     proc = WorkerProcess("--queues", "targets=2", env=worker_env())
     try:
-        holder = TargetRowHolder(sync_conn)
-        defer_with_cli("populate_target", {"target_id": 1}, env=worker_env())
-        wait_for(
-            lambda: jobs(sync_conn, "populate_target")[0]["status"] == "doing",
-            30,
-            "the populate running",
-        )
+        holder = _held_populate_running(sync_conn)
         sync_conn.execute(
             "UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL, "
             "attempts = attempts + 1, scheduled_at = now() + interval '1 hour' "

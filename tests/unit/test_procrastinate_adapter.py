@@ -52,7 +52,7 @@ def test_the_private_names_exist_in_this_procrastinate():
         }
     )
     assert (job.id, job.queue, job.task_kwargs, job.worker_id) == (7, "q", {"a": 1}, 3)
-    assert adapter.running_job_ids([worker], 1) == {}
+    assert adapter.running_job_attempts([worker], 1) == {}
     assert isinstance(psycopg_pool.base.AttemptWithBackoff.DELAY_BACKOFF, float)
     connector = procrastinate.PsycopgConnector(kwargs={"application_name": "x"})
     assert adapter.pool_kwargs(procrastinate.App(connector=connector)) == {"application_name": "x"}
