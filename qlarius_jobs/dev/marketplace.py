@@ -105,6 +105,7 @@ class Application:
 
     async def change_tags(self, conn: psycopg.AsyncConnection) -> bool:
         me_file = self.rng.choice(self.world.me_files)
+        await SQL.execute(conn, "hold_me_file_for_tag_changes", me_file_id=me_file)
         current = [
             r["trait_id"] for r in await SQL.many(conn, "tags_of_me_file", me_file_id=me_file)
         ]

@@ -35,6 +35,13 @@ GROUP BY g.id ORDER BY g.id
 -- The parent traits (questions) of the trait groups.
 SELECT DISTINCT g.parent_trait_id FROM trait_groups g ORDER BY 1
 
+-- name: hold_me_file_for_tag_changes :exec
+-- The application holds the MeFile whose tags it changes, as one updating that row would
+-- (FOR NO KEY UPDATE: the jobs' FOR KEY SHARE locks are not in its way). Two changes of one
+-- MeFile's tags made in different orders otherwise deadlock each other: seen once in the
+-- bench's tiny storm, update_tag_value against delete_tag, both the application's.
+SELECT id FROM me_files WHERE id = %(me_file_id)s FOR NO KEY UPDATE
+
 -- name: tags_of_me_file :many
 -- The traits a MeFile is tagged with.
 SELECT trait_id FROM me_file_tags WHERE me_file_id = %(me_file_id)s
