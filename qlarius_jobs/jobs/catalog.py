@@ -9,13 +9,14 @@ from typing import Any
 from procrastinate import types
 from psycopg import AsyncConnection
 
-from qlarius_jobs.jobs import backfill, maintenance, offers, populations
+from qlarius_jobs.jobs import backfill, maintenance, offers, populations, target_offers
 from qlarius_jobs.jobs.arguments import InvalidJobArguments
 from qlarius_jobs.jobs.blueprint import JobBlueprint, JobSpec
 
 BLUEPRINTS: tuple[JobBlueprint, ...] = (
     populations.blueprint,
     offers.blueprint,
+    target_offers.blueprint,
     backfill.blueprint,
     maintenance.blueprint,
 )

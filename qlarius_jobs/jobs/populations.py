@@ -44,9 +44,9 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
     the target's populations scope: sync batches skip this target meanwhile and leave its part
     of each change for afterwards (see ``drains.py``); it never waits for a whole drain.
     Every population it changes records a reconcile of that MeFile's offers in this target (a
-    trigger); right after the commit, the job settles them itself, in one set-based pass over
-    the target's offers (``target_offers.py``), instead of leaving a reconcile per MeFile to
-    the drain (which still applies whatever the pass could not take).
+    trigger); with its commit, it defers ``settle_target_offers`` (queue ``offers``), one
+    set-based pass over the target's offers (``target_offers.py``), instead of leaving a
+    reconcile per MeFile to the drain (which still applies whatever the pass could not take).
 
     Level-triggered: it consumes the target's pending rows (its criteria or traits changed)
     before it reads. It waits for nobody: a target or band being deleted leaves the populate
@@ -91,8 +91,8 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
             return await _leave_for_later(run, conn, args.target_id, str(busy))
         # syncs left this target's part of their changes for now: wake them at commit
         await drains.wake_drains(conn, drains.SYNC)
-    async with run.transaction() as conn:
-        offers = await target_offers.settle_target_offers(conn, args.target_id)
+        # the offers its populations changed: one pass of their own job, due at this commit
+        await target_offers.settle_target_offers.defer(conn, target_id=args.target_id)
     return {
         "target_id": args.target_id,
         "members": changes.members,
@@ -102,7 +102,6 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "left_for_later": len(changes.skipped),
         "statements": statements,
         "status_write_tries": tries,
-        **offers.summary(),
     }
 
 

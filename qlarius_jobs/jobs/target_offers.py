@@ -1,8 +1,13 @@
-"""A populate settles its own target's offers: one set-based pass right after its populations
+"""A populate's offers: one set-based pass over its target's offers, by the job
+``settle_target_offers`` (queue ``offers``) that the populate defers with its populations'
 commit, instead of a reconcile per MeFile whose population changed.
 
+It is a job of its own, not the populate's last step, so that a populate gives its ``targets``
+slot (where the syncs run) back as soon as its populations commit, and a failure of the pass
+is retried alone, without populating again.
+
 Every population change records a pending reconcile naming the band's target (migration
-0022). Right after the populate commits, in a transaction of its own, the pass takes the
+0022). The job, in a transaction of its own, takes the
 target's offers scope (as ``create_initial_pending_offers`` does: reconcile batches leave the
 target's campaigns alone meanwhile), deletes the rows naming the target, then reconciles every
 offer of the target's campaigns with ``offers.reconcile_offers`` (the same statements as every
@@ -22,9 +27,13 @@ from psycopg import AsyncConnection
 
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.jobs import drains
+from qlarius_jobs.jobs.arguments import TargetArgs
+from qlarius_jobs.jobs.blueprint import JobBlueprint
 from qlarius_jobs.jobs.offers import reconcile_later, reconcile_offers
+from qlarius_jobs.jobs.run import JobRun
 
 SQL = QueryFile.of(__file__)
+blueprint = JobBlueprint()
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,26 @@ class TargetOffers:
         }
 
 
-async def settle_target_offers(conn: AsyncConnection, target_id: int) -> TargetOffers:
+@blueprint.job(
+    name="settle_target_offers",
+    queue="offers",
+    args_model=TargetArgs,
+    attempts=5,
+    time_limit_seconds=1800,
+)
+async def settle_target_offers(run: JobRun, args: TargetArgs) -> dict[str, int | str]:
+    """Reconcile every offer of the target's campaigns, in one pass, after its populate.
+
+    Deferred by the populate in the transaction that commits its populations (at most one
+    waiting per target: its queueing lock). Whatever it cannot take (its target's offers
+    scope held by another pass or an offers job, rows committed after it took them) stays
+    pending for the reconcile drain."""
+    async with run.transaction() as conn:
+        offers = await settle_pass(conn, args.target_id)
+    return {"target_id": args.target_id, **offers.summary()}
+
+
+async def settle_pass(conn: AsyncConnection, target_id: int) -> TargetOffers:
     """In the caller's open transaction: take the target's offers scope, its pending
     reconciles, and reconcile all of its campaigns' offers. MeFiles whose offers are held
     elsewhere right now go back to the drain, due in 2 s."""
