@@ -3,9 +3,11 @@ timing, and in-process workers that run until a queue is empty."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -230,3 +232,37 @@ async def run_until_done(
             if not pending or not pending["pending"]:
                 return
     raise RuntimeError("jobs still pending after the benchmark's worker runs")
+
+
+@contextlib.asynccontextmanager
+async def workers_running(app: App, conninfo: str, queues: dict[str, int]) -> AsyncIterator[None]:
+    """In-process workers of ``app`` on ``queues``, started and registered before the block
+    runs (as production's workers are up before anything is deferred: a timed side that
+    started its workers would time their start too), stopped when it ends."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        last = SQL.one_sync(conn, "bench_last_worker_id")
+        assert last is not None
+    task = asyncio.create_task(
+        runner.run_workers(
+            app,
+            queues,
+            install_signal_handlers=False,
+            fetch_job_polling_interval=0.05,
+            periodic=False,
+        )
+    )
+    try:
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+            while True:
+                if task.done():
+                    task.result()  # its error, if it failed to start
+                    raise RuntimeError("the benchmark's workers stopped before they started")
+                row = await SQL.one(aconn, "bench_workers_since", after=last["id"])
+                if row and row["n"] >= len(queues):
+                    break
+                await asyncio.sleep(0.02)
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

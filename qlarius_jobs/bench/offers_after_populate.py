@@ -23,8 +23,8 @@ from qlarius_jobs.bench.base import (
     Result,
     clear_for_a_first_populate,
     offers_against_reference,
-    run_until_done,
     settle_tables,
+    workers_running,
 )
 from qlarius_jobs.jobs.populations import populate_target
 
@@ -42,6 +42,17 @@ async def committed_at(conninfo: str, target_ids: list[int], poll_seconds: float
             await asyncio.sleep(poll_seconds)
 
 
+async def nothing_pending_at(conninfo: str, queues: list[str], poll_seconds: float) -> float:
+    """perf_counter() when no job of ``queues`` is due or running and nothing is pending for
+    them (``bench_jobs_pending``)."""
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        while True:
+            row = await SQL.one(conn, "bench_jobs_pending", queues=queues)
+            if not row or not row["pending"]:
+                return time.perf_counter()
+            await asyncio.sleep(poll_seconds)
+
+
 async def bench_offers_after_populate(
     app: App, conninfo: str, cfg: BenchConfig, size: int, pops: int
 ) -> Result:
@@ -52,14 +63,15 @@ async def bench_offers_after_populate(
         target_ids: list[int] = targets["ids"]
         clear_for_a_first_populate(conn, target_ids)
         SQL.execute_sync(conn, "bench_clear_jobs")
+        SQL.execute_sync(conn, "bench_clear_waiting_jobs", queues=["targets", "offers"])
         settle_tables(conn)
-    poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
-        for target_id in target_ids:
-            await populate_target.defer(aconn, target_id=target_id)
-    await run_until_done(app, conninfo, {"targets": 5, "offers": 10})
-    done = time.perf_counter()
-    committed = await asyncio.wait_for(poller, 60)
+    async with workers_running(app, conninfo, {"targets": 5, "offers": 10}):
+        poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+            for target_id in target_ids:
+                await populate_target.defer(aconn, target_id=target_id)
+        committed = await asyncio.wait_for(poller, 600)
+        done = await nothing_pending_at(conninfo, ["targets", "offers"], 0.02)
     clean = True
     with psycopg.connect(conninfo, autocommit=True) as conn:
         counted = SQL.one_sync(conn, "bench_offer_count")

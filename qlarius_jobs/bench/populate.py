@@ -16,9 +16,9 @@ from qlarius_jobs.bench.base import (
     SQL,
     BenchConfig,
     against_baselines,
-    run_until_done,
     settle_tables,
     timed,
+    workers_running,
 )
 from qlarius_jobs.bench.offers_after_populate import committed_at
 from qlarius_jobs.jobs.populations import populate_target
@@ -26,15 +26,18 @@ from qlarius_jobs.jobs.populations import populate_target
 
 async def _populate_all(app: App, conninfo: str, target_ids: list[int]) -> float:
     """Seconds from the first deferral until every target's populate has committed (each
-    target reads ``populated``): the populations, what the baselines write. The offers pass
-    each populate runs after its commit has its own row (offers_after_populate.py)."""
-    started = time.perf_counter()
-    poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
-        for target_id in target_ids:
-            await populate_target.defer(aconn, target_id=target_id)
-    await run_until_done(app, conninfo, {"targets": 5})
-    return await asyncio.wait_for(poller, 60) - started
+    target reads ``populated``): the populations, what the baselines write, on the ``targets``
+    queue as shipped (concurrency 5), its workers already running. The
+    ``settle_target_offers`` pass each populate defers runs on the ``offers`` queue: it has
+    its own row (offers_after_populate.py)."""
+    async with workers_running(app, conninfo, {"targets": 5}):
+        started = time.perf_counter()
+        poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
+        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+            for target_id in target_ids:
+                await populate_target.defer(aconn, target_id=target_id)
+        committed = await asyncio.wait_for(poller, 600)
+    return committed - started
 
 
 async def bench_populate(app: App, conninfo: str, cfg: BenchConfig, size: int, pops: int) -> None:

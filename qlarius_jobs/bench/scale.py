@@ -269,8 +269,9 @@ async def populate_phases(conninfo: str, me_files: int) -> list[Phase]:
     """A first populate of every target (``clear_for_a_first_populate``), then
     ``populate_target`` of each: the populations' rows per second until the last populate's
     commit (targets ``populated``), then the seconds from that commit until the offers are
-    settled (each populate's own offers pass, then whatever it left to the reconcile drain),
-    the offers checked against the reference up to the size it reads in reasonable time."""
+    settled (each populate's ``settle_target_offers`` pass, then whatever it left to the
+    reconcile drain), the offers checked against the reference up to the size it reads in
+    reasonable time."""
     from qlarius_jobs.jobs.populations import populate_target
 
     with psycopg.connect(conninfo, autocommit=True) as conn:

@@ -72,9 +72,9 @@ async def settle_target_offers(run: JobRun, args: TargetArgs) -> dict[str, int |
     """Reconcile every offer of the target's campaigns, in one pass, after its populate.
 
     Deferred by the populate in the transaction that commits its populations (at most one
-    waiting per target: its queueing lock). Whatever it cannot take (its target's offers
-    scope held by another pass or an offers job, rows committed after it took them) stays
-    pending for the reconcile drain."""
+    waiting per target: its queueing lock; a second one running waits for the first's
+    scope). What it cannot take (rows committed after it took them, a target whose campaign
+    is being deleted) stays pending for the reconcile drain."""
     async with run.transaction() as conn:
         offers = await settle_pass(conn, args.target_id)
     return {"target_id": args.target_id, **offers.summary()}

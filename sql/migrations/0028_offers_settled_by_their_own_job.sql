@@ -39,8 +39,8 @@ BEGIN
         WHEN 'settle_target_offers' THEN
             -- at most one waiting per target (it takes every row when it runs). No lock: a
             -- lock would queue a new pass behind a retry scheduled minutes later; two passes
-            -- of one target running at once are harmless (the second finds the target's
-            -- offers scope taken and leaves its rows to the drain)
+            -- of one target running at once are harmless (the second waits for the target's
+            -- offers scope, which the first holds, then takes what is left)
             IF target IS NOT NULL AND NEW.args = jsonb_build_object('target_id', NEW.args -> 'target_id') THEN
                 NEW.queueing_lock := CASE WHEN due_now THEN COALESCE(NEW.queueing_lock, 'settle_target_offers:' || target) END;
             END IF;

@@ -166,6 +166,7 @@ def test_offer_creation_has_five_attempts_and_others_three(app):
         "snapshot_band_populations": 3,
         "create_initial_pending_offers": 5,
         "reconcile_offers_for_me_file": 3,
+        "settle_target_offers": 5,
         "sync_pending_me_files": 3,
         "reconcile_pending_offers": 3,
         "backfill_missing_snapshots": 3,

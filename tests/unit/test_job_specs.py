@@ -22,6 +22,7 @@ def test_the_catalog_names_every_job_once_with_its_queue_and_options():
         "create_initial_pending_offers": ("default", 5),
         "reconcile_pending_offers": ("offers", 3),
         "reconcile_offers_for_me_file": ("offers", 3),
+        "settle_target_offers": ("offers", 5),
         "backfill_missing_snapshots": ("maintenance", 3),
         "backfill_snapshot_chunk": ("maintenance", 3),
         "rescue_stalled_jobs": ("maintenance", 1),

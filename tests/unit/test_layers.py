@@ -67,7 +67,7 @@ def test_building_an_app_opens_nothing_and_registers_every_job():
         "other = build_app()\n"
         "from qlarius_jobs.jobs import catalog\n"
         "ours = set(catalog.specs())\n"
-        "assert len(ours) == 11 and ours <= set(app.tasks) and ours <= set(other.tasks)\n"
+        "assert len(ours) == 12 and ours <= set(app.tasks) and ours <= set(other.tasks)\n"
         "try:\n"
         "    app.connector.pool\n"
         "    raise SystemExit('the pool is open')\n"

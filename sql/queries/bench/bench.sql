@@ -119,6 +119,11 @@ SELECT (SELECT count(*) FROM procrastinate_jobs
 -- name: bench_clear_jobs :exec
 DELETE FROM procrastinate_jobs WHERE status NOT IN ('todo', 'doing')
 
+-- name: bench_clear_waiting_jobs :exec
+-- Benchmark: the jobs an earlier step left waiting in these queues (the settle passes its
+-- populates deferred, say), gone before a step that times those queues.
+DELETE FROM procrastinate_jobs WHERE status = 'todo' AND queue_name = ANY(%(queues)s::text[])
+
 -- name: bench_vacuum_analyze :exec
 -- After a bulk change: every side of a comparison starts from the same clean tables.
 VACUUM ANALYZE
@@ -183,6 +188,14 @@ WITH syncs AS (DELETE FROM qlarius_pending_syncs),
      criteria AS (DELETE FROM qlarius_pending_criteria),
      campaigns AS (DELETE FROM qlarius_pending_campaigns)
 DELETE FROM qlarius_pending_reconciles
+
+-- name: bench_last_worker_id :one
+-- Benchmark: the newest worker registered so far (0: none).
+SELECT COALESCE(max(id), 0) AS id FROM procrastinate_workers
+
+-- name: bench_workers_since :one
+-- Benchmark: how many workers registered after the one given.
+SELECT count(*) AS n FROM procrastinate_workers WHERE id > %(after)s
 
 -- name: bench_targets_populated :one
 -- Benchmark: whether every given target's populate has committed (its status says so).
