@@ -275,17 +275,22 @@ async def run_storm(
     return report
 
 
+def apply_storm_schedules(conn: psycopg.Connection) -> None:
+    """The storm's schedules: a killed worker's jobs are rescued within seconds (every 2 s;
+    stalled after 5 s, see ``_worker_env``); the storm defers backfills itself; no pruning
+    mid-check."""
+    controls.apply_schedules(
+        conn, {**NO_BACKFILL_OR_PRUNE, "rescue_stalled_jobs": "* * * * * */2"}, "storm"
+    )
+
+
 def run_in_fresh_database(config: StormConfig, base: str) -> StormReport:
     """A fresh ``<db>_storm`` beside the database ``base``, seeded and stormed; its report."""
     conninfo = storm_conninfo(base)
     seed.recreate_database(conninfo)
     migrate.migrate(conninfo)
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        # a killed worker's jobs are rescued within seconds; the storm defers backfills
-        # itself; no pruning mid-check
-        controls.apply_schedules(
-            conn, {**NO_BACKFILL_OR_PRUNE, "rescue_stalled_jobs": "* * * * * */2"}, "storm"
-        )
+        apply_storm_schedules(conn)
     seed.seed(
         conninfo,
         seed.SeedSizes(

@@ -4,10 +4,11 @@ independent reference."""
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from qlarius_jobs.dev import seed
-from qlarius_jobs.dev.storm import StormConfig, run_storm
+from qlarius_jobs.dev.storm import StormConfig, apply_storm_schedules, run_storm
 from tests.integration.support import TEST_DB, server_log
 
 
@@ -24,6 +25,8 @@ async def test_a_short_storm_breaks_no_invariant(tmp_path, request, through):
         TEST_DB.conninfo,
         seed.SeedSizes(me_files=config.me_files, targets=config.targets, campaigns_per_target=2),
     )
+    with psycopg.connect(TEST_DB.conninfo, autocommit=True) as conn:
+        apply_storm_schedules(conn)  # as `make storm` runs it: the rescue every 2 s
     log = server_log()
     report = await run_storm(
         TEST_DB.conninfo, config, log_dir=tmp_path, server_log=log.path, pooled_conninfo=pooled
