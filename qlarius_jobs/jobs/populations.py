@@ -92,7 +92,13 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         # syncs left this target's part of their changes for now: wake them at commit
         await drains.wake_drains(conn, drains.SYNC)
         # the offers its populations changed: one pass of their own job, due at this commit
-        await target_offers.settle_target_offers.defer(conn, target_id=args.target_id)
+        settle = await _defer_settle(conn, args.target_id)
+    if settle == "skipped":
+        run.log.info(
+            f"target {args.target_id}: its settle_target_offers is being deferred elsewhere; "
+            "not waited for",
+            target_id=args.target_id,
+        )
     return {
         "target_id": args.target_id,
         "members": changes.members,
@@ -102,7 +108,28 @@ async def populate_target(run: JobRun, args: TargetArgs) -> dict[str, Any]:
         "left_for_later": len(changes.skipped),
         "statements": statements,
         "status_write_tries": tries,
+        "offers_pass": settle,  # deferred, already waiting, or skipped (being deferred elsewhere)
     }
+
+
+SETTLE_DEFER_WAIT = "50ms"
+
+
+async def _defer_settle(conn: AsyncConnection, target_id: int) -> str:
+    """Defer the target's ``settle_target_offers`` in the caller's transaction, waiting at
+    most ``SETTLE_DEFER_WAIT`` for another transaction inserting the same waiting job (its
+    queueing lock: an application deferring it in a transaction still open). Then that job is
+    left to it ("skipped"): if it never commits, the reconcile drain applies the rows this
+    populate recorded, as it does for any pass that does not run."""
+    try:
+        async with conn.transaction():  # a savepoint: a refused wait undoes only this
+            bound = await SQL.one(conn, "bound_lock_waits", timeout=SETTLE_DEFER_WAIT)
+            assert bound is not None
+            job_id = await target_offers.settle_target_offers.defer(conn, target_id=target_id)
+            await SQL.execute(conn, "unbound_lock_waits", previous=bound["previous"])
+    except psycopg.errors.LockNotAvailable:
+        return "skipped"
+    return "deferred" if job_id is not None else "already waiting"
 
 
 async def _leave_for_later(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from qlarius_jobs import testing
 from tests.integration.support import TEST_DB, drain, jobs
@@ -100,6 +101,34 @@ async def test_a_repopulate_settles_its_offers_without_the_reconcile_drain(app, 
     await drain()  # the waiting pass finds nothing left; the drain takes the other target's row
     [settle] = jobs(sync_conn, "settle_target_offers")
     assert settle["status"] == "succeeded"
+    assert_all_invariants(sync_conn)
+
+
+async def test_a_populate_never_waits_for_an_application_deferring_its_pass(app, sync_conn):
+    """An application deferred the target's pass in a transaction it keeps open: the
+    populate does not wait for it (it leaves that job to it); once it commits, its pass
+    settles the offers."""
+    s = _market(sync_conn)
+    member = s.w.me_file([s.female, s.z10028, s.heat])
+    application = psycopg.connect(TEST_DB.conninfo)
+    try:
+        application.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "VALUES ('offers', 'settle_target_offers', %s)",
+            (Jsonb({"target_id": s.target}),),
+        )
+        await _trigger(s.target)
+        await asyncio.wait_for(drain(queues={"targets"}), 15)
+        assert [j["status"] for j in jobs(sync_conn, "populate_target")][-1:] == ["succeeded"]
+        assert s.w.populations() == {member: s.bullseye}
+        assert _waiting_settles(sync_conn) == []  # the application's is not committed yet
+        application.commit()
+    finally:
+        application.close()
+    assert _waiting_settles(sync_conn) == [{"target_id": s.target}]
+    await drain()
+    assert _offers(sync_conn) == {member: s.bullseye}
+    assert _reconciles(sync_conn) == 0
     assert_all_invariants(sync_conn)
 
 

@@ -56,3 +56,11 @@ SELECT EXISTS (
     SELECT 1 FROM pg_stat_activity a
     WHERE a.wait_event_type = 'Lock' AND pg_backend_pid() = ANY(pg_blocking_pids(a.pid))
 ) AS waiting
+
+-- name: bound_lock_waits :one
+-- The rest of this transaction (or savepoint) waits at most %(timeout)s for a lock; returns the
+-- setting it replaces, for unbound_lock_waits.
+SELECT current_setting('lock_timeout') AS previous, set_config('lock_timeout', %(timeout)s, true)
+
+-- name: unbound_lock_waits :exec
+SELECT set_config('lock_timeout', %(previous)s, true)
