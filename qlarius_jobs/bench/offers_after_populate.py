@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import psycopg
 from procrastinate import App
+from psycopg import AsyncConnection
 
 from qlarius_jobs.bench.base import (
     SQL,
@@ -32,25 +34,42 @@ from qlarius_jobs.jobs.populations import populate_target
 REFERENCE_MAX_ME_FILES = 100_000
 
 
-async def committed_at(conninfo: str, target_ids: list[int], poll_seconds: float) -> float:
-    """perf_counter() when every target reads ``populated``: the last populate committed."""
+POLL_SECONDS = 0.02
+
+
+async def _first_time(conninfo: str, holds: Callable[[AsyncConnection], Awaitable[bool]]) -> float:
+    """perf_counter() when ``holds`` (a read on its own connection) first holds, polled."""
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        while True:
-            row = await SQL.one(conn, "bench_targets_populated", target_ids=target_ids)
-            if row and row["populated"]:
-                return time.perf_counter()
-            await asyncio.sleep(poll_seconds)
+        while not await holds(conn):
+            await asyncio.sleep(POLL_SECONDS)
+    return time.perf_counter()
 
 
-async def nothing_pending_at(conninfo: str, queues: list[str], poll_seconds: float) -> float:
+async def populates_committed(conninfo: str, target_ids: list[int]) -> tuple[float, float]:
+    """Defer a populate of every target (its workers already running); perf_counter() at the
+    first deferral, and when every target reads ``populated`` (the last populate committed)."""
+
+    async def populated(conn: AsyncConnection) -> bool:
+        row = await SQL.one(conn, "bench_targets_populated", target_ids=target_ids)
+        return bool(row and row["populated"])
+
+    started = time.perf_counter()
+    committed = asyncio.create_task(_first_time(conninfo, populated))
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
+        for target_id in target_ids:
+            await populate_target.defer(aconn, target_id=target_id)
+    return started, await asyncio.wait_for(committed, 600)
+
+
+async def nothing_pending_at(conninfo: str, queues: list[str]) -> float:
     """perf_counter() when no job of ``queues`` is due or running and nothing is pending for
     them (``bench_jobs_pending``)."""
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        while True:
-            row = await SQL.one(conn, "bench_jobs_pending", queues=queues)
-            if not row or not row["pending"]:
-                return time.perf_counter()
-            await asyncio.sleep(poll_seconds)
+
+    async def nothing_pending(conn: AsyncConnection) -> bool:
+        row = await SQL.one(conn, "bench_jobs_pending", queues=queues)
+        return not row or not row["pending"]
+
+    return await _first_time(conninfo, nothing_pending)
 
 
 async def bench_offers_after_populate(
@@ -66,12 +85,8 @@ async def bench_offers_after_populate(
         SQL.execute_sync(conn, "bench_clear_waiting_jobs", queues=["targets", "offers"])
         settle_tables(conn)
     async with workers_running(app, conninfo, {"targets": 5, "offers": 10}):
-        poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
-            for target_id in target_ids:
-                await populate_target.defer(aconn, target_id=target_id)
-        committed = await asyncio.wait_for(poller, 600)
-        done = await nothing_pending_at(conninfo, ["targets", "offers"], 0.02)
+        _, committed = await populates_committed(conninfo, target_ids)
+        done = await nothing_pending_at(conninfo, ["targets", "offers"])
     clean = True
     with psycopg.connect(conninfo, autocommit=True) as conn:
         counted = SQL.one_sync(conn, "bench_offer_count")

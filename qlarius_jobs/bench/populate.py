@@ -4,7 +4,6 @@ replaced system (a sample)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import psycopg
@@ -20,8 +19,7 @@ from qlarius_jobs.bench.base import (
     timed,
     workers_running,
 )
-from qlarius_jobs.bench.offers_after_populate import committed_at
-from qlarius_jobs.jobs.populations import populate_target
+from qlarius_jobs.bench.offers_after_populate import populates_committed
 
 
 async def _populate_all(app: App, conninfo: str, target_ids: list[int]) -> float:
@@ -31,12 +29,7 @@ async def _populate_all(app: App, conninfo: str, target_ids: list[int]) -> float
     ``settle_target_offers`` pass each populate defers runs on the ``offers`` queue: it has
     its own row (offers_after_populate.py)."""
     async with workers_running(app, conninfo, {"targets": 5}):
-        started = time.perf_counter()
-        poller = asyncio.create_task(committed_at(conninfo, target_ids, 0.02))
-        async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as aconn:
-            for target_id in target_ids:
-                await populate_target.defer(aconn, target_id=target_id)
-        committed = await asyncio.wait_for(poller, 600)
+        started, committed = await populates_committed(conninfo, target_ids)
     return committed - started
 
 
