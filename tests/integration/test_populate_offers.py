@@ -12,7 +12,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from qlarius_jobs import testing
-from tests.integration.support import TEST_DB, drain, jobs
+from tests.integration.support import TEST_DB, drain, jobs, log_events
 from tests.integration.test_concurrency import (
     _market,
     _trigger,
@@ -104,7 +104,7 @@ async def test_a_repopulate_settles_its_offers_without_the_reconcile_drain(app, 
     assert_all_invariants(sync_conn)
 
 
-async def test_a_populate_never_waits_for_an_application_deferring_its_pass(app, sync_conn):
+async def test_a_populate_never_waits_for_an_application_deferring_its_pass(app, sync_conn, caplog):
     """An application deferred the target's pass in a transaction it keeps open: the
     populate does not wait for it (it leaves that job to it); once it commits, its pass
     settles the offers."""
@@ -122,6 +122,10 @@ async def test_a_populate_never_waits_for_an_application_deferring_its_pass(app,
         assert [j["status"] for j in jobs(sync_conn, "populate_target")][-1:] == ["succeeded"]
         assert s.w.populations() == {member: s.bullseye}
         assert _waiting_settles(sync_conn) == []  # the application's is not committed yet
+        passes = [
+            e["offers_pass"] for e in log_events(caplog) if e["event"] == "populate_target finished"
+        ]
+        assert "skipped" in passes, passes
         application.commit()
     finally:
         application.close()
