@@ -79,6 +79,9 @@ class JobSpec(Generic[A]):
     schedule: Schedule | None = None
     # a run whose summary counts are all 0 (a maintenance tick that found nothing) logs at DEBUG
     quiet_when_idle: bool = False
+    # may take a worker's last free slot of its queue (the drains, the rescue: short, and what
+    # must never wait behind long jobs); every other job of ours leaves it free (migration 0029)
+    takes_last_slot: bool = False
 
     @property
     def retry_strategy(self) -> Backoff:
@@ -247,6 +250,7 @@ class JobBlueprint:
         time_limit_seconds: float | None = None,
         schedule: Schedule | None = None,
         quiet_when_idle: bool = False,
+        takes_last_slot: bool = False,
     ) -> Callable[[TaskBody[A]], JobSpec[A]]:
         """Declare ``body`` as the job ``name``; the decorated name becomes its ``JobSpec``."""
 
@@ -262,6 +266,7 @@ class JobBlueprint:
                 time_limit_seconds=time_limit_seconds,
                 schedule=schedule,
                 quiet_when_idle=quiet_when_idle,
+                takes_last_slot=takes_last_slot,
             )
             self.specs[name] = spec
             return spec

@@ -37,6 +37,7 @@ def _attempt_limits(app: App) -> tuple[list[str], list[int]]:
     time_limit_seconds=60,
     schedule=lambda settings: settings.rescue_cron,
     quiet_when_idle=True,
+    takes_last_slot=True,
 )
 async def rescue_stalled_jobs(run: JobRun, args: NoArgs) -> dict[str, Any]:
     """Requeue the jobs of workers whose heartbeat stopped (SIGKILL, lost machine)."""

@@ -289,6 +289,7 @@ async def drain_pending_reconciles(run: JobRun) -> drains.DrainReport:
     args_model=NoArgs,
     time_limit_seconds=300,
     quiet_when_idle=True,
+    takes_last_slot=True,
 )
 async def reconcile_pending_offers(run: JobRun, args: NoArgs) -> dict[str, Any]:
     """Reconcile the offers of every MeFile whose populations changed, in batches of
@@ -301,6 +302,7 @@ async def reconcile_pending_offers(run: JobRun, args: NoArgs) -> dict[str, Any]:
     queue="offers",
     args_model=MeFileArgs,
     time_limit_seconds=300,
+    takes_last_slot=True,
 )
 async def reconcile_offers_for_me_file(run: JobRun, args: MeFileArgs) -> dict[str, Any]:
     """Reconcile one MeFile's offers (from code or ``procrastinate defer``): record it, then

@@ -210,6 +210,7 @@ async def drain_pending_syncs(run: JobRun) -> drains.DrainReport:
     args_model=NoArgs,
     time_limit_seconds=300,
     quiet_when_idle=True,
+    takes_last_slot=True,
 )
 async def sync_pending_me_files(run: JobRun, args: NoArgs) -> dict[str, Any]:
     """Bring every MeFile whose tags changed into the right band of every populated target,
@@ -222,6 +223,7 @@ async def sync_pending_me_files(run: JobRun, args: NoArgs) -> dict[str, Any]:
     queue="targets",
     args_model=MeFileArgs,
     time_limit_seconds=300,
+    takes_last_slot=True,
 )
 async def sync_me_file_to_target_populations(run: JobRun, args: MeFileArgs) -> dict[str, Any]:
     """Sync one MeFile (from code or ``procrastinate defer``): record it as changed, then drain

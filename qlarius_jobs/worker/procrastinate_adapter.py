@@ -18,8 +18,8 @@ import psycopg_pool.base
 from procrastinate import App, BaseConnector, exceptions, jobs
 from procrastinate import worker as procrastinate_worker
 
-# Procrastinate's fetch, which qlarius_fetch_job (sql/migrations/0016, 0026) repeats with the
-# paused queues and tasks left out: its text, as of the tested release (an upgrade that
+# Procrastinate's fetch, which qlarius_fetch_job (sql/migrations/0016, 0026, 0029) repeats
+# with the paused queues and tasks left out: its text, as of the tested release (an upgrade that
 # changes it fails tests/unit/test_procrastinate_adapter.py, to be looked at).
 FETCH_FUNCTION = "procrastinate_fetch_job_v2"
 FETCH_FUNCTION_MD5 = "6e0906e2a5765ba6712446c4b6cdc383"  # of the text between its $$

@@ -2,10 +2,10 @@
 ``qlarius_task_controls``).
 
 A paused queue (or task) starts no new job: the fetch itself leaves its jobs waiting
-(``qlarius_fetch_job``, sql/migrations/0016 and 0026), so a pause holds from the commit on, on every
-machine; running jobs finish. On resume the process wakes the queue's worker at once, so
-that waiting jobs start within ``controls_poll_seconds`` (and at once when the NOTIFY is
-heard), even behind a pooler, where no "job inserted" notification comes.
+(``qlarius_fetch_job``, sql/migrations/0016, 0026 and 0029), so a pause holds from the
+commit on, on every machine; running jobs finish. On resume the process wakes the queue's
+worker at once, so that waiting jobs start within ``controls_poll_seconds`` (and at once
+when the NOTIFY is heard), even behind a pooler, where no "job inserted" notification comes.
 
 A queue's ``concurrency`` caps how many of its jobs each process runs at once; a process
 cannot go above what it started with (its own setting, or a higher override read at start).

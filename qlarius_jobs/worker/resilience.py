@@ -40,6 +40,7 @@ from procrastinate import exceptions, jobs, utils
 from qlarius_jobs.db.queries import QueryFile
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings
+from qlarius_jobs.worker.last_slot import LastSlot
 from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import job_from_row
 
@@ -202,6 +203,8 @@ class ResilientJobManager(CheckedJobManager):
         self.running_jobs: RunningJobs = lambda _worker_id: {}
         # whether a worker may start one more job now (its queue's concurrency override)
         self.may_start: Callable[[int], bool] = lambda _worker_id: True
+        # each queue's last slot, kept for the drains and the rescue (runner.py sets it)
+        self.last_slot: LastSlot | None = None
         self._suspect_workers: set[int] = set()
         self._unregistered_workers: set[int] = set()  # a fetch met their row gone
         # a success's summary counts (JobSpec.run), written by finish_job with the success
@@ -248,8 +251,11 @@ class ResilientJobManager(CheckedJobManager):
                     "fetch_job",
                     queues=None if queues is None else list(queues),
                     worker_id=worker_id,
+                    keep_last_slot=bool(self.last_slot and self.last_slot.keep(worker_id, queues)),
                 )
                 job = job_from_row(row) if row and row["id"] is not None else None
+                if job is not None and self.last_slot is not None:
+                    self.last_slot.started(worker_id, job)
             except Exception as exc:
                 if is_worker_gone(exc):
                     # a rescue removed the worker's row: back (as the heartbeat does) at the
@@ -273,18 +279,22 @@ class ResilientJobManager(CheckedJobManager):
         own raises for a job it cannot finish: this late result is not written, nor are the
         counts its body returned (kept by ``keep_result``; written by the same statement)."""
         counts = self._results.pop(job.id, None) if job.id is not None else None
-        row = await self.availability.call(
-            lambda: SQL.one_via_connector(
-                self.connector,
-                "finish_job_of_worker",
-                job_id=job.id,
-                worker_id=job.worker_id,
-                attempts=job.attempts,
-                status=status.value,
-                delete_job=delete_job,
-                counts=counts,
+        try:
+            row = await self.availability.call(
+                lambda: SQL.one_via_connector(
+                    self.connector,
+                    "finish_job_of_worker",
+                    job_id=job.id,
+                    worker_id=job.worker_id,
+                    attempts=job.attempts,
+                    status=status.value,
+                    delete_job=delete_job,
+                    counts=counts,
+                )
             )
-        )
+        finally:
+            if self.last_slot is not None:
+                self.last_slot.ended(job)
         if not row["finished"]:
             raise JobNotRunningHere(job, status.value)
 
@@ -300,19 +310,23 @@ class ResilientJobManager(CheckedJobManager):
         ``finish_job``."""
         if job.id is not None:
             self._results.pop(job.id, None)  # a success's counts only
-        row = await self.availability.call(
-            lambda: SQL.one_via_connector(
-                self.connector,
-                "retry_job_of_worker",
-                job_id=job.id,
-                worker_id=job.worker_id,
-                attempts=job.attempts,
-                retry_at=retry_at or utils.utcnow(),
-                priority=priority,
-                queue=queue,
-                lock=lock,
+        try:
+            row = await self.availability.call(
+                lambda: SQL.one_via_connector(
+                    self.connector,
+                    "retry_job_of_worker",
+                    job_id=job.id,
+                    worker_id=job.worker_id,
+                    attempts=job.attempts,
+                    retry_at=retry_at or utils.utcnow(),
+                    priority=priority,
+                    queue=queue,
+                    lock=lock,
+                )
             )
-        )
+        finally:
+            if self.last_slot is not None:
+                self.last_slot.ended(job)
         if not row["retried"]:
             raise JobNotRunningHere(job, "todo (retry)")
 

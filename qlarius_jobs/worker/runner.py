@@ -26,6 +26,7 @@ from qlarius_jobs.jobs.blueprint import JobSpec
 from qlarius_jobs.logs import get_logger
 from qlarius_jobs.settings import get_settings, parse_queue_spec
 from qlarius_jobs.worker import process_metrics
+from qlarius_jobs.worker.last_slot import LastSlot
 from qlarius_jobs.worker.managers import CheckedJobManager
 from qlarius_jobs.worker.procrastinate_adapter import (
     is_open,
@@ -187,6 +188,9 @@ async def run_workers(
         stack.enter_context(process_metrics.watching(pool, workers))
         job_manager.running_jobs = lambda worker_id: running_job_attempts(workers, worker_id)
         job_manager.may_start = queue_controls.may_start
+        job_manager.last_slot = LastSlot(
+            base_manager.specs, queues, queue_controls.limit, queue_controls.wake
+        )
         loop = asyncio.get_running_loop()
         stack.callback(loop.set_exception_handler, loop.get_exception_handler())
         loop.set_exception_handler(_dropped_result_in_one_line)

@@ -227,9 +227,11 @@ def test_the_queue_commands_say_what_is_wrong_in_one_line(sync_conn):
 
 @pytest.mark.slow
 def test_a_higher_concurrency_found_at_start_raises_the_workers_own(sync_conn):
+    """Started with 1, raised to 3 by the queue's row: two populates at once (the third slot
+    is kept for the syncs, test_last_slot.py)."""
     holders = [TargetRowHolder(sync_conn, t) for t in (1, 2)]
     sync_conn.execute(
-        "UPDATE qlarius_queue_controls SET concurrency = 2 WHERE queue_name = 'targets'"
+        "UPDATE qlarius_queue_controls SET concurrency = 3 WHERE queue_name = 'targets'"
     )
     worker = WorkerProcess("--queues", "targets=1")
     try:

@@ -81,12 +81,19 @@ def _body_as_tested(function: str, md5: str, ours: str) -> str:
 
 
 def test_the_fetch_our_workers_repeat_is_procrastinates_fetch_as_tested():
-    """qlarius_fetch_job (sql/migrations/0016, as 0026 left it) is Procrastinate's fetch with
-    paused queues and tasks left out."""
+    """qlarius_fetch_job (sql/migrations/0016, as the latest migration defining it left it) is
+    Procrastinate's fetch with paused queues and tasks left out (and, asked to, the jobs that
+    leave a queue's last slot free)."""
     body = _body_as_tested(
         adapter.FETCH_FUNCTION, adapter.FETCH_FUNCTION_MD5, "qlarius_fetch_job (a migration)"
     )
-    ours = (ROOT / "sql/migrations/0026_fetch_plan_cached.sql").read_text()
+    defining = [
+        path
+        for path in sorted((ROOT / "sql/migrations").glob("*.sql"))
+        if "FUNCTION qlarius_fetch_job(" in path.read_text()
+    ]
+    ours = defining[-1].read_text()
+    assert defining[-1].name == "0029_a_slot_kept_for_the_drains.sql"
     for line in ("FOR UPDATE OF jobs SKIP LOCKED", "ORDER BY jobs.priority DESC, jobs.id ASC"):
         assert line in body and line in ours
 

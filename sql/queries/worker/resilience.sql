@@ -57,10 +57,11 @@ SELECT array_agg(id ORDER BY id) AS requeued FROM lost
 
 -- name: fetch_job :one
 -- Procrastinate's fetch_job, through qlarius_fetch_job: a paused queue's or task's jobs stay
--- waiting. No job: a row of NULLs.
+-- waiting; with keep_last_slot, only jobs that take a queue's last slot (last_slot.py). No
+-- job: a row of NULLs.
 SELECT id, status, task_name, priority, lock, queueing_lock, args, scheduled_at, queue_name,
        attempts, worker_id
-FROM qlarius_fetch_job(%(queues)s::varchar[], %(worker_id)s)
+FROM qlarius_fetch_job(%(queues)s::varchar[], %(worker_id)s, %(keep_last_slot)s)
 
 -- name: heartbeat_of_worker :one
 -- Procrastinate's heartbeat (procrastinate_update_heartbeat_v1); a worker whose row a rescue
