@@ -3,10 +3,11 @@
 The syncs share the ``targets`` queue with ``populate_target``: a worker whose five slots all
 ran populates of large targets (minutes each at millions of MeFiles) started no sync until one
 ended, and every tag change waited. So each worker process leaves the last free slot of each
-queue to the jobs that take it (``JobSpec.takes_last_slot``: the drains, the rescue; and any
-job not ours): while its other jobs of ours fill all the queue's slots but one, its fetch
-asks only for those (``qlarius_fetch_job``'s flag, migration 0029). A queue of concurrency 1
-keeps no slot.
+queue where such jobs run to the jobs that take it (``JobSpec.takes_last_slot``: the drains,
+the rescue; and any job not ours): while its other jobs of ours fill all the queue's slots but
+one, its fetch asks only for those (``qlarius_fetch_job``'s flag, migration 0029). A queue of
+concurrency 1 keeps no slot; nor does a round that ends when its queues are empty
+(``--until-empty``: a filtered fetch that finds nothing would end it with long jobs waiting).
 
 Counted here, in memory, per worker: the jobs it fetched that hold back, until their outcome
 is written (not when Procrastinate forgets them, a moment later), so that the wake-up sent
@@ -32,7 +33,10 @@ class LastSlot:
         wake: Callable[[str], None],
     ) -> None:
         self.specs = specs
-        self.queues = set(queues)  # this process's queues
+        # this process's queues where some job takes the last slot (in the others, such as
+        # default, a kept slot would serve none of ours)
+        taken_in = {spec.queue for spec in specs.values() if spec.takes_last_slot}
+        self.queues = set(queues) & taken_in
         self.limit = limit  # a queue's concurrency in this process now
         self.wake = wake  # have a queue's worker look for a job now
         self._holding: dict[int, set[int]] = {}  # worker id -> its running jobs that hold back
@@ -46,7 +50,7 @@ class LastSlot:
         """Whether the worker's next fetch takes only jobs that take the last slot."""
         names = list(queues or [])
         if len(names) != 1 or names[0] not in self.queues:
-            return False  # our runner gives each worker one queue, of this process
+            return False  # one queue per worker (our runner's), where a slot is kept
         return len(self._holding.get(worker_id, ())) >= max(self.limit(names[0]) - 1, 1)
 
     def started(self, worker_id: int, job: jobs.Job) -> None:

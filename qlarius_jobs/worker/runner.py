@@ -188,9 +188,10 @@ async def run_workers(
         stack.enter_context(process_metrics.watching(pool, workers))
         job_manager.running_jobs = lambda worker_id: running_job_attempts(workers, worker_id)
         job_manager.may_start = queue_controls.may_start
-        job_manager.last_slot = LastSlot(
-            base_manager.specs, queues, queue_controls.limit, queue_controls.wake
-        )
+        if wait:  # a round until empty keeps no slot (last_slot.py)
+            job_manager.last_slot = LastSlot(
+                base_manager.specs, queues, queue_controls.limit, queue_controls.wake
+            )
         loop = asyncio.get_running_loop()
         stack.callback(loop.set_exception_handler, loop.get_exception_handler())
         loop.set_exception_handler(_dropped_result_in_one_line)

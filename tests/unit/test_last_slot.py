@@ -39,4 +39,13 @@ def test_a_queue_keeps_its_last_slot_once_the_long_jobs_fill_the_others():
     assert slots.keep(9, ["offers"])  # concurrency 2: one long job at a time
     assert not slots.keep(5, ["maintenance"])  # concurrency 1 keeps no slot: a long job takes it
     assert not slots.keep(9, ["offers", "targets"])  # not one of our runner's workers
-    assert not slots.keep(9, ["default"])  # nor a queue of this process
+    assert not slots.keep(9, ["backfill"])  # nor a queue of this process
+
+
+def test_no_slot_is_kept_where_no_job_of_ours_takes_it():
+    """default holds only create_initial_pending_offers, which holds back: all ten slots run
+    it (a kept one would serve none of ours)."""
+    slots = _slots({"default": 10}, [])
+    for n in range(1, 10):
+        slots.started(3, _job(n, "create_initial_pending_offers", "default"))
+    assert not slots.keep(3, ["default"])
