@@ -159,3 +159,30 @@ def test_two_long_populates_leave_a_tag_change_its_slot_on_a_worker_of_two(
         for holder in holders:
             holder.release()
         worker.stop()
+
+
+def test_a_round_until_empty_keeps_no_slot(sync_conn):
+    """``worker --until-empty``: a round ends at the first fetch that finds nothing, so a
+    filtered fetch would end it with populates waiting (the next round started them after the
+    held one ended, found by a review). Targets 2, the first populate held: the second runs
+    beside it, in this round."""
+    held, free = 1, 2
+    holder = TargetRowHolder(sync_conn, held)
+    sync_conn.execute("INSERT INTO targets (id, title) VALUES (%s, 't')", (free,))
+    for target_id in (held, free):
+        sync_conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+            "VALUES ('targets', 'populate_target', jsonb_build_object('target_id', %s))",
+            (target_id,),
+        )
+    worker = WorkerProcess("--until-empty", "--queues", "targets=2")
+    try:
+        wait_for(
+            lambda: statuses(sync_conn, "populate_target") == ["doing", "succeeded"],
+            30,
+            "the free populate, beside the held one",
+        )
+    finally:
+        holder.release()
+        assert worker.wait(60) == 0
+    assert statuses(sync_conn, "populate_target") == ["succeeded", "succeeded"]
