@@ -279,22 +279,19 @@ class ResilientJobManager(CheckedJobManager):
         own raises for a job it cannot finish: this late result is not written, nor are the
         counts its body returned (kept by ``keep_result``; written by the same statement)."""
         counts = self._results.pop(job.id, None) if job.id is not None else None
-        try:
-            row = await self.availability.call(
-                lambda: SQL.one_via_connector(
-                    self.connector,
-                    "finish_job_of_worker",
-                    job_id=job.id,
-                    worker_id=job.worker_id,
-                    attempts=job.attempts,
-                    status=status.value,
-                    delete_job=delete_job,
-                    counts=counts,
-                )
-            )
-        finally:
-            if self.last_slot is not None:
-                self.last_slot.ended(job)
+        row = await self._write_outcome(
+            job,
+            lambda: SQL.one_via_connector(
+                self.connector,
+                "finish_job_of_worker",
+                job_id=job.id,
+                worker_id=job.worker_id,
+                attempts=job.attempts,
+                status=status.value,
+                delete_job=delete_job,
+                counts=counts,
+            ),
+        )
         if not row["finished"]:
             raise JobNotRunningHere(job, status.value)
 
@@ -310,25 +307,33 @@ class ResilientJobManager(CheckedJobManager):
         ``finish_job``."""
         if job.id is not None:
             self._results.pop(job.id, None)  # a success's counts only
+        row = await self._write_outcome(
+            job,
+            lambda: SQL.one_via_connector(
+                self.connector,
+                "retry_job_of_worker",
+                job_id=job.id,
+                worker_id=job.worker_id,
+                attempts=job.attempts,
+                retry_at=retry_at or utils.utcnow(),
+                priority=priority,
+                queue=queue,
+                lock=lock,
+            ),
+        )
+        if not row["retried"]:
+            raise JobNotRunningHere(job, "todo (retry)")
+
+    async def _write_outcome(
+        self, job: jobs.Job, write: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """A job's outcome, written by ``write`` (riding out a lost database); its slot free
+        for ``last_slot`` however that ends."""
         try:
-            row = await self.availability.call(
-                lambda: SQL.one_via_connector(
-                    self.connector,
-                    "retry_job_of_worker",
-                    job_id=job.id,
-                    worker_id=job.worker_id,
-                    attempts=job.attempts,
-                    retry_at=retry_at or utils.utcnow(),
-                    priority=priority,
-                    queue=queue,
-                    lock=lock,
-                )
-            )
+            return await self.availability.call(write)
         finally:
             if self.last_slot is not None:
                 self.last_slot.ended(job)
-        if not row["retried"]:
-            raise JobNotRunningHere(job, "todo (retry)")
 
     async def register_worker(self) -> int:
         return await self.availability.call(super().register_worker)
