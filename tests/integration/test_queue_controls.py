@@ -227,9 +227,9 @@ def test_the_queue_commands_say_what_is_wrong_in_one_line(sync_conn):
 
 @pytest.mark.slow
 def test_a_higher_concurrency_found_at_start_raises_the_workers_own(sync_conn):
-    """Started with 1, raised to 3 by the queue's row: two populates at once (the third slot
-    is kept for the syncs, test_last_slot.py)."""
-    holders = [TargetRowHolder(sync_conn, t) for t in (1, 2)]
+    """Started with 1, raised to 3 by the queue's row: two populates at once, and the third
+    waits (the cap is the concurrency whose last slot is kept for the syncs, last_slot.py)."""
+    holders = [TargetRowHolder(sync_conn, t) for t in (1, 2, 3)]
     sync_conn.execute(
         "UPDATE qlarius_queue_controls SET concurrency = 3 WHERE queue_name = 'targets'"
     )
@@ -238,13 +238,16 @@ def test_a_higher_concurrency_found_at_start_raises_the_workers_own(sync_conn):
         sync_conn.execute(
             "INSERT INTO procrastinate_jobs (queue_name, task_name, args) VALUES "
             "('targets', 'populate_target', '{\"target_id\": 1}'), "
-            "('targets', 'populate_target', '{\"target_id\": 2}')"
+            "('targets', 'populate_target', '{\"target_id\": 2}'), "
+            "('targets', 'populate_target', '{\"target_id\": 3}')"
         )
         wait_for(
-            lambda: statuses(sync_conn, "populate_target") == ["doing", "doing"],
+            lambda: statuses(sync_conn, "populate_target") == ["doing", "doing", "todo"],
             30,
-            "both populates running at once",
+            "two populates running at once",
         )
+        time.sleep(1.0)  # what a third fetch would have started by now
+        assert statuses(sync_conn, "populate_target") == ["doing", "doing", "todo"]
     finally:
         for holder in holders:
             holder.release()
