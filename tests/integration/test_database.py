@@ -79,6 +79,12 @@ def test_embedded_cluster_from_nothing_in_an_unreachable_folder(tmp_path: Path):
         embedded.start_cluster(cluster)
         with psycopg.connect(info) as conn:
             assert conn.execute("SELECT count(*) FROM qlarius_schema_migrations").fetchone()[0] > 0
+            # the buffer cache is a quarter of the machine's memory, not a fixed 256 MB
+            buffers_mb = conn.execute(
+                "SELECT setting::bigint * 8192 / 1048576 FROM pg_settings "
+                "WHERE name = 'shared_buffers'"
+            ).fetchone()[0]
+            assert buffers_mb == embedded.shared_buffers_mb() >= 128
         other = embedded.locate_cluster(Settings(project_dir=project.parent, database_url=None))
         assert other.datadir != cluster.datadir  # two checkouts never share one cluster
     finally:
