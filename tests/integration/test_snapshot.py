@@ -196,7 +196,8 @@ async def test_copied_snapshots_come_from_the_population_even_when_it_was_null(c
 def test_a_mefiles_tags_can_be_read_from_the_index_alone(sync_conn):
     """What the snapshot function reads of a MeFile's tags (me_file_id, trait_id, tag_value) is
     all in the unique index (migration 0021): with the other paths off, the planner can still
-    answer from an index-only scan, which it could not if tag_value lived only in the heap."""
+    answer from an index-only scan, which it could not if tag_value lived only in the heap. The
+    (trait_id, me_file_id) index includes it too (0030): a populate reads its range by trait."""
     s = standard_world(sync_conn)
     me_file = s.w.me_file([s.female])
     sync_conn.execute("VACUUM ANALYZE me_file_tags")  # all-visible pages: no heap visit needed
@@ -211,9 +212,73 @@ def test_a_mefiles_tags_can_be_read_from_the_index_alone(sync_conn):
                 ([me_file],),
             )
         )
-    assert "Index Only Scan using me_file_tags_me_file_trait_key" in plan, plan
+    # either index of me_file_tags may answer: both include tag_value (0021, 0030)
+    assert "Index Only Scan using me_file_tags_" in plan, plan
+    for index in ("me_file_tags_me_file_trait_key", "me_file_tags_trait_me_file_idx"):
+        definition = sync_conn.execute("SELECT pg_get_indexdef(%s::regclass)", (index,))
+        assert "INCLUDE (tag_value)" in definition.fetchone()[0]
     constraint = sync_conn.execute(
         "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
         "WHERE conname = 'me_file_tags_me_file_trait_key'"
     ).fetchone()[0]
     assert constraint == "UNIQUE (me_file_id, trait_id) INCLUDE (tag_value)"
+
+
+def _trait_index_scans(conn) -> int:
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    return conn.execute(
+        "SELECT idx_scan FROM pg_stat_user_indexes "
+        "WHERE indexrelname = 'me_file_tags_trait_me_file_idx'"
+    ).fetchone()[0]
+
+
+async def _flush_stats(conn) -> None:
+    """This session's index counters, reported now (each backend reports its own)."""
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.commit()
+
+
+async def test_many_mefiles_close_together_are_read_by_trait_with_the_same_snapshots(
+    conn, sync_conn
+):
+    """Given 1,000 MeFiles or more, close together (a populate's range), the snapshot function
+    reads the band traits' tags by trait over the ids' span (migration 0030); fewer, or far
+    apart, MeFile by MeFile. Both reads give the same snapshots, byte for byte, including for
+    MeFiles of the span that were not asked for (left out) and tags of other traits."""
+    s = standard_world(sync_conn)
+    children = [s.female, s.male, s.z10028, s.z10001, s.heat, s.story]
+    values = [None, "", "typed", None, "Multi-story", None]
+    # 2,000 MeFiles, each with a mix of tags; every third is not asked for
+    sync_conn.execute("INSERT INTO me_files (id) SELECT 100000 + n FROM generate_series(1, 2000) n")
+    sync_conn.execute(
+        "INSERT INTO me_file_tags (me_file_id, trait_id, tag_value) "
+        "SELECT 100000 + n, (%(children)s::bigint[])[1 + k], (%(values)s::text[])[1 + mod(n, 6)] "
+        "FROM generate_series(1, 2000) n, generate_series(0, 5) k "
+        "WHERE mod(n + k * 7, 3) <> 0 OR k = 0",
+        {"children": children, "values": values},
+    )
+    sync_conn.execute("VACUUM ANALYZE me_file_tags")
+    asked = [100000 + n for n in range(1, 2001) if n % 3]
+    pairs = [(m, band) for m in asked for band in (s.outer, s.middle, s.bullseye)]
+    before = _trait_index_scans(sync_conn)
+    by_trait = await snapshots.compute_snapshots(conn, pairs)
+    await _flush_stats(conn)
+    after = _trait_index_scans(sync_conn)
+    by_me_file: dict = {}
+    for start in range(0, len(asked), 500):  # fewer than 1,000 MeFiles a call
+        chunk = set(asked[start : start + 500])
+        by_me_file |= await snapshots.compute_snapshots(conn, [p for p in pairs if p[0] in chunk])
+    await _flush_stats(conn)
+    assert after - before == 5  # one scan per band trait (male is in no group)
+    assert _trait_index_scans(sync_conn) == after  # the small calls read MeFile by MeFile
+    assert len(by_trait) == len(pairs) == len(by_me_file)
+    assert by_trait == by_me_file  # jsonb: equal as values, so equal as text
+    assert sum(1 for snap in by_trait.values() if snap["tags"]) > len(pairs) // 2
+    far_apart = [(100000 + n, s.outer) for n in range(1, 2001, 2)] + [
+        (s.w.me_file([s.heat]), s.outer)
+    ]
+    before = _trait_index_scans(sync_conn)
+    await snapshots.compute_snapshots(conn, far_apart)  # 1,001 MeFiles over a wide span
+    await _flush_stats(conn)
+    assert _trait_index_scans(sync_conn) == before
