@@ -109,3 +109,42 @@ def test_status_prints_the_null_snapshot_counts(sync_conn):
     assert counts == {"target_populations": 2, "offers": 0, "ad_events": 0}
     human = subprocess.run([*CLI, "status"], capture_output=True, text=True, timeout=60)
     assert "target_populations" in human.stdout and "2" in human.stdout
+
+
+def test_the_superseded_tags_index_is_dropped_without_holding_readers_up(conninfo, sync_conn):
+    """Migration 0031 drops the (trait_id, me_file_id) index of me_file_tags that 0030's
+    covering index supersedes. While an application transaction is open on the table the drop
+    cannot have its lock, and every query of the table would queue behind a drop that waits:
+    it waits 200 ms at a time, steps aside, and drops the index once the table is free."""
+    import threading
+    import time
+
+    (drop,) = [m for m in migrate.migrations() if m.version == 31]
+    sync_conn.execute("CREATE INDEX me_file_tags_trait_me_file_idx ON me_file_tags (trait_id)")
+    exists = "SELECT to_regclass('me_file_tags_trait_me_file_idx') IS NOT NULL"
+    errors: list[BaseException] = []
+
+    def migrate_it() -> None:
+        try:
+            with psycopg.connect(conninfo) as conn:
+                conn.execute(drop.sql)
+        except BaseException as error:  # reported by the test
+            errors.append(error)
+
+    with psycopg.connect(conninfo) as holder:
+        holder.execute("SELECT count(*) FROM me_file_tags")  # an open transaction on the table
+        migration = threading.Thread(target=migrate_it)
+        migration.start()
+        slowest = 0.0
+        until = time.monotonic() + 2.0
+        while time.monotonic() < until:
+            started = time.monotonic()
+            sync_conn.execute("SELECT count(*) FROM me_file_tags")
+            slowest = max(slowest, time.monotonic() - started)
+            time.sleep(0.05)
+        assert migration.is_alive() and sync_conn.execute(exists).fetchone()[0]
+        holder.rollback()  # the application's transaction ends
+    migration.join(timeout=10)
+    assert not migration.is_alive() and not errors, errors
+    assert not sync_conn.execute(exists).fetchone()[0]
+    assert slowest < 0.5, f"a read of me_file_tags waited {slowest:.2f} s behind the drop"

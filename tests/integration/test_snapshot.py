@@ -214,7 +214,7 @@ def test_a_mefiles_tags_can_be_read_from_the_index_alone(sync_conn):
         )
     # either index of me_file_tags may answer: both include tag_value (0021, 0030)
     assert "Index Only Scan using me_file_tags_" in plan, plan
-    for index in ("me_file_tags_me_file_trait_key", "me_file_tags_trait_me_file_idx"):
+    for index in ("me_file_tags_me_file_trait_key", "me_file_tags_trait_me_file_value_idx"):
         definition = sync_conn.execute("SELECT pg_get_indexdef(%s::regclass)", (index,))
         assert "INCLUDE (tag_value)" in definition.fetchone()[0]
     constraint = sync_conn.execute(
@@ -229,7 +229,7 @@ def _trait_index_scans(conn) -> int:
     conn.execute("SELECT pg_stat_clear_snapshot()")
     return conn.execute(
         "SELECT idx_scan FROM pg_stat_user_indexes "
-        "WHERE indexrelname = 'me_file_tags_trait_me_file_idx'"
+        "WHERE indexrelname = 'me_file_tags_trait_me_file_value_idx'"
     ).fetchone()[0]
 
 
@@ -282,3 +282,20 @@ async def test_many_mefiles_close_together_are_read_by_trait_with_the_same_snaps
     await snapshots.compute_snapshots(conn, far_apart)  # 1,001 MeFiles over a wide span
     await _flush_stats(conn)
     assert _trait_index_scans(sync_conn) == before
+
+
+def test_ids_at_both_ends_of_bigint_do_not_overflow_the_span(sync_conn):
+    """Found by a review: the span of 1,000 ids reaching 2^63 - 1 overflowed bigint."""
+    s = standard_world(sync_conn)
+    ids = [*range(0, 999), 2**63 - 1]
+    rows = sync_conn.execute(
+        "SELECT count(*) FROM qlarius_matching_tags_snapshots(%s::bigint[], %s::bigint[])",
+        (ids, [s.outer] * len(ids)),
+    ).fetchone()
+    assert rows[0] == 1000
+    ids = [-(2**63), *range(1, 1000)]
+    rows = sync_conn.execute(
+        "SELECT count(*) FROM qlarius_matching_tags_snapshots(%s::bigint[], %s::bigint[])",
+        (ids, [s.outer] * len(ids)),
+    ).fetchone()
+    assert rows[0] == 1000

@@ -150,3 +150,46 @@ def test_sql_agrees_with_reference(case: Case) -> None:
                 assert members.get(ids["me_file"][m]) == reference_band(case, ids, m)
         finally:
             conn.rollback()
+
+
+COPIES = 1000  # MeFiles enough, and close enough, for the function's read by trait (0030)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=cases())
+def test_sql_agrees_with_reference_when_reading_by_trait(case: Case) -> None:
+    """The same reference, for 1,000 MeFiles with consecutive ids asked at once: the function
+    then reads the band traits' tags by trait over their span instead of MeFile by MeFile.
+    Each copy has the tags of one of the case's MeFiles, so its snapshot is that one's."""
+    with psycopg.connect(TEST_DB.conninfo) as conn, conn.cursor() as cur:
+        try:
+            ids = insert_case(cur, case)
+            sources = [ids["me_file"][k % len(case.tags)] for k in range(COPIES)]
+            cur.execute(
+                "INSERT INTO me_files (id) SELECT nextval(pg_get_serial_sequence('me_files', 'id')) "
+                "FROM generate_series(1, %s) RETURNING id",
+                (COPIES,),
+            )
+            copies = sorted(r[0] for r in cur.fetchall())
+            cur.execute(
+                "INSERT INTO me_file_tags (me_file_id, trait_id, tag_value) "
+                "SELECT c.id, t.trait_id, t.tag_value "
+                "FROM unnest(%s::bigint[], %s::bigint[]) c(id, source) "
+                "JOIN me_file_tags t ON t.me_file_id = c.source",
+                (copies, sources),
+            )
+            pairs = [(k, b) for k in range(COPIES) for b in range(len(case.bands))]
+            cur.execute(
+                "SELECT me_file_id, band_id, snapshot FROM qlarius_matching_tags_snapshots(%s, %s)",
+                ([copies[k] for k, _ in pairs], [ids["band"][b] for _, b in pairs]),
+            )
+            got = {(r[0], r[1]): r[2] for r in cur.fetchall()}
+            assert len(got) == len(pairs)
+            for k, b in pairs:
+                assert got[(copies[k], ids["band"][b])] == reference_snapshot(
+                    case, ids, k % len(case.tags), b
+                )
+        finally:
+            conn.rollback()
