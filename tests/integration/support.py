@@ -335,3 +335,15 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> floa
 def statuses(conn: psycopg.Connection, task_name: str) -> list[str]:
     """The states of a task's jobs, oldest first."""
     return [j["status"] for j in jobs(conn, task_name)]
+
+
+def index_scans(conn: psycopg.Connection, index: str) -> int:
+    """How many scans ``index`` has had, this session's included (each backend reports its own
+    counts: a test flushes the session that scanned before reading)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = %s", (index,)
+    ).fetchone()
+    assert row is not None, f"no index named {index}"
+    return int(row[0])

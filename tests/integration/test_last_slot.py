@@ -12,7 +12,13 @@ import pytest
 
 from qlarius_jobs.jobs import catalog
 from tests.integration.factories import standard_world
-from tests.integration.support import TargetRowHolder, WorkerProcess, statuses, wait_for
+from tests.integration.support import (
+    TargetRowHolder,
+    WorkerProcess,
+    index_scans,
+    statuses,
+    wait_for,
+)
 
 OTHER_APPLICATION_TASK = "send_email"
 
@@ -67,15 +73,6 @@ def test_a_fetch_keeping_the_last_slot_passes_over_the_long_jobs(sync_conn):
     assert statuses(sync_conn, "populate_target") == ["doing", "todo"]
 
 
-def _index_scans(conn: psycopg.Connection) -> int:
-    conn.execute("SELECT pg_stat_force_next_flush()")
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    return conn.execute(
-        "SELECT idx_scan FROM pg_stat_user_indexes "
-        "WHERE indexrelname = 'qlarius_jobs_taking_last_slot_idx'"
-    ).fetchone()[0]
-
-
 def test_the_filtered_fetch_reads_its_own_index_however_many_long_jobs_wait(sync_conn):
     """Found by a review: as one statement with the flag in it, the filtered fetch walked every
     waiting populate before the sync behind them (22 ms a fetch at 50,000). It reads the
@@ -90,9 +87,9 @@ def test_the_filtered_fetch_reads_its_own_index_however_many_long_jobs_wait(sync
         "VALUES ('targets', 'sync_pending_me_files', '{}')"
     )
     sync_conn.execute("ANALYZE procrastinate_jobs")
-    before = _index_scans(sync_conn)
+    before = index_scans(sync_conn, "qlarius_jobs_taking_last_slot_idx")
     assert _fetch(sync_conn, True) == "sync_pending_me_files"
-    assert _index_scans(sync_conn) > before
+    assert index_scans(sync_conn, "qlarius_jobs_taking_last_slot_idx") > before
     assert _fetch(sync_conn, True) is None
     assert _fetch(sync_conn, False) == "populate_target"
 

@@ -6,6 +6,7 @@ import json
 
 from qlarius_jobs import snapshots
 from tests.integration.factories import World, standard_world
+from tests.integration.support import index_scans
 
 DOMAIN_EXAMPLE = (
     '{"tags": [[1, "Sex (Biological)", 1, [[2, "Female", 1]]], '
@@ -224,13 +225,7 @@ def test_a_mefiles_tags_can_be_read_from_the_index_alone(sync_conn):
     assert constraint == "UNIQUE (me_file_id, trait_id) INCLUDE (tag_value)"
 
 
-def _trait_index_scans(conn) -> int:
-    conn.execute("SELECT pg_stat_force_next_flush()")
-    conn.execute("SELECT pg_stat_clear_snapshot()")
-    return conn.execute(
-        "SELECT idx_scan FROM pg_stat_user_indexes "
-        "WHERE indexrelname = 'me_file_tags_trait_me_file_value_idx'"
-    ).fetchone()[0]
+TRAIT_INDEX = "me_file_tags_trait_me_file_value_idx"
 
 
 async def _flush_stats(conn) -> None:
@@ -261,27 +256,27 @@ async def test_many_mefiles_close_together_are_read_by_trait_with_the_same_snaps
     sync_conn.execute("VACUUM ANALYZE me_file_tags")
     asked = [100000 + n for n in range(1, 2001) if n % 3]
     pairs = [(m, band) for m in asked for band in (s.outer, s.middle, s.bullseye)]
-    before = _trait_index_scans(sync_conn)
+    before = index_scans(sync_conn, TRAIT_INDEX)
     by_trait = await snapshots.compute_snapshots(conn, pairs)
     await _flush_stats(conn)
-    after = _trait_index_scans(sync_conn)
+    after = index_scans(sync_conn, TRAIT_INDEX)
     by_me_file: dict = {}
     for start in range(0, len(asked), 500):  # fewer than 1,000 MeFiles a call
         chunk = set(asked[start : start + 500])
         by_me_file |= await snapshots.compute_snapshots(conn, [p for p in pairs if p[0] in chunk])
     await _flush_stats(conn)
     assert after - before == 5  # one scan per band trait (male is in no group)
-    assert _trait_index_scans(sync_conn) == after  # the small calls read MeFile by MeFile
+    assert index_scans(sync_conn, TRAIT_INDEX) == after  # the small calls read MeFile by MeFile
     assert len(by_trait) == len(pairs) == len(by_me_file)
     assert by_trait == by_me_file  # jsonb: equal as values, so equal as text
     assert sum(1 for snap in by_trait.values() if snap["tags"]) > len(pairs) // 2
     far_apart = [(100000 + n, s.outer) for n in range(1, 2001, 2)] + [
         (s.w.me_file([s.heat]), s.outer)
     ]
-    before = _trait_index_scans(sync_conn)
+    before = index_scans(sync_conn, TRAIT_INDEX)
     await snapshots.compute_snapshots(conn, far_apart)  # 1,001 MeFiles over a wide span
     await _flush_stats(conn)
-    assert _trait_index_scans(sync_conn) == before
+    assert index_scans(sync_conn, TRAIT_INDEX) == before
 
 
 def test_ids_at_both_ends_of_bigint_do_not_overflow_the_span(sync_conn):
