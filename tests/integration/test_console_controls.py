@@ -81,8 +81,11 @@ def test_the_schedules_page_shows_each_schedule_its_next_runs_and_its_ticks(clie
         assert f'id="schedule-{task}"' in page.text
     row = _row(page.text, f"schedule-{SCHEDULE}")
     assert "<code>*/5 * * * *</code>" in row and ">enabled<" in row
-    # its next three runs, each on a five-minute mark
-    runs = re.findall(r"\d{4}-\d\d-\d\d \d\d:(\d\d):00 UTC<br>", row)
+    # its next three runs, each on a five-minute mark, in the cell after its state (the row's
+    # last-changed time, also followed by <br>, lands on a whole minute one time in sixty)
+    next_runs = re.search(r'class="schedule-state">[^<]*</td>\s*<td>(.*?)</td>', row, re.S)
+    assert next_runs is not None, row
+    runs = re.findall(r"\d{4}-\d\d-\d\d \d\d:(\d\d):00 UTC<br>", next_runs[1])
     assert len(runs) == 3 and all(int(m) % 5 == 0 for m in runs)
     prune = _row(page.text, "schedule-prune_finished_jobs")
     assert f'<a href="/jobs/{ran["job_id"]}">#{ran["job_id"]}</a> todo' in prune

@@ -6,7 +6,6 @@ import json
 
 from qlarius_jobs import snapshots
 from tests.integration.factories import World, standard_world
-from tests.integration.support import index_scans
 
 DOMAIN_EXAMPLE = (
     '{"tags": [[1, "Sex (Biological)", 1, [[2, "Female", 1]]], '
@@ -228,10 +227,17 @@ def test_a_mefiles_tags_can_be_read_from_the_index_alone(sync_conn):
 TRAIT_INDEX = "me_file_tags_trait_me_file_value_idx"
 
 
-async def _flush_stats(conn) -> None:
-    """This session's index counters, reported now (each backend reports its own)."""
-    await conn.execute("SELECT pg_stat_force_next_flush()")
-    await conn.commit()
+async def _scanning_trait_index(conn, pairs) -> tuple[dict, int]:
+    """The snapshots of ``pairs``, and how many times computing them scanned the trait index:
+    this session's own count (pg_stat_get_xact_numscans: its scans not yet reported), read
+    before and after in one transaction, so that no other session's scans count."""
+    count = "SELECT pg_stat_get_xact_numscans(%s::regclass)"
+    async with conn.transaction():
+        before = await (await conn.execute(count, (TRAIT_INDEX,))).fetchone()
+        computed = await snapshots.compute_snapshots(conn, pairs)
+        after = await (await conn.execute(count, (TRAIT_INDEX,))).fetchone()
+    assert before is not None and after is not None
+    return computed, int(after[0]) - int(before[0])
 
 
 async def test_many_mefiles_close_together_are_read_by_trait_with_the_same_snapshots(
@@ -256,27 +262,22 @@ async def test_many_mefiles_close_together_are_read_by_trait_with_the_same_snaps
     sync_conn.execute("VACUUM ANALYZE me_file_tags")
     asked = [100000 + n for n in range(1, 2001) if n % 3]
     pairs = [(m, band) for m in asked for band in (s.outer, s.middle, s.bullseye)]
-    before = index_scans(sync_conn, TRAIT_INDEX)
-    by_trait = await snapshots.compute_snapshots(conn, pairs)
-    await _flush_stats(conn)
-    after = index_scans(sync_conn, TRAIT_INDEX)
+    by_trait, scans = await _scanning_trait_index(conn, pairs)
+    assert scans == 5  # one scan per band trait (male is in no group)
     by_me_file: dict = {}
     for start in range(0, len(asked), 500):  # fewer than 1,000 MeFiles a call
         chunk = set(asked[start : start + 500])
-        by_me_file |= await snapshots.compute_snapshots(conn, [p for p in pairs if p[0] in chunk])
-    await _flush_stats(conn)
-    assert after - before == 5  # one scan per band trait (male is in no group)
-    assert index_scans(sync_conn, TRAIT_INDEX) == after  # the small calls read MeFile by MeFile
+        computed, scans = await _scanning_trait_index(conn, [p for p in pairs if p[0] in chunk])
+        assert scans == 0  # read MeFile by MeFile
+        by_me_file |= computed
     assert len(by_trait) == len(pairs) == len(by_me_file)
     assert by_trait == by_me_file  # jsonb: equal as values, so equal as text
     assert sum(1 for snap in by_trait.values() if snap["tags"]) > len(pairs) // 2
     far_apart = [(100000 + n, s.outer) for n in range(1, 2001, 2)] + [
         (s.w.me_file([s.heat]), s.outer)
     ]
-    before = index_scans(sync_conn, TRAIT_INDEX)
-    await snapshots.compute_snapshots(conn, far_apart)  # 1,001 MeFiles over a wide span
-    await _flush_stats(conn)
-    assert index_scans(sync_conn, TRAIT_INDEX) == before
+    _, scans = await _scanning_trait_index(conn, far_apart)  # 1,001 MeFiles over a wide span
+    assert scans == 0
 
 
 def test_ids_at_both_ends_of_bigint_do_not_overflow_the_span(sync_conn):
