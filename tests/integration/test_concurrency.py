@@ -453,6 +453,9 @@ async def test_refusals_write_no_error_to_the_server_log(app, sync_conn):
 # Found by review: each a forced interleaving ------------------------------------------------
 
 
+LEASE_SECONDS = 4  # the dying drainer's lease
+
+
 async def test_a_drainer_that_dies_holding_its_lease_loses_it_within_seconds(
     app, sync_conn, monkeypatch
 ):
@@ -478,14 +481,16 @@ async def test_a_drainer_that_dies_holding_its_lease_loses_it_within_seconds(
                 apply_pending_syncs,
                 batch_size=10,
                 budget_seconds=5,
-                lease_seconds=2,
+                # long enough that the steps up to the first check below fit in it on a slow
+                # runner (a review: at 2 s, a stalled one could see it lapsed already)
+                lease_seconds=LEASE_SECONDS,
             )
     monkeypatch.undo()
     [lease] = sync_conn.execute("SELECT kind FROM qlarius_drain_leases").fetchall()
     assert lease == ("sync",)
     s.w.tag(me_file, [s.z10028])
     assert await _ensure_sync_job_or_none() is None  # a live lease: its holder rechecks
-    await asyncio.sleep(2.2)
+    await asyncio.sleep(LEASE_SECONDS + 0.2)
     assert await _ensure_sync_job_or_none() is not None  # lapsed: a job is deferred
     report = await drain_syncs_now()
     assert report.drainer and report.me_files == 1

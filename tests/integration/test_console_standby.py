@@ -91,14 +91,15 @@ def test_every_page_reads_from_the_standby_and_shows_a_job_once_replayed(standby
             response = c.get(path)
             assert response.status_code == 200, (path, response.text[-300:])
             assert STANDBY_LINE in response.text, path
-        # an idle primary: caught up, 0 s behind, and it stays so (the time since the last
-        # replayed commit, which grows, is not a lag while everything received is replayed).
-        # The server's own background commits (autovacuum, the console's pool) may be caught
-        # in flight for a few milliseconds, so "stays so" reads under a second, not exactly 0.
+        # an idle primary: caught up, 0 s behind, and so again well after the last commit (the
+        # time since the last replayed commit, which grows, is not a lag while everything
+        # received is replayed). Read until it shows: the server's own background work
+        # (autovacuum) streams WAL without committing, and while some is in flight the lag is
+        # the time since the last replayed commit, by design (a review measured 46 of 50 reads
+        # at 1 s or more during a long uncommitted write).
         wait_for(lambda: CAUGHT_UP in c.get("/jobs").text, 30, "caught up")
         time.sleep(1.5)
-        assert _lag(c.get("/jobs").text) == 0
-        assert _metric(c.get("/metrics").text, "qlarius_read_replica_lag_seconds") < 1.0
+        wait_for(lambda: _lag(c.get("/jobs").text) == 0, 30, "the page reading 0 behind")
         wait_for(
             lambda: _metric(c.get("/metrics").text, "qlarius_read_replica_lag_seconds") == 0,
             30,
