@@ -109,5 +109,8 @@ async def bench_populate(app: App, conninfo: str, cfg: BenchConfig, size: int, p
         f"populate_target, {inserted:,} rows in {ours_seconds * 1000:,.0f} ms ({len(target_ids)} "
         f"jobs). The same work with no job, {same_seconds * 1000:,.0f} ms: "
         + ", ".join(f"{k} {v:,.0f}" for k, v in ms.items())
-        + " (each a SELECT alone, then the INSERT)"
+        + f" (each a SELECT alone, then the INSERT); the jobs around it "
+        f"{(ours_seconds - same_seconds) * 1000:,.0f}. The floor, {floor_seconds * 1000:,.0f} ms: "
+        f"members {members_seconds * 1000:,.0f}, a constant written "
+        f"{(floor_seconds - members_seconds) * 1000:,.0f}"
     )
