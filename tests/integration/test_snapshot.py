@@ -109,6 +109,35 @@ async def test_value_falls_back_to_trait_name_when_null_or_empty(conn, sync_conn
     assert all(v is not None for v in values.values())
 
 
+async def test_names_and_values_json_must_escape_come_back_as_written(conn, sync_conn):
+    """Snapshots are written as JSON text and parsed once (0032): quotes, backslashes, control
+    characters, non-ASCII and negative orders come back exactly, and the text is the one that
+    the same structure, parsed by PostgreSQL from Python's JSON, prints."""
+    w = World(sync_conn)
+    quoted = w.parent('Say "hi" \\ back\\slash', -2)
+    tab = w.child(quoted, "tab\there", -1)
+    quirky = w.child(quoted, "unused name", 4)
+    emoji = w.parent("Émoji 😀 </script>", 0)
+    plain = w.child(emoji, "line\nbreak \u0001 bell", 1)
+    groups = [w.group("q", quoted, [tab, quirky]), w.group("e", emoji, [plain])]
+    band = w.band(w.target(), groups)
+    value = 'a "value" \\ with\r\nlines\t\u001f and ünï'
+    me_file = w.me_file({tab: None, quirky: value, plain: ""})
+    expected = {
+        "tags": [
+            [quoted, 'Say "hi" \\ back\\slash', -2, [[tab, "tab\there", -1], [quirky, value, 4]]],
+            [emoji, "Émoji 😀 </script>", 0, [[plain, "line\nbreak \u0001 bell", 1]]],
+        ]
+    }
+    result = await snapshots.compute_snapshots(conn, [(me_file, band)])
+    assert result[(me_file, band)] == expected
+    text, reference = sync_conn.execute(
+        "SELECT snapshot::text, %s::jsonb::text FROM qlarius_matching_tags_snapshots(%s, %s)",
+        (json.dumps(expected), [me_file], [band]),
+    ).fetchone()
+    assert text == reference
+
+
 async def test_no_match_gives_empty_tags_never_null(conn, sync_conn):
     s = standard_world(sync_conn)
     me_file = s.w.me_file([s.male])

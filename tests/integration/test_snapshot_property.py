@@ -37,7 +37,9 @@ def cases(draw: st.DrawFn) -> Case:
         draw(st.lists(st.integers(0, len(groups) - 1), unique=True, max_size=4))
         for _ in range(draw(st.integers(1, 4)))
     ]
-    values = st.one_of(st.none(), st.just(""), st.sampled_from(["x", "10028", "Ünïcode"]))
+    values = st.one_of(
+        st.none(), st.just(""), st.sampled_from(["x", "10028", "Ünïcode", 'q"uo\\te\n'])
+    )
     tags = [
         draw(st.dictionaries(st.integers(0, len(children) - 1), values, max_size=len(children)))
         for _ in range(draw(st.integers(1, 5)))
