@@ -97,6 +97,29 @@ async def test_parents_and_children_ordered_by_display_order_then_id(conn, sync_
     }
 
 
+async def test_many_ties_on_display_order_are_broken_by_id(conn, sync_conn):
+    """Twelve parents and twelve children of one parent, their display_order tied in pairs and
+    given in shuffled order: ties are broken by id however many there are. (A sort of fewer
+    than seven rows keeps tied rows in the order it got them: a missing id tie-break passed
+    the tests with four parents; a review found it.)"""
+    w = World(sync_conn)
+    parents = [w.parent(f"P{i}", i % 2) for i in range(12)]
+    many = parents[0]
+    kids = [w.child(many, f"K{i}", i % 2) for i in range(12)]
+    others = [w.child(p, f"C{i}", 1) for i, p in enumerate(parents[1:], start=1)]
+    groups = [w.group("many", many, kids)] + [
+        w.group(f"g{i}", p, [c])
+        for i, (p, c) in enumerate(zip(parents[1:], others, strict=True), start=1)
+    ]
+    band = w.band(w.target(), groups)
+    me_file = w.me_file(list(reversed(kids + others)))
+    tags = (await snapshots.compute_snapshots(conn, [(me_file, band)]))[(me_file, band)]["tags"]
+    order_of = {p: i % 2 for i, p in enumerate(parents)}
+    assert [t[0] for t in tags] == sorted(parents, key=lambda p: (order_of[p], p))
+    children = next(t[3] for t in tags if t[0] == many)
+    assert [c[0] for c in children] == sorted(kids, key=lambda k: (kids.index(k) % 2, k))
+
+
 async def test_value_falls_back_to_trait_name_when_null_or_empty(conn, sync_conn):
     s = standard_world(sync_conn)
     w = s.w
