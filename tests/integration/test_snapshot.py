@@ -114,10 +114,10 @@ async def test_many_ties_on_display_order_are_broken_by_id(conn, sync_conn):
     band = w.band(w.target(), groups)
     me_file = w.me_file(list(reversed(kids + others)))
     tags = (await snapshots.compute_snapshots(conn, [(me_file, band)]))[(me_file, band)]["tags"]
-    order_of = {p: i % 2 for i, p in enumerate(parents)}
+    order_of = {trait: i % 2 for traits in (parents, kids) for i, trait in enumerate(traits)}
     assert [t[0] for t in tags] == sorted(parents, key=lambda p: (order_of[p], p))
     children = next(t[3] for t in tags if t[0] == many)
-    assert [c[0] for c in children] == sorted(kids, key=lambda k: (kids.index(k) % 2, k))
+    assert [c[0] for c in children] == sorted(kids, key=lambda k: (order_of[k], k))
 
 
 async def test_value_falls_back_to_trait_name_when_null_or_empty(conn, sync_conn):
